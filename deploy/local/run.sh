@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The service's main job on one machine: PostgreSQL and RabbitMQ up (installed from Debian
+# packages if missing, or DATABASE_URL / AMQP_URL), a release build, migrations, every
+# worker and the task scheduler, then a sample collections scenario printed as it runs.
+# The services keep running and printing task events until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+deploy/local/ensure-services.sh
+
+export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+if [[ -z "${DATABASE_URL:-}" ]]; then
+  # A database of its own on the local server, created once.
+  psql -h 127.0.0.1 -U postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'collections'" | grep -q 1 ||
+    psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE collections"
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/collections"
+fi
+
+cargo build --release --locked --bins
+bins=(payment-failed-worker promise-made-worker promise-broken-worker payment-received-worker)
+[[ -x target/release/task-scheduler ]] && bins+=(task-scheduler)
+
+logs=.run/logs
+mkdir -p "$logs"
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  echo
+  echo "stopping: ${bins[*]}"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+for b in "${bins[@]}"; do
+  # Each binary applies migrations at start (advisory-locked) and declares its topology.
+  target/release/"$b" >"$logs/$b.log" 2>&1 &
+  pids+=($!)
+done
+echo "started ${#bins[@]} binaries; JSON logs in $logs/"
+sleep 1
+target/release/collectionsctl demo --follow

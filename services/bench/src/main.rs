@@ -1,0 +1,1344 @@
+//! Benchmarks. Each run measures the machine's raw limits (RabbitMQ confirmed publish and
+//! acked consume with lapin, Postgres one-transaction-per-event with sqlx) and the real
+//! service binaries in the same run, and prints the ratio.
+//!
+//! ```sh
+//! cargo build --release --bins
+//! cargo run --release -p bench -- ingest --events 50000 --accounts 100000
+//! cargo run --release -p bench -- scheduler --future 1000000 --backlog 200000
+//! ```
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use lapin::{
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Connection,
+};
+use serde_json::{json, Value};
+use sqlx::{postgres::PgPoolOptions, Connection as _, PgConnection, PgPool};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(about = "Collections service benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Inbound events to published task events, beside raw RabbitMQ and Postgres limits.
+    Ingest {
+        /// Events in the throughput phase.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        /// Accounts the events are spread over (pre-created in the database).
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        /// Seconds of the paced latency phase (at half the measured rate).
+        #[arg(long, default_value_t = 10)]
+        latency_secs: u64,
+        /// Events/s of the latency phase instead of half the measured rate.
+        #[arg(long)]
+        latency_rate: Option<f64>,
+        /// Emitted (historical) tasks seeded before the run, as a live system has them
+        /// (default: one per account, at most 200,000).
+        #[arg(long)]
+        history: Option<usize>,
+    },
+    /// Task firing precision with many future tasks, and backlog drain rate.
+    Scheduler {
+        /// Future tasks in the table during the lateness phase.
+        #[arg(long, default_value_t = 1_000_000)]
+        future: usize,
+        /// Tasks per second planned due soon during the lateness phase.
+        #[arg(long, default_value_t = 1000)]
+        rate: usize,
+        /// Seconds of the lateness phase.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+        /// Already-due tasks in the drain phase.
+        #[arg(long, default_value_t = 200_000)]
+        backlog: usize,
+        /// Tasks per claim (`SCHEDULER_BATCH` of the scheduler).
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        /// How long after insertion a due-soon task is due, in ms.
+        #[arg(long, default_value_t = 2000)]
+        lead_ms: u64,
+        /// `pg_notify` the scheduler after every insert (by default only when the tasks
+        /// are due within 1 s, like the workers; otherwise its 1 s poll finds them).
+        #[arg(long)]
+        notify: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Ingest {
+            events,
+            accounts,
+            latency_secs,
+            latency_rate,
+            history,
+        } => {
+            let history = history.unwrap_or(accounts.min(200_000));
+            ingest(events, accounts, latency_secs, latency_rate, history).await
+        }
+        Cmd::Scheduler {
+            future,
+            rate,
+            secs,
+            backlog,
+            batch,
+            lead_ms,
+            notify,
+        } => {
+            let lateness = Lateness {
+                future,
+                rate,
+                secs,
+                lead_ms,
+                notify: notify || lead_ms <= 1000,
+            };
+            scheduler(lateness, backlog, batch).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Environment: a private database and vhost, the release binaries.
+
+struct Env {
+    name: String,
+    admin_url: String,
+    database_url: String,
+    amqp_url: String,
+    db: PgPool,
+    amqp: Connection,
+    children: Vec<(String, Child)>,
+}
+
+fn with_path(url: &str, path: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = tail
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{scheme}://{authority}/{path}{query}")
+}
+
+fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .context("rabbitmqctl (the benchmark makes its own vhost)")?;
+    if !out.status.success() {
+        bail!(
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Env {
+    async fn new() -> anyhow::Result<Self> {
+        let name = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let base_amqp = std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let mut admin = PgConnection::connect(&admin_url).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        rabbitmqctl(&["add_vhost", &name])?;
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])?;
+        let database_url = with_path(&admin_url, &name);
+        let amqp_url = with_path(&base_amqp, &name);
+        let db = PgPoolOptions::new()
+            .max_connections(24)
+            .connect(&database_url)
+            .await?;
+        collections_store_migrate(&database_url).await?;
+        let amqp = collections_bus::connect(&amqp_url, "bench").await?;
+        collections_bus::declare_topology(&amqp.create_channel().await?).await?;
+        Ok(Self {
+            name,
+            admin_url,
+            database_url,
+            amqp_url,
+            db,
+            amqp,
+            children: Vec::new(),
+        })
+    }
+
+    /// Starts a release binary; returns how long it took until it logged `ready_line`.
+    async fn spawn(
+        &mut self,
+        bin: &str,
+        env: &[(&str, &str)],
+        ready_line: &str,
+    ) -> anyhow::Result<Duration> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/release")
+            .join(bin);
+        if !path.exists() {
+            bail!(
+                "{} is missing: run `cargo build --release --bins` first",
+                path.display()
+            );
+        }
+        let started = Instant::now();
+        let mut child = Command::new(path)
+            .env("DATABASE_URL", &self.database_url)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("RUST_LOG", "warn,collections_runtime=info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let needle = format!("\"message\":\"{ready_line}\"");
+        let ready = loop {
+            match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+                Ok(Ok(Some(l))) if l.contains(&needle) => break started.elapsed(),
+                Ok(Ok(Some(_))) => {}
+                _ => bail!("{bin} did not become ready"),
+            }
+        };
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.children.push((bin.to_owned(), child));
+        Ok(ready)
+    }
+
+    fn peak_rss_kib(&self) -> Vec<(String, u64)> {
+        self.children
+            .iter()
+            .filter_map(|(name, c)| {
+                let pid = c.id()?;
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let kib = status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((name.clone(), kib))
+            })
+            .collect()
+    }
+
+    async fn stop(&mut self) {
+        for (_, c) in &mut self.children {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(20), c.wait()).await;
+        }
+        self.children.clear();
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db)
+            .await
+            .unwrap_or(-1)
+    }
+
+    async fn teardown(mut self) {
+        self.stop().await;
+        self.db.close().await;
+        let _ = self.amqp.close(200, "bye".into()).await;
+        let _ = rabbitmqctl(&["delete_vhost", &self.name]);
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+async fn collections_store_migrate(url: &str) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    sqlx::migrate!("../store/migrations").run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU accounting from /proc: where the two cores went during a phase.
+
+/// CPU seconds by group: the service binaries, Postgres, RabbitMQ (beam), this benchmark.
+/// The last entry is everything else on the machine (total busy time from /proc/stat
+/// minus the four groups): other users' builds and tests disturb a 2-core machine.
+fn cpu_snapshot(env: &Env) -> [f64; 5] {
+    let ticks = 100.0; // USER_HZ on Linux
+    let children: HashSet<u32> = env.children.iter().filter_map(|(_, c)| c.id()).collect();
+    let me = std::process::id();
+    let mut out = [0.0; 5];
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+        if let Some(cpu) = stat.lines().next() {
+            let v: Vec<f64> = cpu
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            let busy: f64 = v
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+                .map(|(_, x)| x)
+                .sum();
+            out[4] = busy / ticks;
+        }
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ... utime(14) stime(15)"
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let f: Vec<&str> = tail.split_whitespace().collect();
+        let used = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // Fields after the comm start at field 3 (state), so utime (14) is index 11.
+        let secs = (used(11) + used(12)) / ticks;
+        let group = if children.contains(&pid) {
+            0
+        } else if comm == "postgres" {
+            1
+        } else if comm.starts_with("beam") || comm.starts_with("erl") {
+            2
+        } else if pid == me {
+            3
+        } else {
+            continue;
+        };
+        out[group] += secs;
+    }
+    out[4] -= out[0] + out[1] + out[2] + out[3];
+    out
+}
+
+struct Cpu {
+    at: Instant,
+    last: [f64; 5],
+}
+
+struct CpuDelta {
+    wall: f64,
+    secs: [f64; 5],
+}
+
+impl CpuDelta {
+    fn describe(&self) -> String {
+        let cores = |s: f64| s / self.wall.max(1e-9);
+        let parts: Vec<String> = self
+            .secs
+            .iter()
+            .map(|s| format!("{s:.1} s ({:.2} cores)", cores(*s)))
+            .collect();
+        parts.join(" / ")
+    }
+}
+
+impl Cpu {
+    fn start(env: &Env) -> Self {
+        Self {
+            at: Instant::now(),
+            last: cpu_snapshot(env),
+        }
+    }
+
+    /// CPU used since the last call (processes that exited in between are not counted).
+    fn delta(&mut self, env: &Env) -> CpuDelta {
+        let now = cpu_snapshot(env);
+        let mut secs = [0.0; 5];
+        for (i, s) in secs.iter_mut().enumerate() {
+            *s = (now[i] - self.last[i]).max(0.0);
+        }
+        let wall = self.at.elapsed().as_secs_f64();
+        self.at = Instant::now();
+        self.last = now;
+        CpuDelta { wall, secs }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw limits.
+
+/// Publishes `bodies` persistently with confirms, keeping up to `window` unconfirmed.
+async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    items: &[(String, Vec<u8>)],
+    window: usize,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(window);
+    for (rk, body) in items {
+        let c = ch
+            .basic_publish(
+                exchange.into(),
+                rk.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        pending.push(c);
+        if pending.len() >= window {
+            for c in pending.drain(..) {
+                if c.await?.is_nack() {
+                    bail!("nack");
+                }
+            }
+        }
+    }
+    for c in pending {
+        if c.await?.is_nack() {
+            bail!("nack");
+        }
+    }
+    Ok(())
+}
+
+struct RawRabbit {
+    publish_per_s: f64,
+    consume_per_s: f64,
+}
+
+async fn raw_rabbit(conn: &Connection, n: usize, body_len: usize) -> anyhow::Result<RawRabbit> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let q = format!("bench.raw.{}", Uuid::new_v4().simple());
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await?;
+    let body = vec![b'x'; body_len];
+    let items: Vec<(String, Vec<u8>)> = (0..n).map(|_| (q.clone(), body.clone())).collect();
+    let t = Instant::now();
+    publish_confirmed(&ch, "", &items, 256).await?;
+    let publish_per_s = n as f64 / t.elapsed().as_secs_f64();
+
+    let cch = conn.create_channel().await?;
+    cch.basic_qos(128, BasicQosOptions::default()).await?;
+    let mut consumer = cch
+        .basic_consume(
+            q.as_str().into(),
+            "raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let t = Instant::now();
+    let mut got = 0;
+    while got < n {
+        let d = consumer.next().await.context("consumer ended")??;
+        got += 1;
+        // Multiple-ack every 64, as the workers ack once per batch.
+        if got % 64 == 0 || got == n {
+            d.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+    }
+    let consume_per_s = n as f64 / t.elapsed().as_secs_f64();
+    ch.queue_delete(q.as_str().into(), Default::default())
+        .await?;
+    Ok(RawRabbit {
+        publish_per_s,
+        consume_per_s,
+    })
+}
+
+/// The workers' per-event work, one transaction per event, at `concurrency`.
+async fn raw_postgres(
+    db: &PgPool,
+    n: usize,
+    accounts: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let state = serde_json::to_value(collections_core::AccountState::new("x", "Asia/Shanghai"))?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (db, next, state) = (db.clone(), next.clone(), state.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, sqlx::Error>(());
+                }
+                let account = format!("raw-{}", (i * 7919) % accounts);
+                let mut tx = db.begin().await?;
+                sqlx::query("INSERT INTO inbox (event_id, event_type, account_id) VALUES ($1, 'payment.failed', $2) ON CONFLICT DO NOTHING")
+                    .bind(Uuid::new_v4()).bind(&account).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(&account).execute(&mut *tx).await?;
+                let _: Option<Value> = sqlx::query_scalar("SELECT state FROM accounts WHERE account_id = $1 FOR UPDATE")
+                    .bind(&account).fetch_one(&mut *tx).await?;
+                // `status IN (scheduled, claimed)` is the open-task index's own predicate:
+                // only that index can serve it, whatever the statistics say.
+                sqlx::query("SELECT task_id, status FROM tasks WHERE account_id = $1 AND status IN ('scheduled', 'claimed')")
+                    .bind(&account).fetch_all(&mut *tx).await?;
+                sqlx::query("UPDATE accounts SET state = $2, status = 'delinquent', overdue_minor = 1, updated_at = now() WHERE account_id = $1")
+                    .bind(&account).bind(&state).execute(&mut *tx).await?;
+                sqlx::query("UPDATE tasks SET status = 'cancelled', cancelled_at = now(), cancel_reason = 'raw' WHERE account_id = $1 AND status IN ('scheduled', 'claimed') AND kind = 'collection_call'")
+                    .bind(&account).execute(&mut *tx).await?;
+                let task = Uuid::new_v4();
+                sqlx::query("INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason, cause_event_id, policy_version) VALUES ($1, $2, 'collection_call', 'phone_mobile', now(), 6, 'gentle', 'raw benchmark', $1, 'raw')")
+                    .bind(task).bind(&account).execute(&mut *tx).await?;
+                for k in ["event_applied", "task_planned"] {
+                    sqlx::query("INSERT INTO journal (account_id, event_id, kind, detail, policy_version, decided_at) VALUES ($1, $2, $3, 'raw benchmark journal line of typical length', 'raw', now())")
+                        .bind(&account).bind(task).bind(k).execute(&mut *tx).await?;
+                }
+                sqlx::query("INSERT INTO outbox (event_id, account_id, exchange, routing_key, body, lease_until) VALUES ($1, $2, 'collections.tasks', 'task.scheduled.collection_call', $3, now())")
+                    .bind(Uuid::new_v4()).bind(&account).bind(&state).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------
+// A listener on the task exchange.
+
+#[derive(Default)]
+struct Seen {
+    received: usize,
+    ids: HashSet<String>,
+    duplicates: usize,
+    /// First task event per cause event id.
+    first_by_cause: HashMap<String, Timestamp>,
+    /// `task.due` lateness in ms.
+    lateness_ms: Vec<f64>,
+}
+
+async fn listen(conn: &Connection, key: &str) -> anyhow::Result<Arc<Mutex<Seen>>> {
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    ch.queue_bind(
+        q.name().clone(),
+        "collections.tasks".into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let mut consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "bench".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let _keep = ch;
+        while let Some(Ok(d)) = consumer.next().await {
+            let now = Timestamp::now();
+            let Ok(v) = serde_json::from_slice::<Value>(&d.data) else {
+                continue;
+            };
+            let Ok(mut s) = sink.lock() else { return };
+            s.received += 1;
+            if !s
+                .ids
+                .insert(v["id"].as_str().unwrap_or_default().to_owned())
+            {
+                s.duplicates += 1;
+            }
+            if let Some(cause) = v["data"]["cause_event_id"].as_str() {
+                s.first_by_cause.entry(cause.to_owned()).or_insert(now);
+            }
+            if v["type"] == "task.due" {
+                if let Some(due) = v["data"]["due_at"]
+                    .as_str()
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+                {
+                    s.lateness_ms
+                        .push(now.duration_since(due).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    });
+    Ok(seen)
+}
+
+async fn get_metrics(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+/// Sum and count of a histogram (all label sets together).
+async fn scrape_histogram(port: u16, name: &str) -> Option<(f64, f64)> {
+    let text = get_metrics(port).await?;
+    let total = |suffix: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{suffix}")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    Some((total("_sum"), total("_count")))
+}
+
+/// A counter's total over its label sets.
+async fn scrape_counter(port: u16, name: &str) -> Option<f64> {
+    let text = get_metrics(port).await?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        // Coarse enough that the benchmark's own count(*) polling stays negligible.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Ingest.
+
+fn cny(minor: i64) -> Value {
+    json!({"minor": minor, "currency": "CNY"})
+}
+
+fn event(ty: &str, account: &str, data: Value) -> (String, Uuid, Vec<u8>) {
+    let id = Uuid::new_v4();
+    let body = json!({
+        "specversion": "1.0", "id": id, "source": "bench", "type": ty,
+        "time": Timestamp::now(), "subject": account,
+        "datacontenttype": "application/json", "data": data,
+    });
+    (ty.to_owned(), id, body.to_string().into_bytes())
+}
+
+/// How many failures a follow-up event trails its account's failure by, in the stream.
+const FOLLOW_LAG: usize = 1000;
+
+/// A realistic mix, interleaved: half `payment.failed`, a quarter `promise.made` and a
+/// quarter partial `payment.received`. Each account's sequence is a failure followed,
+/// about `2 * FOLLOW_LAG` events later, by its promise or partial payment, so the later
+/// event finds a delinquent account while all three queues are busy at once.
+fn mix(n: usize, accounts: usize, salt: &str) -> Vec<(String, Uuid, Vec<u8>)> {
+    let failing = n.div_ceil(2);
+    let follow = n - failing;
+    let today = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC))
+        .date();
+    let acc = |i: usize| format!("acc-{salt}{}", (i * 7919) % accounts);
+    let failure = |i: usize| {
+        let a = acc(i);
+        event(
+            "payment.failed",
+            &a,
+            json!({
+            "account_id": a, "customer": {"timezone": "Asia/Shanghai"},
+            "installment": {"number": 2, "due_date": today.to_string(), "amount": cny(150_000)},
+            "overdue_amount": cny(150_000), "failure_reason": "insufficient_funds",
+            "attempted_at": Timestamp::now()}),
+        )
+    };
+    let follow_up = |i: usize| {
+        let a = acc(i);
+        if i.is_multiple_of(2) {
+            event(
+                "promise.made",
+                &a,
+                json!({
+                "account_id": a, "promise_id": format!("p-{salt}{i}"), "amount": cny(150_000),
+                "promised_at": Timestamp::now() + SignedDuration::from_hours(5),
+                "captured_by": "bench", "channel": "phone_mobile"}),
+            )
+        } else {
+            event(
+                "payment.received",
+                &a,
+                json!({
+                "account_id": a, "payment_id": format!("pay-{salt}{i}"), "amount": cny(50_000),
+                "received_at": Timestamp::now()}),
+            )
+        }
+    };
+    let lag = FOLLOW_LAG.min(failing / 4);
+    let mut out = Vec::with_capacity(n);
+    let mut next = 0;
+    for i in 0..failing {
+        out.push(failure(i));
+        if i >= lag && next < follow {
+            out.push(follow_up(next));
+            next += 1;
+        }
+    }
+    out.extend((next..follow).map(follow_up));
+    out
+}
+
+/// Sequential scans and rows they read per table so far (the statistics are cumulative;
+/// the benchmark's own count(*) polls read `inbox` and `outbox`).
+async fn seq_scans(db: &PgPool) -> anyhow::Result<String> {
+    // Let the statistics collector catch up.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, seq_scan, seq_tup_read FROM pg_stat_user_tables
+         WHERE relname IN ('inbox', 'accounts', 'tasks', 'journal', 'outbox') ORDER BY relname",
+    )
+    .fetch_all(db)
+    .await?;
+    let indexes: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT indexrelname::text, idx_scan, idx_tup_read FROM pg_stat_user_indexes
+         WHERE relname = 'tasks' ORDER BY indexrelname",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|(t, n, r)| format!("{t} {n}/{r}"))
+        .chain(
+            indexes
+                .iter()
+                .map(|(i, n, r)| format!("index {i}: {n} scans/{r} entries")),
+        )
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+async fn ingest(
+    n: usize,
+    accounts: usize,
+    latency_secs: u64,
+    latency_rate: Option<f64>,
+    history: usize,
+) -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    println!(
+        "bench ingest: {n} events over {accounts} accounts, {history} historical tasks (db {}, vhost {})",
+        env.name, env.name
+    );
+    // Pre-create the accounts, as a live system has them.
+    sqlx::query(
+        "INSERT INTO accounts (account_id) SELECT 'acc-' || g FROM generate_series(0, $1 - 1) g",
+    )
+    .bind(i64::try_from(accounts)?)
+    .execute(&env.db)
+    .await?;
+    // A live system's task table holds history: emitted tasks, outside the open-task
+    // index. Seeding some (and analysing) keeps the planner from choosing sequential scans
+    // for a table it believes empty and caching that plan in prepared statements.
+    sqlx::query(
+        "INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason,
+                            cause_event_id, policy_version, status, emitted_at)
+         SELECT gen_random_uuid(), 'acc-' || g, 'collection_call', 'phone_mobile',
+                now() - interval '30 days', 6, 'gentle', 'history', gen_random_uuid(), 'bench',
+                'emitted', now() - interval '30 days'
+         FROM generate_series(0, $1 - 1) g",
+    )
+    .bind(i64::try_from(history)?)
+    .execute(&env.db)
+    .await?;
+    sqlx::query("ANALYZE").execute(&env.db).await?;
+
+    let sample = mix(2, accounts, "");
+    let body_len = sample[0].2.len();
+    let raw = raw_rabbit(&env.amqp, n.min(50_000), body_len).await?;
+    println!(
+        "raw RabbitMQ: publish+confirm {:.0}/s, consume+ack {:.0}/s ({body_len} B)",
+        raw.publish_per_s, raw.consume_per_s
+    );
+    let concurrency = 4 * 4;
+    // Start each phase without a checkpoint pending from the bulk inserts.
+    sqlx::query("CHECKPOINT").execute(&env.db).await?;
+    let mut raw_cpu = Cpu::start(&env);
+    let raw_pg = raw_postgres(&env.db, n.min(20_000), accounts, concurrency).await?;
+    let raw_cpu = raw_cpu.delta(&env);
+    println!("raw Postgres: one transaction per event at concurrency {concurrency}: {raw_pg:.0} events/s");
+    let raw_scans = seq_scans(&env.db).await?;
+    println!("raw Postgres phase: sequential scans / rows read: {raw_scans}");
+    // Start from the same table sizes the service would see.
+    sqlx::query("TRUNCATE inbox, journal, outbox")
+        .execute(&env.db)
+        .await?;
+    sqlx::query("DELETE FROM tasks WHERE account_id LIKE 'raw-%'")
+        .execute(&env.db)
+        .await?;
+    sqlx::query("DELETE FROM accounts WHERE account_id LIKE 'raw-%'")
+        .execute(&env.db)
+        .await?;
+
+    sqlx::query("CHECKPOINT").execute(&env.db).await?;
+    let seen = listen(&env.amqp, "#").await?;
+    let mut startup = Vec::new();
+    let mut health = Vec::new();
+    for b in [
+        "payment-failed-worker",
+        "promise-made-worker",
+        "promise-broken-worker",
+        "payment-received-worker",
+    ] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        startup.push((
+            b,
+            env.spawn(b, &[("HEALTH_ADDR", addr.as_str())], "consuming")
+                .await?,
+        ));
+        health.push((b, port));
+    }
+
+    // Throughput phase.
+    let events = mix(n, accounts, "");
+    let mut cpu = Cpu::start(&env);
+    let publisher = env.amqp.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let items: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|(t, _, b)| (t.clone(), b.clone()))
+        .collect();
+    let t = Instant::now();
+    publish_confirmed(&publisher, "collections.events", &items, 256).await?;
+    let published_in = t.elapsed();
+    let want = i64::try_from(n)?;
+    wait_until(
+        "every event committed",
+        Duration::from_secs(600),
+        async || env.count("SELECT count(*) FROM inbox").await >= want,
+    )
+    .await?;
+    wait_until(
+        "every task event published",
+        Duration::from_secs(120),
+        async || {
+            let outbox = env.count("SELECT count(*) FROM outbox").await;
+            env.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .await
+                == 0
+                && seen
+                    .lock()
+                    .map(|s| s.received as i64 >= outbox)
+                    .unwrap_or(false)
+        },
+    )
+    .await?;
+    let elapsed = t.elapsed();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let outbox_rows = env.count("SELECT count(*) FROM outbox").await;
+
+    // Latency phase at half the measured rate, same mix; latency is measured for the
+    // events that cause a task event (a partial payment with nothing to re-rank causes none).
+    let throughput_cpu = cpu.delta(&env);
+    let half = latency_rate.unwrap_or(rate / 2.0).max(1.0);
+    let total = (half * latency_secs as f64) as usize;
+    let lat_events = mix(total, accounts, "l");
+    let mut published_at = HashMap::new();
+    // Confirms are awaited off the pacing loop, so a slow confirm never delays the next
+    // publish (the latency measured is the service's, not the publisher's).
+    let (confirm_tx, mut confirm_rx) = tokio::sync::mpsc::unbounded_channel();
+    let confirmer = tokio::spawn(async move {
+        let mut nacks = 0usize;
+        while let Some(c) = confirm_rx.recv().await {
+            let c: lapin::PublisherConfirm = c;
+            if c.await.map(|c| c.is_nack()).unwrap_or(true) {
+                nacks += 1;
+            }
+        }
+        nacks
+    });
+    let start = Instant::now();
+    for (i, (ty, id, body)) in lat_events.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(i as f64 / half);
+        tokio::time::sleep_until(due.into()).await;
+        published_at.insert(id.to_string(), Timestamp::now());
+        let confirm = publisher
+            .basic_publish(
+                "collections.events".into(),
+                ty.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        confirm_tx
+            .send(confirm)
+            .map_err(|_| anyhow::anyhow!("confirm task ended"))?;
+    }
+    let achieved = lat_events.len() as f64 / start.elapsed().as_secs_f64();
+    let latency_cpu = cpu.delta(&env);
+    drop(confirm_tx);
+    let nacks = confirmer.await?;
+    if nacks > 0 {
+        bail!("{nacks} latency-phase events were not confirmed");
+    }
+    let want_all = want + i64::try_from(lat_events.len())?;
+    wait_until(
+        "latency events committed",
+        Duration::from_secs(120),
+        async || env.count("SELECT count(*) FROM inbox").await >= want_all,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = env.peak_rss_kib();
+    let mut stages = Vec::new();
+    for (b, port) in &health {
+        if let Some((sum, count)) = scrape_histogram(*port, "collections_batch_apply_seconds").await
+        {
+            let events: f64 = scrape_counter(*port, "collections_events_total")
+                .await
+                .unwrap_or(0.0);
+            stages.push((*b, sum, count, events));
+        }
+    }
+    let (latencies, received, duplicates, distinct) = {
+        let s = seen.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+        let mut l: Vec<f64> = published_at
+            .iter()
+            .filter_map(|(id, at)| {
+                s.first_by_cause
+                    .get(id)
+                    .map(|got| got.duration_since(*at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        l.sort_by(f64::total_cmp);
+        (l, s.received, s.duplicates, s.ids.len())
+    };
+    let scans = seq_scans(&env.db).await?;
+    let inbox = env.count("SELECT count(*) FROM inbox").await;
+    let outbox_all = env.count("SELECT count(*) FROM outbox").await;
+    let unpublished = env
+        .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .await;
+
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!(
+        "| raw RabbitMQ publish+confirm | {:.0} msg/s |",
+        raw.publish_per_s
+    );
+    println!(
+        "| raw RabbitMQ consume+ack | {:.0} msg/s |",
+        raw.consume_per_s
+    );
+    println!("| raw Postgres, 1 tx per event, {concurrency} concurrent | {raw_pg:.0} events/s |");
+    println!(
+        "| service end to end ({n} events, publish took {:.1} s) | {rate:.0} events/s |",
+        published_in.as_secs_f64()
+    );
+    println!("| ratio service / raw Postgres | {:.2}x |", rate / raw_pg);
+    println!(
+        "| ratio service / raw RabbitMQ publish | {:.2}x |",
+        rate / raw.publish_per_s
+    );
+    println!("| task events from the throughput phase | {outbox_rows} |");
+    println!(
+        "| publish-to-task-event latency at {achieved:.0} events/s (target {half:.0}; {} of {} events cause one): p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+        latencies.len(),
+        lat_events.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    for (b, d) in &startup {
+        println!("| start-up to consuming: {b} | {} ms |", d.as_millis());
+    }
+    for (b, kib) in &rss {
+        println!("| peak RSS: {b} | {:.1} MB |", *kib as f64 / 1024.0);
+    }
+    for (b, sum, count, events) in stages.iter().filter(|s| s.2 > 0.0) {
+        println!(
+            "| {b}: batches / mean events per batch / mean transaction time | {count:.0} / {:.1} / {:.2} ms |",
+            events / count.max(1.0),
+            sum / count.max(1.0) * 1000.0
+        );
+    }
+    for (phase, d) in [
+        ("raw Postgres", &raw_cpu),
+        ("throughput", &throughput_cpu),
+        ("latency", &latency_cpu),
+    ] {
+        println!(
+            "| CPU during the {phase} phase ({:.1} s wall): workers / Postgres / RabbitMQ / bench / rest of the machine | {} |",
+            d.wall,
+            d.describe()
+        );
+    }
+    println!("| sequential scans / rows read and task index use, cumulative (after the raw phase: {raw_scans}) | {scans} |");
+    println!("| check: inbox rows / events published | {inbox} / {want_all} |");
+    println!("| check: task events received / outbox rows / unpublished | {received} / {outbox_all} / {unpublished} |");
+    println!("| check: duplicate task event ids / distinct | {duplicates} / {distinct} |");
+    let ok = inbox == want_all && unpublished == 0 && i64::try_from(distinct)? == outbox_all;
+    println!(
+        "| nothing lost or duplicated | {} |",
+        if ok { "yes" } else { "NO" }
+    );
+    env.teardown().await;
+    if !ok {
+        bail!("loss or duplication detected");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Scheduler.
+
+/// A zone (Etc/GMT±N) where it is about 14:00 now, so tasks are inside the window.
+fn midday_zone() -> String {
+    let utc_hour = i64::from(Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).hour());
+    let mut offset = 14 - utc_hour;
+    if offset > 14 {
+        offset -= 24;
+    }
+    if offset < -12 {
+        offset += 24;
+    }
+    match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    }
+}
+
+const SCHED_ACCOUNTS: i64 = 10_000;
+
+async fn insert_tasks(db: &PgPool, n: usize, due_sql: &str) -> anyhow::Result<()> {
+    // SMS reminders: contact the customer (window-checked) without a call follow-up.
+    let sql = format!(
+        "INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason,
+                            promise_id, cause_event_id, policy_version)
+         SELECT gen_random_uuid(), 'sched-' || (g % {SCHED_ACCOUNTS}), 'promise_reminder', 'sms',
+                {due_sql}, 2, 'gentle', 'benchmark reminder', 'p-bench', gen_random_uuid(), 'bench'
+         FROM generate_series(1, $1) g"
+    );
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(100_000);
+        sqlx::query(&sql)
+            .bind(i64::try_from(chunk)?)
+            .execute(db)
+            .await?;
+        left -= chunk;
+    }
+    Ok(())
+}
+
+struct Lateness {
+    future: usize,
+    rate: usize,
+    secs: u64,
+    lead_ms: u64,
+    notify: bool,
+}
+
+async fn scheduler(l: Lateness, backlog: usize, batch: usize) -> anyhow::Result<()> {
+    let Lateness {
+        future,
+        rate,
+        secs,
+        lead_ms,
+        notify,
+    } = l;
+    let batch = batch.to_string();
+    let sched_env = [("SCHEDULER_BATCH", batch.as_str())];
+    let mut env = Env::new().await?;
+    println!(
+        "bench scheduler: {future} future tasks, {rate}/s due soon for {secs} s, backlog {backlog}"
+    );
+    let body_len = 900;
+    let raw = raw_rabbit(&env.amqp, 50_000, body_len).await?;
+    println!(
+        "raw RabbitMQ: publish+confirm {:.0}/s ({body_len} B)",
+        raw.publish_per_s
+    );
+
+    let zone = midday_zone();
+    let mut state = serde_json::to_value(collections_core::AccountState::new("x", &zone))?;
+    state["status"] = json!("delinquent");
+    sqlx::query("INSERT INTO accounts (account_id, state) SELECT 'sched-' || g, jsonb_set($2, '{account_id}', to_jsonb('sched-' || g)) FROM generate_series(0, $1 - 1) g")
+        .bind(SCHED_ACCOUNTS)
+        .bind(&state)
+        .execute(&env.db)
+        .await?;
+    let t = Instant::now();
+    insert_tasks(
+        &env.db,
+        future,
+        "now() + interval '3 days' + (g % 86400) * interval '1 second'",
+    )
+    .await?;
+    sqlx::query("ANALYZE").execute(&env.db).await?;
+    println!(
+        "inserted {future} future tasks in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let seen = listen(&env.amqp, "task.due.#").await?;
+    env.spawn("task-scheduler", &sched_env, "scheduling")
+        .await?;
+
+    // Lateness: `rate` tasks/s, each due 2 s after it is planned, spread over the second.
+    let per_tick = (rate / 20).max(1);
+    let mut planned = 0usize;
+    let start = Instant::now();
+    let mut tick = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        tick += 1;
+        let next = start + Duration::from_millis(50 * tick);
+        sqlx::query(
+            "INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason,
+                                promise_id, cause_event_id, policy_version)
+             SELECT gen_random_uuid(), 'sched-' || (g % 10000), 'promise_reminder', 'sms',
+                    now() + $2 * interval '1 millisecond' + (g * interval '50 milliseconds') / $1,
+                    2, 'gentle', 'benchmark reminder', 'p-bench', gen_random_uuid(), 'bench'
+             FROM generate_series(0, $1 - 1) g",
+        )
+        .bind(i64::try_from(per_tick)?)
+        .bind(i64::try_from(lead_ms)?)
+        .execute(&env.db)
+        .await?;
+        if notify {
+            sqlx::query("SELECT pg_notify('collections_tasks', '')")
+                .execute(&env.db)
+                .await?;
+        }
+        planned += per_tick;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    wait_until("due tasks fired", Duration::from_secs(30), async || {
+        seen.lock().map(|s| s.received >= planned).unwrap_or(false)
+    })
+    .await?;
+    let mut late = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .lateness_ms
+        .clone();
+    late.sort_by(f64::total_cmp);
+    let achieved = planned as f64 / secs as f64;
+    env.stop().await;
+
+    // Backlog drain.
+    let t = Instant::now();
+    insert_tasks(&env.db, backlog, "now() - interval '1 minute'").await?;
+    println!(
+        "inserted {backlog} due tasks in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let before = seen.lock().map(|s| s.received).unwrap_or(0);
+    sqlx::query("CHECKPOINT").execute(&env.db).await?;
+    let mut cpu = Cpu::start(&env);
+    let t = Instant::now();
+    env.spawn("task-scheduler", &sched_env, "scheduling")
+        .await?;
+    let mut progress: Vec<(f64, usize)> = Vec::new();
+    wait_until("backlog drained", Duration::from_secs(900), async || {
+        let got = seen.lock().map(|s| s.received - before).unwrap_or(0);
+        progress.push((t.elapsed().as_secs_f64(), got));
+        got >= backlog
+    })
+    .await?;
+    let received_secs = t.elapsed().as_secs_f64();
+    // Done when every task is also marked emitted (after the broker's confirm).
+    let fired_total = i64::try_from(planned + backlog)?;
+    wait_until(
+        "backlog marked emitted",
+        Duration::from_secs(120),
+        async || {
+            env.count("SELECT count(*) FROM tasks WHERE status = 'emitted'")
+                .await
+                >= fired_total
+        },
+    )
+    .await?;
+    let drain_secs = t.elapsed().as_secs_f64();
+    let drain = backlog as f64 / drain_secs;
+    // The scheduler is not yet among the children when `Cpu::start` ran; it counts
+    // from its own start, which is what we want.
+    let drain_cpu = cpu.delta(&env);
+    // Split: spawn to first task.due (start-up + first claim), and the rate in each
+    // quarter of the backlog (does the claim slow down as the backlog drains?).
+    let first = progress
+        .iter()
+        .find(|(_, n)| *n > 0)
+        .map_or(f64::NAN, |(s, _)| *s);
+    let at = |n: usize| {
+        progress
+            .iter()
+            .find(|(_, got)| *got >= n)
+            .map_or(f64::NAN, |(s, _)| *s)
+    };
+    let quarters: Vec<String> = (0..4)
+        .map(|q| {
+            let (a, b) = (backlog * q / 4, backlog * (q + 1) / 4);
+            let secs = at(b.max(1)) - if a == 0 { first } else { at(a) };
+            format!("{:.0}", (b - a) as f64 / secs)
+        })
+        .collect();
+    let emitted = env
+        .count("SELECT count(*) FROM tasks WHERE status = 'emitted'")
+        .await;
+    let dup = seen.lock().map(|s| s.duplicates).unwrap_or(0);
+    let rss = env.peak_rss_kib();
+
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!(
+        "| raw RabbitMQ publish+confirm | {:.0} msg/s |",
+        raw.publish_per_s
+    );
+    println!("| future tasks in the table | {future} |");
+    println!(
+        "| due-soon tasks planned | {planned} ({achieved:.0}/s, each due {lead_ms} ms after insert, 50 per insert every 50 ms) |"
+    );
+    println!(
+        "| scheduler wake-up | {} |",
+        if notify {
+            "pg_notify after every insert"
+        } else {
+            "no NOTIFY: its own sleep until the earliest due_at, looking at least every 1 s"
+        }
+    );
+    println!(
+        "| lateness p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
+        late.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| backlog drain ({backlog} due tasks, batch {batch}, {drain_secs:.1} s) | {drain:.0} tasks/s |"
+    );
+    println!(
+        "| drain: spawn to first task.due | {:.0} ms |",
+        first * 1000.0
+    );
+    println!(
+        "| drain: spawn to last task.due received / to all rows emitted | {received_secs:.1} s / {drain_secs:.1} s |"
+    );
+    println!(
+        "| drain: rate per quarter of the backlog | {} tasks/s |",
+        quarters.join(" / ")
+    );
+    println!(
+        "| CPU during the drain ({:.1} s wall): scheduler / Postgres / RabbitMQ / bench / rest of the machine | {} |",
+        drain_cpu.wall,
+        drain_cpu.describe()
+    );
+    println!(
+        "| ratio drain / raw publish+confirm | {:.2}x |",
+        drain / raw.publish_per_s
+    );
+    for (b, kib) in &rss {
+        println!("| peak RSS: {b} | {:.1} MB |", *kib as f64 / 1024.0);
+    }
+    println!(
+        "| check: emitted rows / fired, duplicate ids | {emitted} / {}, {dup} |",
+        planned + backlog
+    );
+    env.teardown().await;
+    Ok(())
+}

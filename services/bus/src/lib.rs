@@ -1,0 +1,309 @@
+//! RabbitMQ for the collections service: the topology, a confirmed publisher and consumers.
+//!
+//! lapin's own auto-recovery is not relied upon; the runtime supervises whole sessions
+//! (connect, declare, consume) and starts a new one when anything in it fails.
+
+use collections_core::EventType;
+use futures::future::try_join_all;
+use lapin::{
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
+};
+
+pub use lapin;
+
+/// Inbound exchange (topic; routing key = event type).
+pub const EVENTS_EXCHANGE: &str = "collections.events";
+/// Outbound task exchange (topic; routing key `task.<state>.<kind>`).
+pub const TASKS_EXCHANGE: &str = "collections.tasks";
+/// Dead-letter exchange (direct; routing key `<queue>.dlq`).
+pub const DEAD_LETTER_EXCHANGE: &str = "collections.dead-letter";
+/// Deliveries of one message before the broker dead-letters it by itself (a worker that
+/// crashes on a message must not crash forever).
+pub const DELIVERY_LIMIT: i64 = 10;
+
+/// Header carrying the machine-readable reason of a dead letter.
+pub const HEADER_ERROR: &str = "x-collections-error";
+/// Header carrying the human-readable reason of a dead letter.
+pub const HEADER_ERROR_DETAIL: &str = "x-collections-error-detail";
+/// Header naming the queue a dead letter came from.
+pub const HEADER_ORIGINAL_QUEUE: &str = "x-collections-original-queue";
+/// Header naming the routing key a dead letter was published with.
+pub const HEADER_ORIGINAL_ROUTING_KEY: &str = "x-collections-original-routing-key";
+
+/// Broker failures: all transient (reconnect and retry).
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The client library failed (connection, channel, protocol).
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker refused a publish (negative confirm).
+    #[error("broker nacked a publish to {0}")]
+    Nacked(String),
+    /// The broker did not finish the handshake in time (overloaded, or it refused
+    /// `connection.open` in a way the client does not surface).
+    #[error("no answer from the broker within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// Longest a connection handshake may take before the attempt is abandoned and retried.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Name of a queue's dead-letter queue.
+#[must_use]
+pub fn dlq_name(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+/// Connects, naming the connection after the binary so operators see who is who.
+///
+/// # Errors
+/// When the broker cannot be reached or refuses the credentials.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BusError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    // A handshake the broker never completes must not hang its caller (nor its shutdown).
+    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props))
+        .await
+        .map_err(|_| BusError::Timeout(CONNECT_TIMEOUT))?
+        .map_err(BusError::from)
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Declares every exchange, queue and binding of the contract. Idempotent, so every
+/// binary does it at start and start order never matters.
+///
+/// # Errors
+/// When the broker refuses (for instance a queue exists with other arguments).
+pub async fn declare_topology(ch: &Channel) -> Result<(), BusError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        EVENTS_EXCHANGE.into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        TASKS_EXCHANGE.into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        DEAD_LETTER_EXCHANGE.into(),
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    let qopts = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for t in EventType::ALL {
+        let queue = t.queue();
+        let dlq = dlq_name(queue);
+        let mut dl_args = FieldTable::default();
+        // Quorum: replicated, and it counts deliveries (needed for x-delivery-limit).
+        dl_args.insert("x-queue-type".into(), long("quorum"));
+        ch.queue_declare(dlq.as_str().into(), qopts, dl_args)
+            .await?;
+        ch.queue_bind(
+            dlq.as_str().into(),
+            DEAD_LETTER_EXCHANGE.into(),
+            dlq.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long("quorum"));
+        // A message that keeps crashing its consumer is dead-lettered by the broker after
+        // this many deliveries instead of blocking the queue forever.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        args.insert("x-dead-letter-exchange".into(), long(DEAD_LETTER_EXCHANGE));
+        args.insert("x-dead-letter-routing-key".into(), long(&dlq));
+        ch.queue_declare(queue.into(), qopts, args).await?;
+        ch.queue_bind(
+            queue.into(),
+            EVENTS_EXCHANGE.into(),
+            t.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct OutMessage<'a> {
+    /// Exchange.
+    pub exchange: &'a str,
+    /// Routing key.
+    pub routing_key: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// AMQP `message-id` (the CloudEvents id).
+    pub message_id: Option<&'a str>,
+    /// Extra headers (dead-letter reasons).
+    pub headers: Option<FieldTable>,
+    /// AMQP `content-type`.
+    pub content_type: &'a str,
+}
+
+impl<'a> OutMessage<'a> {
+    /// A structured-mode CloudEvent.
+    #[must_use]
+    pub fn cloudevent(
+        exchange: &'a str,
+        routing_key: &'a str,
+        body: &'a [u8],
+        id: &'a str,
+    ) -> Self {
+        Self {
+            exchange,
+            routing_key,
+            body,
+            message_id: Some(id),
+            headers: None,
+            content_type: "application/cloudevents+json",
+        }
+    }
+}
+
+/// A channel in confirm mode.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `conn`.
+    ///
+    /// # Errors
+    /// When the channel cannot be opened.
+    pub async fn open(conn: &Connection) -> Result<Self, BusError> {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel })
+    }
+
+    /// The underlying channel.
+    #[must_use]
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes all messages persistently (pipelined, in order) and returns once the
+    /// broker confirmed every one.
+    ///
+    /// # Errors
+    /// A channel failure or a negative confirm: some may not have been stored; publish
+    /// them again (consumers deduplicate by CloudEvents id).
+    pub async fn publish_confirmed(&self, msgs: &[OutMessage<'_>]) -> Result<(), BusError> {
+        let mut confirms = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let mut props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(m.content_type.into());
+            if let Some(id) = m.message_id {
+                props = props.with_message_id(id.into());
+            }
+            if let Some(h) = &m.headers {
+                props = props.with_headers(h.clone());
+            }
+            let confirm = self
+                .channel
+                .basic_publish(
+                    m.exchange.into(),
+                    m.routing_key.into(),
+                    BasicPublishOptions::default(),
+                    m.body,
+                    props,
+                )
+                .await?;
+            let target = format!("{}/{}", m.exchange, m.routing_key);
+            confirms.push(async move {
+                let c = confirm.await?;
+                if c.is_nack() {
+                    Err(BusError::Nacked(target))
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        try_join_all(confirms).await?;
+        Ok(())
+    }
+}
+
+/// Headers of a dead letter.
+#[must_use]
+pub fn dead_letter_headers(
+    original: Option<&FieldTable>,
+    code: &str,
+    detail: &str,
+    queue: &str,
+    routing_key: &str,
+) -> FieldTable {
+    let mut h = original.cloned().unwrap_or_default();
+    h.insert(HEADER_ERROR.into(), long(code));
+    h.insert(HEADER_ERROR_DETAIL.into(), long(detail));
+    h.insert(HEADER_ORIGINAL_QUEUE.into(), long(queue));
+    h.insert(HEADER_ORIGINAL_ROUTING_KEY.into(), long(routing_key));
+    h
+}
+
+/// Reads a string header.
+#[must_use]
+pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    let key: ShortString = key.into();
+    match headers.inner().get(&key)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Opens a consuming channel with the given prefetch.
+///
+/// # Errors
+/// When the channel cannot be opened or the queue does not exist.
+pub async fn consume(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+    tag: &str,
+) -> Result<(Channel, Consumer), BusError> {
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((ch, consumer))
+}

@@ -1,0 +1,138 @@
+//! What happens when a planned task's instant comes: the one rule the scheduler and the
+//! simulator both apply, so that the simulator's timeline is the service's.
+
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use crate::{
+    decide::JournalEntry,
+    outbound::{expiry_message, task_message, OutboundMessage, TaskState},
+    policy::Policy,
+    state::AccountState,
+    task::{Task, TaskKind},
+    window,
+};
+
+/// The outcome of firing one task at `now`.
+#[derive(Debug, Clone)]
+pub enum FireOutcome {
+    /// Publish `task.due`. When `follow_up` is set the task was a call to the debtor: the
+    /// shell completes it through [`crate::on_call_fired`] with `message.event_id` as the
+    /// cause (counting the attempt, and for a collection call planning the next one).
+    Due {
+        /// The `task.due` event.
+        message: OutboundMessage,
+        /// Whether [`crate::on_call_fired`] must follow.
+        follow_up: bool,
+    },
+    /// An internal promise expiry: publish this `promise.broken` (reason `expired`) to the
+    /// events exchange; the promise-broken rules take it from there.
+    Expired {
+        /// The `promise.broken` event.
+        message: OutboundMessage,
+    },
+    /// Not allowed now (outside the contact window, or over a frequency cap): put the
+    /// task back at `task.due_at` and publish the re-emitted `task.scheduled`.
+    Moved {
+        /// The task with its new instant and reason.
+        task: Box<Task>,
+        /// Its `task.scheduled` event (a new id naming the move).
+        message: OutboundMessage,
+        /// The journal line.
+        journal: JournalEntry,
+    },
+}
+
+/// Fires `task` at `now` for an account in `state` (`None` when the account has none).
+#[must_use]
+pub fn fire(
+    task: &Task,
+    state: Option<&AccountState>,
+    policy: &Policy,
+    now: Timestamp,
+) -> FireOutcome {
+    let state = state
+        .cloned()
+        .unwrap_or_else(|| AccountState::new(&task.account_id, &policy.default_timezone));
+    let summary = state.summary(now);
+    if task.kind.is_internal() {
+        return FireOutcome::Expired {
+            message: expiry_message(task, now),
+        };
+    }
+    let tz = state.zone();
+    if task.kind.contacts_customer() && !window::is_allowed(now, &tz, &policy.contact_window) {
+        // Late (an outage, a backlog) and now outside the window: never fire; move it.
+        let due_at = window::next_allowed(now, &tz, &policy.contact_window);
+        return moved(
+            task,
+            due_at,
+            "moved: came due outside the contact window",
+            "outside the contact window at firing time",
+            &summary,
+            now,
+        );
+    }
+    if task.channel.is_phone() && policy.caps.active() {
+        // Calls fired since the plan may have used up the caps.
+        let (due_at, why) = crate::caps::first_allowed(now, &state, &[], policy);
+        if due_at > now {
+            let due_at = trunc_micros(due_at);
+            let why = why.unwrap_or_else(|| "deferred by the frequency caps".to_owned());
+            return moved(
+                task,
+                due_at,
+                &format!("moved at firing time: {why}"),
+                "over a frequency cap at firing time",
+                &summary,
+                now,
+            );
+        }
+    }
+    FireOutcome::Due {
+        message: task_message(TaskState::Due, task, &summary, now, None),
+        follow_up: task.channel.is_phone() || task.kind == TaskKind::CollectionCall,
+    }
+}
+
+fn trunc_micros(t: Timestamp) -> Timestamp {
+    t.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Microsecond)
+            .mode(jiff::RoundMode::Trunc),
+    )
+    .unwrap_or(t)
+}
+
+fn moved(
+    old: &Task,
+    due_at: Timestamp,
+    suffix: &str,
+    journal_why: &str,
+    summary: &crate::state::AccountSummary,
+    now: Timestamp,
+) -> FireOutcome {
+    let mut task = old.clone();
+    task.due_at = due_at;
+    task.reason = format!("{} ({suffix})", task.reason);
+    let mut message = task_message(TaskState::Scheduled, &task, summary, now, None);
+    // A new event, even if the new time equals an earlier plan: its id names the move.
+    message.event_id = Uuid::new_v5(
+        &task.task_id,
+        format!("moved-from:{}", old.due_at).as_bytes(),
+    );
+    message.body["id"] = serde_json::json!(message.event_id);
+    let journal = JournalEntry {
+        kind: "task_moved",
+        detail: format!(
+            "{} {} moved to {due_at}: {journal_why}",
+            task.kind, task.task_id
+        ),
+        task_id: Some(task.task_id),
+    };
+    FireOutcome::Moved {
+        task: Box::new(task),
+        message,
+        journal,
+    }
+}

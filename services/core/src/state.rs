@@ -1,0 +1,273 @@
+//! Per-account collection state, kept by the store as one JSON document per account.
+
+use std::collections::BTreeSet;
+
+use jiff::{civil::Date, tz::TimeZone, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Currency, Money};
+
+/// Where the account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Nothing overdue and never delinquent here.
+    Current,
+    /// Something is overdue.
+    Delinquent,
+    /// Was delinquent, paid in full.
+    Cured,
+}
+
+/// Where a promise stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromiseStatus {
+    /// Waiting for the promised hour.
+    Open,
+    /// Paid in time.
+    Kept,
+    /// Not paid in time (reported or expired).
+    Broken,
+    /// Replaced by a later promise.
+    Superseded,
+}
+
+/// One promise to pay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromiseRecord {
+    /// Upstream id.
+    pub promise_id: String,
+    /// Amount promised (unknown when `promise.broken` came first).
+    pub amount: Option<Money>,
+    /// Promised instant (unknown when `promise.broken` came first).
+    pub promised_at: Option<Timestamp>,
+    /// State.
+    pub status: PromiseStatus,
+    /// Minor units paid towards it in time.
+    pub paid_minor: i64,
+}
+
+/// The last payment seen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LastPayment {
+    /// Amount.
+    pub amount: Money,
+    /// When.
+    pub received_at: Timestamp,
+}
+
+/// Everything the rules need to know about one account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountState {
+    /// Account id.
+    pub account_id: String,
+    /// Customer's IANA zone.
+    pub timezone: String,
+    /// Where the account stands.
+    pub status: Status,
+    /// Account currency, once known.
+    pub currency: Option<Currency>,
+    /// Overdue in minor units.
+    pub overdue_minor: i64,
+    /// Due dates of instalments that failed and are not yet cured.
+    pub unpaid_due_dates: BTreeSet<Date>,
+    /// Instalment 1 failed and is unpaid.
+    pub first_installment_default: bool,
+    /// Failed payments seen (past delinquencies).
+    pub failed_payments: u32,
+    /// Broken promises counted.
+    pub broken_promises: u32,
+    /// A partial payment arrived while delinquent.
+    pub partial_payer: bool,
+    /// Last payment.
+    pub last_payment: Option<LastPayment>,
+    /// Next due date from billing.
+    pub next_due_date: Option<Date>,
+    /// Promises, oldest first.
+    pub promises: Vec<PromiseRecord>,
+    /// Collection-call attempts fired so far.
+    #[serde(default)]
+    pub calls_fired: u32,
+    /// Attempts fired on `calls_day` (the customer's local day).
+    #[serde(default)]
+    pub calls_today: u32,
+    /// Local day `calls_today` counts.
+    #[serde(default)]
+    pub calls_day: Option<Date>,
+    /// Instants of recent telephone calls to the debtor that fired (any task kind on a
+    /// phone channel), oldest first; kept for the frequency caps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_calls: Vec<Timestamp>,
+    /// Last right-party conversation (a `promise.made` is captured in one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_conversation_at: Option<Timestamp>,
+    /// Instalment numbers whose debit failed (kept after a cure: the payment history).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub failed_installments: BTreeSet<u32>,
+    /// A partial payment arrived in the current billing period (reset when a payment
+    /// announces the next due date).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial_this_period: bool,
+    /// Bucket escalations already opened (`"M3:formal_letter"`), so each opens once.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub bucket_escalations: BTreeSet<String>,
+}
+
+/// The account summary every task carries (domain.md rule 10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountSummary {
+    /// Days past due in the customer's calendar (may be negative before due).
+    pub dpd: i64,
+    /// DPD band.
+    pub bucket: String,
+    /// Overdue amount.
+    pub overdue_amount: Money,
+    /// Broken promises counted.
+    pub broken_promises: u32,
+    /// Instalment 1 unpaid.
+    pub first_installment_default: bool,
+    /// Failed payments seen.
+    pub failed_payments: u32,
+    /// Last payment, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_payment: Option<LastPayment>,
+}
+
+/// DPD band for a count of days past due.
+#[must_use]
+pub fn bucket(dpd: i64) -> &'static str {
+    match dpd {
+        i64::MIN..=0 => "M0",
+        1..=30 => "M1",
+        31..=60 => "M2",
+        61..=90 => "M3",
+        _ => "M3+",
+    }
+}
+
+impl AccountState {
+    /// A fresh account.
+    #[must_use]
+    pub fn new(account_id: &str, timezone: &str) -> Self {
+        Self {
+            account_id: account_id.to_owned(),
+            timezone: timezone.to_owned(),
+            status: Status::Current,
+            currency: None,
+            overdue_minor: 0,
+            unpaid_due_dates: BTreeSet::new(),
+            first_installment_default: false,
+            failed_payments: 0,
+            broken_promises: 0,
+            partial_payer: false,
+            last_payment: None,
+            next_due_date: None,
+            promises: Vec::new(),
+            calls_fired: 0,
+            calls_today: 0,
+            calls_day: None,
+            recent_calls: Vec::new(),
+            last_conversation_at: None,
+            failed_installments: BTreeSet::new(),
+            partial_this_period: false,
+            bucket_escalations: BTreeSet::new(),
+        }
+    }
+
+    /// The customer's zone (falls back to UTC only if a stored name stopped resolving).
+    #[must_use]
+    pub fn zone(&self) -> TimeZone {
+        TimeZone::get(&self.timezone).unwrap_or(TimeZone::UTC)
+    }
+
+    /// Overdue as money ("XXX", ISO 4217's no-currency code, before any amount is seen).
+    #[must_use]
+    pub fn overdue(&self) -> Money {
+        Money {
+            minor: self.overdue_minor,
+            currency: self
+                .currency
+                .unwrap_or_else(|| Currency::parse("XXX").unwrap_or_else(|_| unreachable!())),
+        }
+    }
+
+    /// Days past due at `now` in the customer's calendar (0 when nothing is unpaid).
+    #[must_use]
+    pub fn dpd(&self, now: Timestamp) -> i64 {
+        let Some(first) = self.unpaid_due_dates.first() else {
+            return 0;
+        };
+        let today = now.to_zoned(self.zone()).date();
+        today
+            .since(*first)
+            .map(|s| i64::from(s.get_days()))
+            .unwrap_or(0)
+    }
+
+    /// The summary tasks carry.
+    #[must_use]
+    pub fn summary(&self, now: Timestamp) -> AccountSummary {
+        let dpd = self.dpd(now);
+        AccountSummary {
+            dpd,
+            bucket: bucket(dpd).to_owned(),
+            overdue_amount: self.overdue(),
+            broken_promises: self.broken_promises,
+            first_installment_default: self.first_installment_default,
+            failed_payments: self.failed_payments,
+            last_payment: self.last_payment,
+        }
+    }
+
+    /// Whether the account is a habitual late payer: failed payments in at least
+    /// `min_failures` of the last `last_instalments` instalments, counted back from the
+    /// latest instalment number seen.
+    #[must_use]
+    pub fn habitual_late_payer(&self, min_failures: u32, last_instalments: u32) -> bool {
+        let Some(&latest) = self.failed_installments.last() else {
+            return false;
+        };
+        let from = latest.saturating_sub(last_instalments.saturating_sub(1));
+        let n = self.failed_installments.range(from..=latest).count();
+        u32::try_from(n).unwrap_or(u32::MAX) >= min_failures
+    }
+
+    /// The open promise, if any (at most one is open at a time).
+    #[must_use]
+    pub fn open_promise(&self) -> Option<&PromiseRecord> {
+        self.promises
+            .iter()
+            .find(|p| p.status == PromiseStatus::Open)
+    }
+
+    /// A promise by id.
+    pub fn promise_mut(&mut self, id: &str) -> Option<&mut PromiseRecord> {
+        self.promises.iter_mut().find(|p| p.promise_id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_follow_the_dpd_bands() {
+        assert_eq!(bucket(0), "M0");
+        assert_eq!(bucket(1), "M1");
+        assert_eq!(bucket(30), "M1");
+        assert_eq!(bucket(31), "M2");
+        assert_eq!(bucket(61), "M3");
+        assert_eq!(bucket(91), "M3+");
+    }
+
+    #[test]
+    fn dpd_counts_in_the_customers_calendar() {
+        let mut s = AccountState::new("acc-1", "Asia/Shanghai");
+        s.unpaid_due_dates
+            .insert("2026-11-01".parse().expect("date"));
+        // 2026-11-10T17:00Z is already 2026-11-11 in Shanghai.
+        let now: Timestamp = "2026-11-10T17:00:00Z".parse().expect("ts");
+        assert_eq!(s.dpd(now), 10);
+    }
+}

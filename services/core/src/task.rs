@@ -1,0 +1,152 @@
+//! Follow-up tasks: what the dashboards receive.
+
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $var),+ }
+
+        impl $name {
+            /// Contract spelling.
+            #[must_use]
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$var => $s),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok($name::$var),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What the collector is asked to do.
+    TaskKind {
+        /// Call the debtor.
+        CollectionCall = "collection_call",
+        /// Remind before the promised hour.
+        PromiseReminder = "promise_reminder",
+        /// Check the money arrived after the promised hour.
+        PromiseCheck = "promise_check",
+        /// Contact a third party (message only, never the debt).
+        ThirdPartyCall = "third_party_call",
+        /// Visit in person.
+        FieldVisit = "field_visit",
+        /// A supervisor looks at the account.
+        SupervisorReview = "supervisor_review",
+        /// A formal (lawyer's) letter.
+        FormalLetter = "formal_letter",
+        /// A reminder before the next due date.
+        PreDueReminder = "pre_due_reminder",
+        /// Internal: when it fires, an unkept promise is broken by the service itself
+        /// (`promise.broken`, reason `expired`). Never published as a task event.
+        PromiseExpiry = "promise_expiry",
+    }
+);
+
+text_enum!(
+    /// How the task reaches the customer.
+    Channel {
+        /// Mobile phone.
+        PhoneMobile = "phone_mobile",
+        /// Work phone.
+        PhoneWork = "phone_work",
+        /// Home phone.
+        PhoneHome = "phone_home",
+        /// Text message.
+        Sms = "sms",
+        /// A contact person's phone.
+        ContactPerson = "contact_person",
+        /// In person.
+        Visit = "visit",
+        /// Post.
+        Letter = "letter",
+        /// Internal work, no customer contact.
+        None = "none",
+    }
+);
+
+text_enum!(
+    /// How firm the conversation is.
+    Tone {
+        /// No broken promise yet.
+        Gentle = "gentle",
+        /// One broken promise.
+        Firm = "firm",
+        /// Two or more.
+        Serious = "serious",
+    }
+);
+
+impl Channel {
+    /// A telephone call to the debtor (what frequency caps count).
+    #[must_use]
+    pub fn is_phone(self) -> bool {
+        matches!(
+            self,
+            Channel::PhoneMobile | Channel::PhoneWork | Channel::PhoneHome
+        )
+    }
+}
+
+impl TaskKind {
+    /// Whether this kind contacts the customer (and so obeys the contact window).
+    #[must_use]
+    pub fn contacts_customer(self) -> bool {
+        !matches!(self, TaskKind::SupervisorReview | TaskKind::PromiseExpiry)
+    }
+
+    /// Internal bookkeeping tasks that dashboards never see.
+    #[must_use]
+    pub fn is_internal(self) -> bool {
+        matches!(self, TaskKind::PromiseExpiry)
+    }
+}
+
+/// A planned task as stored and published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Stable id (derived from the cause event, so replays plan the same ids).
+    pub task_id: Uuid,
+    /// Account.
+    pub account_id: String,
+    /// What to do.
+    pub kind: TaskKind,
+    /// How.
+    pub channel: Channel,
+    /// When.
+    pub due_at: Timestamp,
+    /// 1 = most urgent (domain.md rule 2).
+    pub priority: u8,
+    /// Tone of the conversation.
+    pub tone: Tone,
+    /// Why, for the collector.
+    pub reason: String,
+    /// The promise concerned.
+    pub promise_id: Option<String>,
+    /// The event that caused the plan.
+    pub cause_event_id: Uuid,
+    /// Attempt number for calls (1-based).
+    pub attempt: u32,
+    /// Content hash of the policy that planned it.
+    pub policy_version: String,
+}

@@ -1,0 +1,449 @@
+//! `collectionsctl`: the operator's tool.
+
+mod simulate;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use collections_bus::{
+    lapin::{
+        options::{
+            BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+            BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+        },
+        types::FieldTable,
+        BasicProperties, Channel, Connection,
+    },
+    EVENTS_EXCHANGE, TASKS_EXCHANGE,
+};
+use futures::StreamExt;
+use jiff::{tz::TimeZone, SignedDuration, Timestamp};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "collectionsctl", about = "Operate the collections service")]
+struct Cli {
+    /// Broker URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    amqp_url: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print task events as dashboards receive them.
+    Watch,
+    /// Publish a sample collections scenario and print the task events it causes.
+    Demo {
+        /// Keep watching after the scenario.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Dead-letter queues: list, show and replay.
+    Dlq {
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
+    /// Replay a scenario file through the rules on a virtual clock (no broker, no
+    /// database) and print the timeline of tasks.
+    Simulate {
+        /// Scenario file (TOML, see deploy/scenarios/README.md).
+        scenario: PathBuf,
+        /// Policy file; give it twice to compare two policies side by side. Default: the
+        /// scenario's own `policy`, else the built-in default.
+        #[arg(long)]
+        policy: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Keep the clock running this long after the last event (overrides the scenario's
+        /// `horizon`), e.g. "72h".
+        #[arg(long)]
+        horizon: Option<String>,
+    },
+    /// Policy files: check them as the workers would at start-up.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate policy files; prints each one's version, or the key and problem.
+    Check {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Message counts of every dead-letter queue.
+    List,
+    /// Show up to N dead letters of a queue (they stay in the queue).
+    Show {
+        /// Source queue, e.g. collections.payment-failed.
+        queue: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Re-publish up to N dead letters of a queue to `collections.events` with their
+    /// original routing key, removing them from the dead-letter queue.
+    Replay {
+        /// Source queue, e.g. collections.payment-failed.
+        queue: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Offline commands: no broker needed.
+    match cli.cmd {
+        Cmd::Simulate {
+            scenario,
+            policy,
+            json,
+            horizon,
+        } => return simulate::run(&scenario, &policy, json, horizon.as_deref()),
+        Cmd::Policy {
+            cmd: PolicyCmd::Check { files },
+        } => return simulate::check_policies(&files),
+        _ => {}
+    }
+    let conn = collections_bus::connect(&cli.amqp_url, "collectionsctl")
+        .await
+        .context("connect to RabbitMQ (AMQP_URL)")?;
+    let ch = conn.create_channel().await?;
+    collections_bus::declare_topology(&ch).await?;
+    match cli.cmd {
+        Cmd::Watch => {
+            let mut rx = listen(&conn).await?;
+            print_header();
+            while let Some(v) = rx.recv().await {
+                print_task(&v);
+            }
+        }
+        Cmd::Demo { follow } => demo(&conn, follow).await?,
+        Cmd::Dlq { cmd } => dlq(&conn, cmd).await?,
+        Cmd::Simulate { .. } | Cmd::Policy { .. } => {}
+    }
+    Ok(())
+}
+
+async fn listen(conn: &Connection) -> anyhow::Result<tokio::sync::mpsc::Receiver<Value>> {
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    ch.queue_bind(
+        q.name().clone(),
+        TASKS_EXCHANGE.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let mut consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "collectionsctl-watch".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        let _keep = ch;
+        while let Some(Ok(d)) = consumer.next().await {
+            if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
+                if tx.send(v).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn print_header() {
+    println!(
+        "{:<10} {:<10} {:<18} {:<14} {:<22} {:>3} {:<8} reason",
+        "account", "event", "kind", "channel", "due (customer local)", "pri", "tone"
+    );
+}
+
+fn print_task(v: &Value) {
+    let d = &v["data"];
+    let state = v["type"]
+        .as_str()
+        .unwrap_or("?")
+        .trim_start_matches("task.");
+    let due = d["due_at"]
+        .as_str()
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(|t| {
+            let tz = TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC);
+            t.to_zoned(tz).strftime("%m-%d %H:%M %Z").to_string()
+        })
+        .unwrap_or_default();
+    let mut reason = d["reason"].as_str().unwrap_or("").to_owned();
+    if let Some(c) = d["cancel_reason"].as_str() {
+        reason = format!("cancelled: {c}");
+    }
+    println!(
+        "{:<10} {:<10} {:<18} {:<14} {:<22} {:>3} {:<8} {}",
+        d["account_id"].as_str().unwrap_or("?"),
+        state,
+        d["kind"].as_str().unwrap_or("?"),
+        d["channel"].as_str().unwrap_or("?"),
+        due,
+        d["priority"],
+        d["tone"].as_str().unwrap_or("?"),
+        reason
+    );
+}
+
+async fn publish(ch: &Channel, ty: &str, account: &str, data: Value) -> anyhow::Result<()> {
+    let body = json!({
+        "specversion": "1.0", "id": Uuid::new_v4(), "source": "collectionsctl-demo",
+        "type": ty, "time": Timestamp::now(), "subject": account,
+        "datacontenttype": "application/json", "data": data,
+    });
+    publish_raw(ch, ty, body.to_string().as_bytes()).await
+}
+
+async fn publish_raw(ch: &Channel, rk: &str, body: &[u8]) -> anyhow::Result<()> {
+    ch.basic_publish(
+        EVENTS_EXCHANGE.into(),
+        rk.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/cloudevents+json".into()),
+    )
+    .await?
+    .await?;
+    Ok(())
+}
+
+async fn demo(conn: &Connection, follow: bool) -> anyhow::Result<()> {
+    let mut rx = listen(conn).await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let acc = format!("demo-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let cny = |minor: i64| json!({"minor": minor, "currency": "CNY"});
+    let now = Timestamp::now();
+    let shanghai = TimeZone::get("Asia/Shanghai")?;
+    let today = now.to_zoned(shanghai.clone()).date();
+    // "Today at 15:00", or tomorrow if that is less than two hours away: the hour a
+    // customer names, in their own zone.
+    let mut promised = today
+        .at(15, 0, 0, 0)
+        .to_zoned(shanghai.clone())?
+        .timestamp();
+    if promised < now + SignedDuration::from_hours(2) {
+        promised = today
+            .tomorrow()?
+            .at(15, 0, 0, 0)
+            .to_zoned(shanghai.clone())?
+            .timestamp();
+    }
+    let promised_later = promised + SignedDuration::from_hours(72);
+    let steps: Vec<(&str, &str, Value)> = vec![
+        (
+            "The first instalment's debit fails (insufficient funds)",
+            "payment.failed",
+            json!({
+            "account_id": acc, "customer": {"timezone": "Asia/Shanghai"},
+            "installment": {"number": 1, "due_date": today.to_string(), "amount": cny(150_000)},
+            "overdue_amount": cny(150_000), "failure_reason": "insufficient_funds", "attempted_at": now}),
+        ),
+        (
+            "The collector gets a promise: the full amount at 15:00",
+            "promise.made",
+            json!({
+            "account_id": acc, "promise_id": format!("{acc}-p1"), "amount": cny(150_000),
+            "promised_at": promised, "captured_by": "agent-007", "channel": "phone_mobile"}),
+        ),
+        (
+            "Billing reports the promise broken",
+            "promise.broken",
+            json!({
+            "account_id": acc, "promise_id": format!("{acc}-p1"), "reason": "no_payment"}),
+        ),
+        (
+            "A second promise, three days out (a delay tactic?)",
+            "promise.made",
+            json!({
+            "account_id": acc, "promise_id": format!("{acc}-p2"), "amount": cny(150_000),
+            "promised_at": promised_later, "captured_by": "agent-007", "channel": "phone_mobile"}),
+        ),
+        (
+            "A partial payment arrives",
+            "payment.received",
+            json!({
+            "account_id": acc, "payment_id": format!("{acc}-pay1"), "amount": cny(50_000), "received_at": now}),
+        ),
+        (
+            "The rest arrives: the account is cured",
+            "payment.received",
+            json!({
+            "account_id": acc, "payment_id": format!("{acc}-pay2"), "amount": cny(100_000),
+            "received_at": Timestamp::now(), "overdue_amount_after": cny(0)}),
+        ),
+    ];
+    println!("Account {acc} (customer in Asia/Shanghai); times shown in the customer's zone.\n");
+    for (i, (what, ty, data)) in steps.into_iter().enumerate() {
+        println!("{}. {what}  [{ty}]", i + 1);
+        publish(&ch, ty, &acc, data).await?;
+        drain_for(&mut rx, Duration::from_millis(1500)).await;
+        println!();
+    }
+    println!("A malformed message goes to the dead-letter queue with its reason:");
+    publish_raw(&ch, "payment.failed", b"{not json").await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    dlq(
+        conn,
+        DlqCmd::Show {
+            queue: "collections.payment-failed".into(),
+            limit: 1,
+        },
+    )
+    .await?;
+    if follow {
+        println!("\nWatching task events (Ctrl-C to stop)...");
+        print_header();
+        while let Some(v) = rx.recv().await {
+            print_task(&v);
+        }
+    }
+    Ok(())
+}
+
+async fn drain_for(rx: &mut tokio::sync::mpsc::Receiver<Value>, d: Duration) {
+    let deadline = tokio::time::Instant::now() + d;
+    let mut first = true;
+    while let Ok(Some(v)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if first {
+            print_header();
+            first = false;
+        }
+        print_task(&v);
+    }
+    if first {
+        println!("   (no task events)");
+    }
+}
+
+async fn dlq(conn: &Connection, cmd: DlqCmd) -> anyhow::Result<()> {
+    let ch = conn.create_channel().await?;
+    match cmd {
+        DlqCmd::List => {
+            for t in collections_core::EventType::ALL {
+                let name = collections_bus::dlq_name(t.queue());
+                let q = ch
+                    .queue_declare(
+                        name.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                println!("{name:<40} {:>8}", q.message_count());
+            }
+        }
+        DlqCmd::Show { queue, limit } => {
+            let name = collections_bus::dlq_name(&queue);
+            let mut held = Vec::new();
+            for _ in 0..limit {
+                let Some(m) = ch
+                    .basic_get(name.as_str().into(), BasicGetOptions::default())
+                    .await?
+                else {
+                    break;
+                };
+                let p = &m.delivery.properties;
+                let h = |k| collections_bus::header_str(p, k).unwrap_or_else(|| "-".into());
+                let body = String::from_utf8_lossy(&m.delivery.data);
+                let preview: String = body.chars().take(160).collect();
+                println!(
+                    "reason={} detail={:?} routing_key={} bytes={}\n  {preview}",
+                    h(collections_bus::HEADER_ERROR),
+                    h(collections_bus::HEADER_ERROR_DETAIL),
+                    h(collections_bus::HEADER_ORIGINAL_ROUTING_KEY),
+                    m.delivery.data.len()
+                );
+                held.push(m);
+            }
+            // Put them back: showing must not consume.
+            for m in held {
+                m.delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
+        DlqCmd::Replay { queue, limit } => {
+            let name = collections_bus::dlq_name(&queue);
+            let pubch = conn.create_channel().await?;
+            pubch
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let mut n = 0;
+            while n < limit {
+                let Some(m) = ch
+                    .basic_get(name.as_str().into(), BasicGetOptions::default())
+                    .await?
+                else {
+                    break;
+                };
+                let rk = collections_bus::header_str(
+                    &m.delivery.properties,
+                    collections_bus::HEADER_ORIGINAL_ROUTING_KEY,
+                )
+                .or_else(|| {
+                    collections_core::EventType::ALL
+                        .into_iter()
+                        .find(|t| t.queue() == queue)
+                        .map(|t| t.as_str().to_owned())
+                })
+                .context("cannot tell the original routing key")?;
+                publish_raw(&pubch, &rk, &m.delivery.data).await?;
+                m.delivery.acker.ack(BasicAckOptions::default()).await?;
+                n += 1;
+            }
+            println!("replayed {n} message(s) from {name}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Configuration from the environment (credentials never live in code or files we ship).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use collections_core::Policy;
+
+/// Everything a binary needs to start.
+#[derive(Clone)]
+pub struct Config {
+    /// Postgres URL (`DATABASE_URL`).
+    pub database_url: String,
+    /// AMQP URL (`AMQP_URL`).
+    pub amqp_url: String,
+    /// The policy in force (`POLICY_FILE`, else the built-in default).
+    pub policy: Policy,
+    /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 4).
+    pub concurrency: usize,
+    /// Most deliveries applied in one transaction (`BATCH_MAX`, default 64).
+    pub batch_max: usize,
+    /// Database pool size (`DB_POOL`, default concurrency + 2).
+    pub db_pool: u32,
+    /// Largest accepted message body in bytes (`MAX_MESSAGE_BYTES`, default 65536).
+    pub max_message_bytes: usize,
+    /// Longest a graceful shutdown may take (`SHUTDOWN_TIMEOUT_SECS`, default 20).
+    pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs carry credentials: never print them.
+        f.debug_struct("Config")
+            .field("policy_version", &self.policy.version())
+            .field("concurrency", &self.concurrency)
+            .field("batch_max", &self.batch_max)
+            .field("db_pool", &self.db_pool)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn env_num<T: std::str::FromStr>(key: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{key}={v:?} is not a valid number: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Config {
+    /// Reads and checks the environment; loads and validates the policy.
+    ///
+    /// # Errors
+    /// A message naming the variable or policy key that is wrong.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let policy = match std::env::var("POLICY_FILE") {
+            Ok(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read POLICY_FILE {path}"))?;
+                Policy::from_toml_str(&text).with_context(|| format!("POLICY_FILE {path}"))?
+            }
+            Err(_) => Policy::default(),
+        };
+        let concurrency: usize = env_num("WORKER_CONCURRENCY", 4)?;
+        if concurrency == 0 {
+            bail!("WORKER_CONCURRENCY must be at least 1");
+        }
+        let batch_max: usize = env_num("BATCH_MAX", 64)?;
+        if batch_max == 0 {
+            bail!("BATCH_MAX must be at least 1");
+        }
+        let pool_default = u32::try_from(concurrency + 2).unwrap_or(8);
+        Ok(Self {
+            database_url: env_or(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ),
+            amqp_url: env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            policy,
+            concurrency,
+            batch_max,
+            db_pool: env_num("DB_POOL", pool_default)?,
+            max_message_bytes: env_num("MAX_MESSAGE_BYTES", 65_536)?,
+            shutdown_timeout: Duration::from_secs(env_num("SHUTDOWN_TIMEOUT_SECS", 20)?),
+        })
+    }
+}

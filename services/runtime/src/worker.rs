@@ -1,0 +1,536 @@
+//! The event worker: consume one queue, apply each batch of deliveries in one transaction,
+//! ack after commit, publish the committed task events, dead-letter what cannot be applied.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use anyhow::Context;
+use collections_bus::{
+    dead_letter_headers, dlq_name,
+    lapin::{message::Delivery, options::BasicAckOptions, Connection},
+    OutMessage, Publisher, DEAD_LETTER_EXCHANGE,
+};
+use collections_core::{parse_event, Event, EventType, ParseError, RejectCode};
+use collections_store::{Outcome, Store};
+use futures::{FutureExt, StreamExt};
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{backoff, config::Config, health::metrics, relay};
+
+/// Counts a published task event by its routing key `task.<state>.<kind>`.
+pub fn count_task_event(routing_key: &str) {
+    let mut parts = routing_key.splitn(3, '.');
+    if let (Some("task"), Some(state), Some(kind)) = (parts.next(), parts.next(), parts.next()) {
+        metrics().inc(
+            "collections_task_events_total",
+            &[("state", state), ("kind", kind)],
+            1,
+        );
+    }
+}
+
+/// Runs a worker for one event type until SIGTERM: migrations, topology, then supervised
+/// consuming sessions that reconnect with capped backoff.
+///
+/// # Errors
+/// Only start-up errors that retrying cannot fix (bad configuration).
+pub async fn run_worker(event_type: EventType, binary: &str) -> anyhow::Result<()> {
+    crate::telemetry::init(binary);
+    let config = Config::from_env()?;
+    tracing::info!(?config, queue = event_type.queue(), "configuration loaded");
+    let token = crate::shutdown_token();
+    let store = connect_store(&config, &token).await?;
+    let Some(store) = store else { return Ok(()) };
+    crate::health::serve_from_env(&store, &token).await?;
+    let ctx = Arc::new(Ctx {
+        config,
+        store,
+        event_type,
+        binary: binary.to_owned(),
+    });
+    supervise(ctx, token).await;
+    Ok(())
+}
+
+/// Connects to Postgres and migrates, retrying while the database is away.
+/// Returns `None` when shut down before that succeeded.
+///
+/// # Errors
+/// When the URL itself is malformed.
+pub async fn connect_store(
+    config: &Config,
+    token: &CancellationToken,
+) -> anyhow::Result<Option<Store>> {
+    let mut attempt = 0;
+    loop {
+        let attempt_once = async {
+            let store = Store::connect(&config.database_url, config.db_pool).await?;
+            // A least-privilege role cannot run DDL: MIGRATIONS=off leaves it to the
+            // migration role (see deploy/README.md).
+            if std::env::var("MIGRATIONS").as_deref() != Ok("off") {
+                store.migrate().await?;
+            }
+            Ok::<_, collections_store::StoreError>(store)
+        };
+        let result = tokio::select! {
+            () = token.cancelled() => return Ok(None),
+            r = attempt_once => r,
+        };
+        match result {
+            Ok(store) => return Ok(Some(store)),
+            Err(collections_store::StoreError::Db(sqlx::Error::Configuration(e))) => {
+                return Err(anyhow::anyhow!("DATABASE_URL is invalid: {e}"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "database not ready; retrying");
+                attempt += 1;
+                tokio::select! {
+                    () = token.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(backoff(attempt, Duration::from_secs(5))) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Tasks due sooner than this wake the scheduler at once; later ones it finds by polling
+/// (its poll interval must not exceed this).
+pub const NOTIFY_HORIZON: Duration = Duration::from_secs(1);
+
+struct Ctx {
+    config: Config,
+    store: Store,
+    event_type: EventType,
+    binary: String,
+}
+
+async fn supervise(ctx: Arc<Ctx>, token: CancellationToken) {
+    let mut attempt = 0u32;
+    let mut sessions = 0u64;
+    while !token.is_cancelled() {
+        let started = std::time::Instant::now();
+        if sessions > 0 {
+            metrics().reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        sessions += 1;
+        let result = session(&ctx, &token).await;
+        metrics().consuming.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    attempt = 0;
+                }
+                attempt += 1;
+                let wait = backoff(attempt, Duration::from_secs(5));
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    ?wait,
+                    "AMQP session ended; reconnecting"
+                );
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    tracing::info!("stopped");
+}
+
+/// One connection's life: declare, consume with N pipelines, relay stale outbox rows.
+async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()> {
+    let session_token = token.child_token();
+    // Setting up talks to the broker without a deadline of its own: shutdown must not
+    // wait for a broker that is slow to answer.
+    let setup = async {
+        let conn = collections_bus::connect(&ctx.config.amqp_url, &ctx.binary)
+            .await
+            .context("connect to broker")?;
+        let setup = conn.create_channel().await?;
+        collections_bus::declare_topology(&setup)
+            .await
+            .context("declare topology")?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..ctx.config.concurrency {
+            let pipeline = Pipeline::open(ctx.clone(), &conn, n).await?;
+            let t = session_token.clone();
+            tasks.spawn(async move { pipeline.run(t).await });
+        }
+        let relay_pub = Publisher::open(&conn).await?;
+        let relay_token = session_token.clone();
+        let relay_store = ctx.store.clone();
+        tasks.spawn(async move {
+            relay::run_relay(relay_store, relay_pub, Duration::from_secs(1), relay_token).await
+        });
+        Ok::<_, anyhow::Error>((conn, tasks))
+    };
+    let (conn, mut tasks) = tokio::select! {
+        () = token.cancelled() => return Ok(()),
+        r = setup => r?,
+    };
+    metrics().consuming.store(true, Ordering::Relaxed);
+    tracing::info!(
+        queue = ctx.event_type.queue(),
+        consumers = ctx.config.concurrency,
+        "consuming"
+    );
+
+    // The first pipeline to stop ends the session: on shutdown all stop; on a broker
+    // failure the others are stopped and the supervisor starts a fresh session.
+    let first = tasks.join_next().await;
+    session_token.cancel();
+    let drain = async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::debug!(error = %e, "pipeline ended");
+            }
+        }
+    };
+    if tokio::time::timeout(ctx.config.shutdown_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight work did not finish in time; unacked messages will be redelivered"
+        );
+    }
+    close(&conn).await;
+    match first {
+        Some(Ok(Ok(()))) if token.is_cancelled() => Ok(()),
+        Some(Ok(Ok(()))) => Err(anyhow::anyhow!("consumer stream ended")),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(anyhow::anyhow!("pipeline panicked: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// Closes a connection politely, without waiting long for a broker that does not answer.
+pub(crate) async fn close(conn: &Connection) {
+    if tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into()))
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker did not confirm closing the connection; leaving");
+    }
+}
+
+struct Pipeline {
+    ctx: Arc<Ctx>,
+    consumer: collections_bus::lapin::Consumer,
+    /// Dead letters are published inline (the ack waits for them).
+    publisher: Publisher,
+    /// Committed task events go to this pipeline's publisher task.
+    outbox: tokio::sync::mpsc::Sender<(Vec<collections_store::OutboxRow>, bool)>,
+    publishing: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// A task due within the notify horizon was planned: wake the scheduler.
+    wake: std::sync::atomic::AtomicBool,
+}
+
+enum Applied {
+    Batch(collections_store::Batch),
+    /// The database refused the data itself (SQLSTATE class 22 or 23): retrying cannot help.
+    DataRejected(String),
+}
+
+enum Item {
+    Event(Event, Delivery),
+    Reject(ParseError, Delivery),
+}
+
+impl Pipeline {
+    async fn open(ctx: Arc<Ctx>, conn: &Connection, n: usize) -> anyhow::Result<Self> {
+        let prefetch = u16::try_from(ctx.config.batch_max * 2).unwrap_or(u16::MAX);
+        let tag = format!("{}-{}-{n}", ctx.binary, std::process::id());
+        let (_ch, consumer) =
+            collections_bus::consume(conn, ctx.event_type.queue(), prefetch, &tag).await?;
+        // Publishes (task events, dead letters) go on their own confirm-mode channel.
+        let publisher = Publisher::open(conn).await?;
+        let (outbox, mut rx) =
+            tokio::sync::mpsc::channel::<(Vec<collections_store::OutboxRow>, bool)>(4);
+        let (store, task_publisher) = (ctx.store.clone(), Publisher::open(conn).await?);
+        let publishing = tokio::spawn(async move {
+            while let Some((rows, wake)) = rx.recv().await {
+                relay::publish_rows(&store, &task_publisher, &rows)
+                    .await
+                    .context("publish task events")?;
+                if wake {
+                    if let Err(e) = store.notify_scheduler().await {
+                        tracing::warn!(error = %e, "could not notify the scheduler (it polls anyway)");
+                    }
+                }
+            }
+            Ok(())
+        });
+        Ok(Self {
+            ctx,
+            consumer,
+            publisher,
+            outbox,
+            publishing: Some(publishing),
+            wake: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    async fn run(mut self, token: CancellationToken) -> anyhow::Result<()> {
+        let publishing = self.publishing.take();
+        let result = self.consume(&token).await;
+        // Let the publisher finish what was committed, then report the first failure.
+        drop(self);
+        let published = match publishing {
+            Some(h) => h
+                .await
+                .map_err(|e| anyhow::anyhow!("publisher panicked: {e}"))?,
+            None => Ok(()),
+        };
+        published.and(result)
+    }
+
+    async fn consume(&mut self, token: &CancellationToken) -> anyhow::Result<()> {
+        let token = token.clone();
+        loop {
+            let first = tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                d = self.consumer.next() => d,
+            };
+            let Some(first) = first else {
+                return Err(anyhow::anyhow!("consumer cancelled by the broker"));
+            };
+            let mut batch = vec![first?];
+            // Take whatever else is already buffered, without waiting: batching costs no
+            // latency at low load and amortises the commit at high load.
+            while batch.len() < self.ctx.config.batch_max {
+                match self.consumer.next().now_or_never() {
+                    Some(Some(d)) => batch.push(d?),
+                    _ => break,
+                }
+            }
+            self.handle_batch(batch, &token).await?;
+        }
+    }
+
+    fn parse(&self, d: Delivery) -> Item {
+        if d.data.len() > self.ctx.config.max_message_bytes {
+            let e = ParseError {
+                code: RejectCode::TooLarge,
+                detail: format!(
+                    "body of {} bytes exceeds the {} byte limit",
+                    d.data.len(),
+                    self.ctx.config.max_message_bytes
+                ),
+            };
+            return Item::Reject(e, d);
+        }
+        match parse_event(&d.data, Some(self.ctx.event_type)) {
+            Ok(e) => Item::Event(e, d),
+            Err(e) => Item::Reject(e, d),
+        }
+    }
+
+    async fn handle_batch(
+        &self,
+        batch: Vec<Delivery>,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let last_tag = batch.last().map(|d| d.acker.clone());
+        let items: Vec<Item> = batch.into_iter().map(|d| self.parse(d)).collect();
+        let mut events = Vec::new();
+        let mut deliveries = Vec::new();
+        for item in items {
+            match item {
+                Item::Event(e, d) => {
+                    events.push(e);
+                    deliveries.push(d);
+                }
+                Item::Reject(e, d) => {
+                    self.dead_letter(&d, e.code.as_str(), &e.detail).await?;
+                }
+            }
+        }
+        let mut to_publish = Vec::new();
+        if !events.is_empty() {
+            match self.apply_with_retry(&events, token).await? {
+                Applied::Batch(batch) => {
+                    to_publish = self.settle(&events, &deliveries, batch).await?;
+                }
+                Applied::DataRejected(why) => {
+                    // The database refuses something in this batch for what it contains
+                    // (not for being down): apply the events one by one so that only the
+                    // offending one is dead-lettered and the queue never blocks.
+                    tracing::warn!(error = %why, batch = events.len(), "database refused the batch's data; isolating");
+                    for (e, d) in events.iter().zip(&deliveries) {
+                        let one = std::slice::from_ref(e);
+                        match self.apply_with_retry(one, token).await? {
+                            Applied::Batch(batch) => {
+                                let rows = self.settle(one, std::slice::from_ref(d), batch).await?;
+                                to_publish.extend(rows);
+                            }
+                            Applied::DataRejected(why) => {
+                                self.dead_letter(
+                                    d,
+                                    RejectCode::InvalidValue.as_str(),
+                                    &format!("database refused the event: {why}"),
+                                )
+                                .await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Everything in the batch is committed (or dead-lettered with a confirm): one
+        // multiple-ack covers it. Safe because this channel runs one batch at a time.
+        if let Some(acker) = last_tag {
+            acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .context("ack")?;
+        }
+        // Published by this pipeline's publisher task, in batch order, while the next
+        // batch is applied. Committed rows it cannot publish stay in the outbox for the relay.
+        let wake = self.wake.swap(false, Ordering::Relaxed);
+        if !to_publish.is_empty() || wake {
+            self.outbox
+                .send((to_publish, wake))
+                .await
+                .map_err(|_| anyhow::anyhow!("the task-event publisher stopped"))?;
+        }
+        Ok(())
+    }
+
+    /// Logs, counts and dead-letters by outcome; returns the outbox rows to publish.
+    async fn settle(
+        &self,
+        events: &[Event],
+        deliveries: &[Delivery],
+        batch: collections_store::Batch,
+    ) -> anyhow::Result<Vec<collections_store::OutboxRow>> {
+        // Wake the scheduler only for tasks due before its next poll would find them.
+        if batch.earliest_due.is_some_and(|d| {
+            d <= Timestamp::now()
+                + jiff::SignedDuration::try_from(NOTIFY_HORIZON).unwrap_or_default()
+        }) {
+            self.wake.store(true, Ordering::Relaxed);
+        }
+        let mut to_publish = Vec::new();
+        for ((event, d), outcome) in events.iter().zip(deliveries).zip(batch.outcomes) {
+            let span = tracing::info_span!(
+                "event",
+                event_id = %event.id,
+                event_type = event.event_type().as_str(),
+                account_id = %event.account_id
+            );
+            match outcome {
+                Outcome::Applied(rows) => {
+                    span.in_scope(|| tracing::info!(task_events = rows.len(), "applied"));
+                    self.count(event.event_type(), "applied", "");
+                    for r in &rows {
+                        count_task_event(&r.routing_key);
+                    }
+                    to_publish.extend(rows);
+                }
+                Outcome::Duplicate => {
+                    span.in_scope(|| tracing::info!("duplicate event id: no change"));
+                    self.count(event.event_type(), "duplicate", "");
+                }
+                Outcome::Rejected(r) => {
+                    self.dead_letter(d, RejectCode::Domain.as_str(), &r.0)
+                        .instrument(span.clone())
+                        .await?;
+                }
+            }
+        }
+        Ok(to_publish)
+    }
+
+    fn count(&self, t: EventType, outcome: &str, reason: &str) {
+        metrics().inc(
+            "collections_events_total",
+            &[
+                ("type", t.as_str()),
+                ("outcome", outcome),
+                ("reason", reason),
+            ],
+            1,
+        );
+    }
+
+    async fn apply_with_retry(
+        &self,
+        events: &[Event],
+        token: &CancellationToken,
+    ) -> anyhow::Result<Applied> {
+        let mut attempt = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let result = self
+                .ctx
+                .store
+                .apply_batch(events, &self.ctx.config.policy, Timestamp::now())
+                .await;
+            metrics().observe(
+                "collections_batch_apply_seconds",
+                &[("type", self.ctx.event_type.as_str())],
+                started.elapsed().as_secs_f64(),
+            );
+            match result {
+                Ok(o) => return Ok(Applied::Batch(o)),
+                Err(e) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
+                Err(e) => {
+                    attempt += 1;
+                    let wait = backoff(attempt, Duration::from_secs(5));
+                    tracing::warn!(error = %e, attempt, ?wait, batch = events.len(), "database failed; retrying batch (not acked)");
+                    tokio::select! {
+                        // Not acked: the broker redelivers after we close the channel.
+                        () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while the database was failing")),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the original message to the dead-letter exchange with the reason in
+    /// headers, waits for the confirm (then the caller acks the original).
+    async fn dead_letter(&self, d: &Delivery, code: &str, detail: &str) -> anyhow::Result<()> {
+        let queue = self.ctx.event_type.queue();
+        let dlq = dlq_name(queue);
+        let detail = crate::telemetry::mask_pii(detail);
+        tracing::warn!(
+            reason = code,
+            detail = %detail,
+            queue,
+            bytes = d.data.len(),
+            "dead-lettering message"
+        );
+        let headers = dead_letter_headers(
+            d.properties.headers().as_ref(),
+            code,
+            &detail,
+            queue,
+            d.routing_key.as_str(),
+        );
+        let msg = OutMessage {
+            exchange: DEAD_LETTER_EXCHANGE,
+            routing_key: &dlq,
+            body: &d.data,
+            message_id: d.properties.message_id().as_ref().map(|s| s.as_str()),
+            headers: Some(headers),
+            content_type: d
+                .properties
+                .content_type()
+                .as_ref()
+                .map_or("application/octet-stream", |s| s.as_str()),
+        };
+        self.publisher
+            .publish_confirmed(&[msg])
+            .await
+            .context("publish dead letter")?;
+        self.count(self.ctx.event_type, "dead_lettered", code);
+        Ok(())
+    }
+}

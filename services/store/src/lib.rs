@@ -1,0 +1,731 @@
+//! Postgres persistence for the collections service.
+//!
+//! One function per statement group, named after what it does. The heart is
+//! [`Store::apply_batch`]: one transaction that records the events in the inbox, locks the
+//! accounts, runs the pure rules and writes state, tasks, journal and outbox together.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use collections_core::{
+    decide, outbound::OutboundMessage, AccountState, DomainError, Event, Policy, Task,
+};
+use jiff::Timestamp;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool, Postgres, Row, Transaction,
+};
+use uuid::Uuid;
+
+pub mod scheduler;
+
+/// How long a worker owns the outbox rows it just wrote before a relay may publish them.
+pub const OUTBOX_LEASE_SECS: f64 = 10.0;
+
+/// Store failures. Every database error is transient: the caller retries with backoff and
+/// never dead-letters because of one.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached; retry.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// The database refused the data itself (SQLSTATE class 22 "data exception" or 23
+    /// "integrity constraint violation"): retrying the same input cannot succeed. Every
+    /// other error (connection, pool, deadlock, serialisation) is worth retrying.
+    #[must_use]
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+            _ => false,
+        }
+    }
+}
+
+/// What happened to one event of a batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Applied; these outbox rows were committed with it.
+    Applied(Vec<OutboxRow>),
+    /// Its id was applied before: nothing changed.
+    Duplicate,
+    /// The rules refused it; nothing changed (dead-letter it).
+    Rejected(DomainError),
+}
+
+/// The result of [`Store::apply_batch`].
+#[derive(Debug)]
+pub struct Batch {
+    /// One outcome per input event, in input order.
+    pub outcomes: Vec<Outcome>,
+    /// Earliest `due_at` among the tasks planned (to decide whether to wake the scheduler).
+    pub earliest_due: Option<Timestamp>,
+}
+
+/// A committed outbound message waiting to be published.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Outbox sequence.
+    pub id: i64,
+    /// CloudEvents id.
+    pub event_id: Uuid,
+    /// Exchange.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Serialised CloudEvent.
+    pub body: Vec<u8>,
+}
+
+/// Handle on the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects a pool of at most `max_connections`.
+    ///
+    /// # Errors
+    /// When the URL is malformed or the database unreachable.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let opts: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool.
+    #[must_use]
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. sqlx takes an advisory lock, so several binaries
+    /// starting at once apply each migration exactly once.
+    ///
+    /// # Errors
+    /// When a migration fails.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Cheap liveness probe.
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Applies a batch of events in one transaction and returns one outcome per event, in
+    /// input order. Events of one account are applied in input order.
+    ///
+    /// # Errors
+    /// A database error: nothing was committed; retry the whole batch.
+    pub async fn apply_batch(
+        &self,
+        events: &[Event],
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Batch, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = record_in_inbox(&mut tx, events).await?;
+        let mut accounts: Vec<&str> = events
+            .iter()
+            .filter(|e| fresh.contains(&e.id))
+            .map(|e| e.account_id.as_str())
+            .collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let mut states = lock_accounts(&mut tx, &accounts).await?;
+        let mut open = load_open_tasks(&mut tx, &accounts).await?;
+
+        let version = policy.version();
+        let mut w = Writes::default();
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
+        let mut seen = HashSet::new();
+        for (i, e) in events.iter().enumerate() {
+            if !fresh.contains(&e.id) || !seen.insert(e.id) {
+                outcomes.push(Some(Outcome::Duplicate));
+                continue;
+            }
+            let prev = states.get(&e.account_id).cloned().flatten();
+            let tasks = open.entry(e.account_id.clone()).or_default();
+            match decide(prev.as_ref(), tasks, e, policy, now) {
+                Err(rejection) => {
+                    w.rejected.push(e.id);
+                    outcomes.push(Some(Outcome::Rejected(rejection)));
+                }
+                Ok(d) => {
+                    let cancelled: HashSet<Uuid> = d.cancel.iter().map(|c| c.task_id).collect();
+                    tasks.retain(|t| !cancelled.contains(&t.task_id));
+                    for (id, p) in &d.reprioritise {
+                        if let Some(t) = tasks.iter_mut().find(|t| t.task_id == *id) {
+                            t.priority = *p;
+                        }
+                    }
+                    w.reprioritise.extend(d.reprioritise.iter().copied());
+                    tasks.extend(d.schedule.iter().cloned());
+                    for c in d.cancel {
+                        w.cancel_ids.push(c.task_id);
+                        w.cancel_reasons.push(c.reason);
+                    }
+                    w.tasks.extend(d.schedule);
+                    for j in d.journal {
+                        w.journal.push((e.account_id.clone(), e.id, j));
+                    }
+                    for m in d.outbox {
+                        w.outbox.push((i, m));
+                    }
+                    states.insert(e.account_id.clone(), Some(d.state));
+                    outcomes.push(None);
+                }
+            }
+        }
+        write_accounts(&mut tx, &states, &version).await?;
+        // Insert first: a task planned by one event of the batch and cancelled (or
+        // re-ranked) by a later one must end cancelled (or re-ranked).
+        insert_tasks(&mut tx, &w.tasks).await?;
+        cancel_tasks(&mut tx, &w.cancel_ids, &w.cancel_reasons).await?;
+        reprioritise_tasks(&mut tx, &w.reprioritise).await?;
+        insert_journal(&mut tx, &w.journal, &version, now).await?;
+        let rows = insert_outbox(&mut tx, w.outbox.iter().map(|(_, m)| m)).await?;
+        forget_inbox(&mut tx, &w.rejected).await?;
+        tx.commit().await?;
+
+        let earliest_due = w.tasks.iter().map(|t| t.due_at).min();
+        let mut per_event: BTreeMap<usize, Vec<OutboxRow>> = BTreeMap::new();
+        for ((i, _), row) in w.outbox.iter().zip(rows) {
+            per_event.entry(*i).or_default().push(row);
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.unwrap_or_else(|| Outcome::Applied(per_event.remove(&i).unwrap_or_default()))
+            })
+            .collect();
+        Ok(Batch {
+            outcomes,
+            earliest_due,
+        })
+    }
+
+    /// Marks outbox rows published (after the broker confirmed them).
+    ///
+    /// # Errors
+    /// A database error; the rows stay unpublished and a relay publishes them again later.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` unpublished outbox rows whose lease has run out (their writer
+    /// crashed or lost the broker), leasing them to the caller, oldest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn claim_stale_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE outbox SET lease_until = now() + make_interval(secs => $2)
+             WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE published_at IS NULL AND lease_until < now()
+                 ORDER BY id LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, event_id, exchange, routing_key, body",
+        )
+        .bind(limit)
+        .bind(OUTBOX_LEASE_SECS)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect();
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    /// Number of outbox rows not yet published.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+#[derive(Default)]
+struct Writes {
+    cancel_ids: Vec<Uuid>,
+    cancel_reasons: Vec<String>,
+    tasks: Vec<Task>,
+    journal: Vec<(String, Uuid, collections_core::JournalEntry)>,
+    outbox: Vec<(usize, OutboundMessage)>,
+    rejected: Vec<Uuid>,
+    reprioritise: Vec<(Uuid, u8)>,
+}
+
+/// Sets new priorities on tasks still scheduled.
+pub(crate) async fn reprioritise_tasks(
+    tx: &mut Transaction<'_, Postgres>,
+    changes: &[(Uuid, u8)],
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
+    let prio: Vec<i16> = changes.iter().map(|c| i16::from(c.1)).collect();
+    sqlx::query(
+        "UPDATE tasks t SET priority = c.p
+         FROM unnest($1::uuid[], $2::smallint[]) AS c(id, p)
+         WHERE t.task_id = c.id AND t.status = 'scheduled'",
+    )
+    .bind(&ids)
+    .bind(&prio)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn outbox_row(r: &sqlx::postgres::PgRow) -> OutboxRow {
+    let body: serde_json::Value = r.get("body");
+    OutboxRow {
+        id: r.get("id"),
+        event_id: r.get("event_id"),
+        exchange: r.get("exchange"),
+        routing_key: r.get("routing_key"),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+/// Inserts the batch's event ids into the inbox; returns the ids that were new.
+async fn record_in_inbox(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Event],
+) -> Result<HashSet<Uuid>, StoreError> {
+    // Sorted so that two batches sharing ids take the unique-index locks in one order.
+    let mut rows: Vec<(Uuid, &str, &str)> = events
+        .iter()
+        .map(|e| (e.id, e.event_type().as_str(), e.account_id.as_str()))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    rows.dedup_by_key(|r| r.0);
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO inbox (event_id, event_type, account_id)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&accounts)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(fresh.into_iter().collect())
+}
+
+/// Creates missing account rows and locks all of them, in account-id order (no deadlocks
+/// between batches). Returns each account's state (`None` for a new account).
+pub(crate) async fn lock_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &[&str],
+) -> Result<HashMap<String, Option<AccountState>>, StoreError> {
+    if accounts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Existing accounts (the common case) are locked in one round trip.
+    let mut rows = select_for_update(tx, accounts).await?;
+    if rows.len() < accounts.len() {
+        let found: HashSet<String> = rows.iter().map(|r| r.get("account_id")).collect();
+        let missing: Vec<&str> = accounts
+            .iter()
+            .copied()
+            .filter(|a| !found.contains(*a))
+            .collect();
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO accounts (account_id) SELECT unnest($1::text[])
+             ON CONFLICT DO NOTHING RETURNING account_id",
+        )
+        .bind(&missing)
+        .fetch_all(&mut **tx)
+        .await?;
+        // Rows we inserted are ours (locked, no state yet); rows another transaction
+        // created meanwhile are locked now.
+        let inserted: HashSet<String> = inserted.into_iter().collect();
+        let raced: Vec<&str> = missing
+            .into_iter()
+            .filter(|a| !inserted.contains(*a))
+            .collect();
+        if !raced.is_empty() {
+            rows.extend(select_for_update(tx, &raced).await?);
+        }
+    }
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.get("account_id");
+        let state: Option<serde_json::Value> = r.get("state");
+        let state = match state {
+            None => None,
+            Some(v) => Some(serde_json::from_value::<AccountState>(v).map_err(|e| {
+                sqlx::Error::Decode(format!("account {id}: stored state unreadable: {e}").into())
+            })?),
+        };
+        out.insert(id, state);
+    }
+    Ok(out)
+}
+
+async fn select_for_update(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &[&str],
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT account_id, state FROM accounts WHERE account_id = ANY($1)
+         ORDER BY account_id FOR UPDATE",
+    )
+    .bind(accounts)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Loads the accounts' tasks still waiting to fire.
+pub(crate) async fn load_open_tasks(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &[&str],
+) -> Result<HashMap<String, Vec<Task>>, StoreError> {
+    let mut out: HashMap<String, Vec<Task>> = HashMap::new();
+    if accounts.is_empty() {
+        return Ok(out);
+    }
+    // The predicate matches `tasks_open_by_account` exactly, so the planner always takes
+    // that index; with `status = 'scheduled'` alone it may prefer the scheduler's
+    // `tasks_due` index and scan every scheduled task once history piles up. Claimed rows
+    // (being fired right now) are not open for planning and are dropped here.
+    let rows = sqlx::query(
+        "SELECT task_id, account_id, kind, channel, due_at, priority, tone, reason, promise_id,
+                cause_event_id, attempt, policy_version, status = 'scheduled' AS open
+         FROM tasks WHERE account_id = ANY($1) AND status IN ('scheduled', 'claimed')
+         ORDER BY created_at, task_id",
+    )
+    .bind(accounts)
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in &rows {
+        if !r.try_get::<bool, _>("open")? {
+            continue;
+        }
+        let t = task_from_row(r)?;
+        out.entry(t.account_id.clone()).or_default().push(t);
+    }
+    Ok(out)
+}
+
+/// Reads a task row.
+///
+/// # Errors
+/// When a stored enum value is unknown (a newer binary wrote it).
+pub fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<Task, StoreError> {
+    let bad = |e: String| StoreError::Db(sqlx::Error::Decode(e.into()));
+    let due: jiff_sqlx_ts::Ts = r.get("due_at");
+    Ok(Task {
+        task_id: r.get("task_id"),
+        account_id: r.get("account_id"),
+        kind: r.get::<String, _>("kind").parse().map_err(bad)?,
+        channel: r.get::<String, _>("channel").parse().map_err(bad)?,
+        due_at: due.0,
+        priority: u8::try_from(r.get::<i16, _>("priority")).unwrap_or(9),
+        tone: r.get::<String, _>("tone").parse().map_err(bad)?,
+        reason: r.get("reason"),
+        promise_id: r.get("promise_id"),
+        cause_event_id: r.get("cause_event_id"),
+        attempt: u32::try_from(r.get::<i32, _>("attempt")).unwrap_or(1),
+        policy_version: r.get("policy_version"),
+    })
+}
+
+pub(crate) async fn write_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    states: &HashMap<String, Option<AccountState>>,
+    version: &str,
+) -> Result<(), StoreError> {
+    let mut ids = Vec::new();
+    let mut docs = Vec::new();
+    let mut statuses = Vec::new();
+    let mut overdue = Vec::new();
+    for (id, s) in states {
+        let Some(s) = s else { continue };
+        ids.push(id.as_str());
+        docs.push(serde_json::to_value(s).unwrap_or_default());
+        statuses.push(
+            serde_json::to_value(s.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        );
+        overdue.push(s.overdue_minor);
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE accounts a SET state = u.state, status = u.status, overdue_minor = u.overdue,
+                policy_version = $5, updated_at = now()
+         FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[]) AS u(id, state, status, overdue)
+         WHERE a.account_id = u.id",
+    )
+    .bind(&ids)
+    .bind(&docs)
+    .bind(&statuses)
+    .bind(&overdue)
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn cancel_tasks(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Uuid],
+    reasons: &[String],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE tasks t SET status = 'cancelled', cancelled_at = now(), cancel_reason = c.reason
+         FROM unnest($1::uuid[], $2::text[]) AS c(id, reason)
+         WHERE t.task_id = c.id AND t.status = 'scheduled'",
+    )
+    .bind(ids)
+    .bind(reasons)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts planned tasks.
+///
+/// # Errors
+/// A database error.
+pub async fn insert_tasks(
+    tx: &mut Transaction<'_, Postgres>,
+    tasks: &[Task],
+) -> Result<(), StoreError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let col = |f: &dyn Fn(&Task) -> String| tasks.iter().map(f).collect::<Vec<String>>();
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.task_id).collect();
+    let due: Vec<jiff_sqlx_ts::Ts> = tasks.iter().map(|t| jiff_sqlx_ts::Ts(t.due_at)).collect();
+    let prio: Vec<i16> = tasks.iter().map(|t| i16::from(t.priority)).collect();
+    let promise: Vec<Option<String>> = tasks.iter().map(|t| t.promise_id.clone()).collect();
+    let cause: Vec<Uuid> = tasks.iter().map(|t| t.cause_event_id).collect();
+    let attempt: Vec<i32> = tasks
+        .iter()
+        .map(|t| i32::try_from(t.attempt).unwrap_or(i32::MAX))
+        .collect();
+    sqlx::query(
+        "INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason,
+                            promise_id, cause_event_id, attempt, policy_version)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                              $6::smallint[], $7::text[], $8::text[], $9::text[], $10::uuid[],
+                              $11::int[], $12::text[])
+         ON CONFLICT (task_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(col(&|t| t.account_id.clone()))
+    .bind(col(&|t| t.kind.as_str().to_owned()))
+    .bind(col(&|t| t.channel.as_str().to_owned()))
+    .bind(&due)
+    .bind(&prio)
+    .bind(col(&|t| t.tone.as_str().to_owned()))
+    .bind(col(&|t| t.reason.clone()))
+    .bind(&promise)
+    .bind(&cause)
+    .bind(&attempt)
+    .bind(col(&|t| t.policy_version.clone()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_journal(
+    tx: &mut Transaction<'_, Postgres>,
+    entries: &[(String, Uuid, collections_core::JournalEntry)],
+    version: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let accounts: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let events: Vec<Uuid> = entries.iter().map(|e| e.1).collect();
+    let kinds: Vec<&str> = entries.iter().map(|e| e.2.kind).collect();
+    let details: Vec<&str> = entries.iter().map(|e| e.2.detail.as_str()).collect();
+    let tasks: Vec<Option<Uuid>> = entries.iter().map(|e| e.2.task_id).collect();
+    sqlx::query(
+        "INSERT INTO journal (account_id, event_id, kind, detail, task_id, policy_version, decided_at)
+         SELECT a, e, k, d, t, $6, $7
+         FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])
+              WITH ORDINALITY AS j(a, e, k, d, t, n)
+         ORDER BY n",
+    )
+    .bind(&accounts)
+    .bind(&events)
+    .bind(&kinds)
+    .bind(&details)
+    .bind(&tasks)
+    .bind(version)
+    .bind(jiff_sqlx_ts::Ts(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes outbound messages, leased to the caller for [`OUTBOX_LEASE_SECS`]; returns the
+/// rows in input order.
+///
+/// # Errors
+/// A database error.
+pub async fn insert_outbox<'m>(
+    tx: &mut Transaction<'_, Postgres>,
+    messages: impl Iterator<Item = &'m OutboundMessage>,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let messages: Vec<&OutboundMessage> = messages.collect();
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.event_id).collect();
+    let accounts: Vec<&str> = messages.iter().map(|m| m.account_id.as_str()).collect();
+    let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+    let bodies: Vec<&serde_json::Value> = messages.iter().map(|m| &m.body).collect();
+    let rows = sqlx::query(
+        "INSERT INTO outbox (event_id, account_id, exchange, routing_key, body, lease_until)
+         SELECT e, a, x, k, b, now() + make_interval(secs => $6)
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+              WITH ORDINALITY AS o(e, a, x, k, b, n)
+         ORDER BY n
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING id, event_id",
+    )
+    .bind(&ids)
+    .bind(&accounts)
+    .bind(&exchanges)
+    .bind(&keys)
+    .bind(&bodies)
+    .bind(OUTBOX_LEASE_SECS)
+    .fetch_all(&mut **tx)
+    .await?;
+    let by_event: HashMap<Uuid, i64> = rows
+        .iter()
+        .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
+        .collect();
+    Ok(messages
+        .iter()
+        .filter_map(|m| {
+            by_event.get(&m.event_id).map(|id| OutboxRow {
+                id: *id,
+                event_id: m.event_id,
+                exchange: m.exchange.to_owned(),
+                routing_key: m.routing_key.clone(),
+                body: serde_json::to_vec(&m.body).unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+async fn forget_inbox(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM inbox WHERE event_id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// `jiff::Timestamp` <-> `timestamptz` without an extra crate: Postgres stores microseconds
+/// since 2000-01-01, which sqlx exposes for `time`/`chrono` only; we go through text.
+pub mod jiff_sqlx_ts {
+    use jiff::Timestamp;
+    use sqlx::{
+        encode::IsNull,
+        error::BoxDynError,
+        postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueFormat, PgValueRef},
+        Decode, Encode, Postgres, Type,
+    };
+
+    /// A timestamp as Postgres `timestamptz`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Ts(pub Timestamp);
+
+    const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
+
+    impl Type<Postgres> for Ts {
+        fn type_info() -> PgTypeInfo {
+            PgTypeInfo::with_name("timestamptz")
+        }
+    }
+
+    impl PgHasArrayType for Ts {
+        fn array_type_info() -> PgTypeInfo {
+            PgTypeInfo::with_name("_timestamptz")
+        }
+    }
+
+    impl Encode<'_, Postgres> for Ts {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+            let micros = self.0.as_microsecond() - PG_EPOCH_UNIX_SECS * 1_000_000;
+            <i64 as Encode<Postgres>>::encode_by_ref(&micros, buf)
+        }
+    }
+
+    impl<'r> Decode<'r, Postgres> for Ts {
+        fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+            match value.format() {
+                PgValueFormat::Binary => {
+                    let micros = <i64 as Decode<Postgres>>::decode(value)?;
+                    Ok(Ts(Timestamp::from_microsecond(
+                        micros + PG_EPOCH_UNIX_SECS * 1_000_000,
+                    )?))
+                }
+                PgValueFormat::Text => {
+                    let s = <&str as Decode<Postgres>>::decode(value)?;
+                    Ok(Ts(s.replace(' ', "T").parse::<Timestamp>()?))
+                }
+            }
+        }
+    }
+}

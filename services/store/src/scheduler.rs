@@ -1,0 +1,251 @@
+//! Scheduler statements: claim due tasks, rescue stuck claims, complete fired tasks (and
+//! plan the next call attempt), move tasks that came due outside the contact window.
+
+use std::collections::{HashMap, HashSet};
+
+use collections_core::{
+    on_call_fired, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
+};
+use jiff::Timestamp;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::{
+    cancel_tasks, insert_journal, insert_outbox, insert_tasks, jiff_sqlx_ts::Ts, load_open_tasks,
+    lock_accounts, task_from_row, write_accounts, OutboxRow, Store, StoreError,
+};
+
+/// NOTIFY channel that wakes the scheduler when a task is planned due soon.
+pub const NOTIFY_CHANNEL: &str = "collections_tasks";
+
+/// A claimed task with its account's state (for the summary, zone and follow-ups).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The task.
+    pub task: Task,
+    /// Its account's state, if the account row has one.
+    pub state: Option<AccountState>,
+}
+
+/// A claimed task to put back at a later instant.
+#[derive(Debug, Clone)]
+pub struct Move {
+    /// Task id.
+    pub task_id: Uuid,
+    /// New due instant.
+    pub due_at: Timestamp,
+    /// Journal line.
+    pub why: String,
+    /// Its re-emitted `task.scheduled`.
+    pub message: OutboundMessage,
+}
+
+impl Store {
+    /// Claims up to `limit` tasks due at or before `now`, earliest first, in one statement.
+    /// Several schedulers may run this at once: `SKIP LOCKED` hands each row to one.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn claim_due_tasks(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let rows = sqlx::query(
+            "WITH claimed AS (
+                 UPDATE tasks SET status = 'claimed', claimed_at = now()
+                 WHERE task_id IN (
+                     SELECT task_id FROM tasks
+                     WHERE status = 'scheduled' AND due_at <= $1
+                     ORDER BY due_at
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING *)
+             SELECT c.task_id, c.account_id, c.kind, c.channel, c.due_at, c.priority, c.tone,
+                    c.reason, c.promise_id, c.cause_event_id, c.attempt, c.policy_version,
+                    a.state
+             FROM claimed c LEFT JOIN accounts a ON a.account_id = c.account_id
+             ORDER BY c.due_at",
+        )
+        .bind(Ts(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let state: Option<serde_json::Value> = r.get("state");
+            out.push(Claimed {
+                task: task_from_row(r)?,
+                state: state.and_then(|v| serde_json::from_value(v).ok()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The earliest due instant of any scheduled task.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let t: Option<Ts> =
+            sqlx::query_scalar("SELECT min(due_at) FROM tasks WHERE status = 'scheduled'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(t.map(|t| t.0))
+    }
+
+    /// Returns tasks claimed longer than `older_than_secs` ago (their scheduler died before
+    /// the broker confirmed) to `scheduled`, so another scheduler fires them.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn rescue_stuck_claims(&self, older_than_secs: f64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'scheduled', claimed_at = NULL
+             WHERE status = 'claimed' AND claimed_at < now() - make_interval(secs => $1)",
+        )
+        .bind(older_than_secs)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Wakes schedulers (outside any transaction: a NOTIFY inside one serialises commits).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn notify_scheduler(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts claimed tasks back at later instants (they came due outside the contact
+    /// window) and queues their re-emitted `task.scheduled` in the outbox.
+    ///
+    /// # Errors
+    /// A database error: nothing changed; the claims are rescued later.
+    pub async fn reschedule_claimed(
+        &self,
+        moves: &[Move],
+        version: &str,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
+        let due: Vec<Ts> = moves.iter().map(|m| Ts(m.due_at)).collect();
+        sqlx::query(
+            "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS m(id, due)
+             WHERE t.task_id = m.id AND t.status = 'claimed'",
+        )
+        .bind(&ids)
+        .bind(&due)
+        .execute(&mut *tx)
+        .await?;
+        let journal: Vec<_> = moves
+            .iter()
+            .map(|m| {
+                (
+                    m.message.account_id.clone(),
+                    m.message.event_id,
+                    collections_core::JournalEntry {
+                        kind: "task_moved",
+                        detail: m.why.clone(),
+                        task_id: Some(m.task_id),
+                    },
+                )
+            })
+            .collect();
+        insert_journal(&mut tx, &journal, version, now).await?;
+        let rows = insert_outbox(&mut tx, moves.iter().map(|m| &m.message)).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Marks published tasks emitted and, for each fired collection call, counts the
+    /// attempt and plans the next one (see `collections_core::on_call_fired`), all in one
+    /// transaction. Returns the outbox rows to publish.
+    ///
+    /// # Errors
+    /// A database error: nothing changed; the claims are rescued and fired again (same
+    /// event ids, so consumers see a duplicate at worst).
+    pub async fn complete_fired(
+        &self,
+        fired: &[(Task, Uuid)],
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        if fired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let calls: Vec<&(Task, Uuid)> = fired
+            .iter()
+            // Every call to the debtor counts towards the caps; collection calls also
+            // plan the next attempt (collections_core::on_call_fired).
+            .filter(|(t, _)| t.channel.is_phone() || t.kind == TaskKind::CollectionCall)
+            .collect();
+        let mut accounts: Vec<&str> = calls.iter().map(|(t, _)| t.account_id.as_str()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        // Accounts first, then task rows: the same lock order as the workers.
+        let mut states = lock_accounts(&mut tx, &accounts).await?;
+        let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
+        let emitted: HashSet<Uuid> = sqlx::query_scalar(
+            "UPDATE tasks SET status = 'emitted', emitted_at = now()
+             WHERE task_id = ANY($1) AND status = 'claimed'
+             RETURNING task_id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut open = load_open_tasks(&mut tx, &accounts).await?;
+        let version = policy.version();
+        let mut new_tasks = Vec::new();
+        let mut cancel_ids = Vec::new();
+        let mut cancel_reasons = Vec::new();
+        let mut journal = Vec::new();
+        let mut messages: Vec<OutboundMessage> = Vec::new();
+        let mut reprioritise = Vec::new();
+        for (task, due_id) in calls {
+            // A claim rescued and fired by another scheduler is completed once.
+            if !emitted.contains(&task.task_id) {
+                continue;
+            }
+            let Some(Some(state)) = states.get(&task.account_id).cloned() else {
+                continue;
+            };
+            let tasks = open.entry(task.account_id.clone()).or_default();
+            let d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+            tasks.extend(d.schedule.iter().cloned());
+            reprioritise.extend(d.reprioritise.iter().copied());
+            for c in d.cancel {
+                cancel_ids.push(c.task_id);
+                cancel_reasons.push(c.reason);
+            }
+            new_tasks.extend(d.schedule);
+            for j in d.journal {
+                journal.push((task.account_id.clone(), *due_id, j));
+            }
+            messages.extend(d.outbox);
+            states.insert(task.account_id.clone(), Some(d.state));
+        }
+        let states: HashMap<String, Option<AccountState>> = states;
+        write_accounts(&mut tx, &states, &version).await?;
+        insert_tasks(&mut tx, &new_tasks).await?;
+        cancel_tasks(&mut tx, &cancel_ids, &cancel_reasons).await?;
+        crate::reprioritise_tasks(&mut tx, &reprioritise).await?;
+        insert_journal(&mut tx, &journal, &version, now).await?;
+        let rows = insert_outbox(&mut tx, messages.iter()).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+}

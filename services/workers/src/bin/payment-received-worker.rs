@@ -1,0 +1,8 @@
+//! Consumes `collections.payment-received` and applies each event to its account.
+
+use collections_core::EventType;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    collections_runtime::run_worker(EventType::PaymentReceived, "payment-received-worker").await
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real worker binaries against real RabbitMQ and Postgres.
+//!
+//! Each test gets its own database and its own RabbitMQ virtual host, so tests run in
+//! parallel and leave nothing behind. Scenarios read the way a collections manager would
+//! describe them; they observe only what a dashboard or an operator could: `task.*`
+//! events on `collections.tasks`, dead letters, and the database.
+
+mod faults;
+mod harness;
+mod scheduler;
+mod simulator;
+mod workers;

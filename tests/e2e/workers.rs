@@ -1,0 +1,656 @@
+//! The event workers, end to end.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp, ToSpan};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::{cny, is, ts, zone_where_it_is, TestEnv};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn payment_failed(
+    account: &str,
+    zone: &str,
+    number: u32,
+    due: &str,
+    overdue: i64,
+) -> serde_json::Value {
+    json!({
+        "account_id": account,
+        "customer": {"timezone": zone},
+        "installment": {"number": number, "due_date": due, "amount": cny(150_000)},
+        "overdue_amount": cny(overdue),
+        "failure_reason": "insufficient_funds",
+        "attempted_at": Timestamp::now(),
+    })
+}
+
+#[tokio::test]
+async fn first_instalment_default_gets_an_immediate_priority_one_call() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz.clone()).date();
+    let due = today.checked_sub(3.days()).expect("date");
+    let before = Timestamp::now();
+    env.publish(
+        "payment.failed",
+        "acc-fid",
+        payment_failed("acc-fid", &zone, 1, &due.to_string(), 150_000),
+    )
+    .await;
+
+    let calls = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-fid"))
+        .await;
+    assert_eq!(calls.len(), 1, "one collection call is planned");
+    let call = &calls[0];
+    assert_eq!(call["_routing_key"], "task.scheduled.collection_call");
+    let d = &call["data"];
+    assert_eq!(d["priority"], 1, "first-instalment default comes first");
+    assert_eq!(d["tone"], "gentle");
+    assert_eq!(d["channel"], "phone_mobile");
+    assert_eq!(d["account"]["dpd"], 3);
+    assert_eq!(d["account"]["bucket"], "M1");
+    assert_eq!(d["account"]["overdue_amount"], cny(150_000));
+    let due_at = ts(&d["due_at"]);
+    assert!(
+        due_at >= before && due_at <= Timestamp::now(),
+        "inside the window the call is due at once, got {due_at}"
+    );
+    let journal = env.journal("acc-fid").await;
+    assert!(journal.iter().any(|(k, _)| k == "event_applied"));
+    assert!(journal.iter().any(|(k, _)| k == "task_planned"));
+}
+
+#[tokio::test]
+async fn failure_late_at_night_is_called_at_eight_next_morning_and_never_twice() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(23);
+    let today = Timestamp::now().to_zoned(tz.clone()).date();
+    let data = payment_failed("acc-night", &zone, 2, &today.to_string(), 300_000);
+    env.publish("payment.failed", "acc-night", data.clone())
+        .await;
+    let calls = env
+        .tasks
+        .wait_for(
+            1,
+            WAIT,
+            is("task.scheduled", "collection_call", "acc-night"),
+        )
+        .await;
+    assert_eq!(calls.len(), 1);
+    let due = ts(&calls[0]["data"]["due_at"]).to_zoned(tz.clone());
+    assert_eq!(due.date(), today.tomorrow().expect("date"));
+    assert_eq!(
+        (due.hour(), due.minute()),
+        (8, 0),
+        "next allowed minute is 08:00 local"
+    );
+
+    // The billing system retries the debit and it fails again: no second call.
+    env.publish("payment.failed", "acc-night", data).await;
+    let applied = env
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE account_id = 'acc-night'",
+            2,
+            WAIT,
+        )
+        .await;
+    assert_eq!(applied, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = env
+        .tasks
+        .all()
+        .into_iter()
+        .filter(is("task.scheduled", "collection_call", "acc-night"))
+        .count();
+    assert_eq!(calls, 1, "a repeated failure never duplicates an open call");
+}
+
+#[tokio::test]
+async fn promise_plans_reminder_before_and_check_after_and_cancels_the_call() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(10);
+    let today = Timestamp::now().to_zoned(tz.clone()).date();
+    env.publish(
+        "payment.failed",
+        "acc-ptp",
+        payment_failed("acc-ptp", &zone, 2, &today.to_string(), 200_000),
+    )
+    .await;
+    let call = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-ptp"))
+        .await;
+    assert_eq!(call.len(), 1);
+
+    // "Today at 15:00": the collector captures the promise.
+    let promised = today
+        .at(15, 0, 0, 0)
+        .to_zoned(tz.clone())
+        .expect("zoned")
+        .timestamp();
+    env.publish(
+        "promise.made",
+        "acc-ptp",
+        json!({
+            "account_id": "acc-ptp", "promise_id": "ptp-1", "amount": cny(200_000),
+            "promised_at": promised, "captured_by": "agent-7", "channel": "phone_mobile"
+        }),
+    )
+    .await;
+    let reminder = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "promise_reminder", "acc-ptp"))
+        .await;
+    let check = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "promise_check", "acc-ptp"))
+        .await;
+    let cancelled = env
+        .tasks
+        .wait_for(1, WAIT, is("task.cancelled", "collection_call", "acc-ptp"))
+        .await;
+    assert_eq!(reminder.len(), 1);
+    assert_eq!(check.len(), 1);
+    assert_eq!(
+        cancelled.len(),
+        1,
+        "the open call is cancelled by the promise"
+    );
+    assert_eq!(cancelled[0]["data"]["task_id"], call[0]["data"]["task_id"]);
+    assert_eq!(
+        ts(&reminder[0]["data"]["due_at"]),
+        promised - SignedDuration::from_hours(1)
+    );
+    assert_eq!(
+        ts(&check[0]["data"]["due_at"]),
+        promised + SignedDuration::from_hours(1)
+    );
+    assert_eq!(reminder[0]["data"]["promise_id"], "ptp-1");
+    assert_eq!(
+        reminder[0]["data"]["priority"], 2,
+        "a promise due today ranks second"
+    );
+    let reviews = env
+        .tasks
+        .all()
+        .into_iter()
+        .filter(is("task.scheduled", "supervisor_review", "acc-ptp"))
+        .count();
+    assert_eq!(reviews, 0, "a same-day promise needs no supervisor");
+}
+
+#[tokio::test]
+async fn broken_promises_escalate_tone_then_open_third_party_and_field_visit() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(11);
+    let today = Timestamp::now().to_zoned(tz.clone()).date();
+    env.publish(
+        "payment.failed",
+        "acc-esc",
+        payment_failed("acc-esc", &zone, 3, &today.to_string(), 500_000),
+    )
+    .await;
+    env.tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-esc"))
+        .await;
+    let mut tones = Vec::new();
+    for n in 1..=3 {
+        let pid = format!("ptp-{n}");
+        let promised = Timestamp::now() + SignedDuration::from_hours(3);
+        env.publish(
+            "promise.made",
+            "acc-esc",
+            json!({"account_id": "acc-esc", "promise_id": pid, "amount": cny(500_000),
+                   "promised_at": promised, "captured_by": "agent-1", "channel": "phone_mobile"}),
+        )
+        .await;
+        env.tasks
+            .wait_for(n, WAIT, is("task.scheduled", "promise_check", "acc-esc"))
+            .await;
+        env.publish(
+            "promise.broken",
+            "acc-esc",
+            json!({"account_id": "acc-esc", "promise_id": pid, "reason": "no_payment"}),
+        )
+        .await;
+        let calls = env
+            .tasks
+            .wait_for(
+                n + 1,
+                WAIT,
+                is("task.scheduled", "collection_call", "acc-esc"),
+            )
+            .await;
+        assert_eq!(calls.len(), n + 1);
+        let last = calls.last().expect("a call");
+        tones.push(last["data"]["tone"].as_str().expect("tone").to_owned());
+        assert_eq!(last["data"]["account"]["broken_promises"], n);
+    }
+    assert_eq!(tones, ["firm", "serious", "serious"]);
+    let third = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "third_party_call", "acc-esc"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third_ids: std::collections::HashSet<String> = env
+        .tasks
+        .all()
+        .into_iter()
+        .filter(is("task.scheduled", "third_party_call", "acc-esc"))
+        .map(|e| e["data"]["task_id"].as_str().expect("id").to_owned())
+        .collect();
+    // (A task re-ranked by a later event is re-announced under the same task id.)
+    assert_eq!(
+        third_ids.len(),
+        1,
+        "two broken promises open third-party contact once"
+    );
+    assert_eq!(third[0]["data"]["channel"], "contact_person");
+    let visit = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "field_visit", "acc-esc"))
+        .await;
+    assert_eq!(visit.len(), 1, "three broken promises open a field visit");
+    assert_eq!(visit[0]["data"]["account"]["broken_promises"], 3);
+    // Each broken promise cancelled its own reminder and check.
+    let cancelled_checks = env
+        .tasks
+        .wait_for(3, WAIT, is("task.cancelled", "promise_check", "acc-esc"))
+        .await;
+    assert_eq!(cancelled_checks.len(), 3);
+    let _ = tz;
+}
+
+#[tokio::test]
+async fn redelivered_duplicate_changes_nothing() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(12);
+    let today = Timestamp::now().to_zoned(tz).date();
+    let id = Uuid::new_v4();
+    let data = payment_failed("acc-dup", &zone, 2, &today.to_string(), 100_000);
+    for _ in 0..3 {
+        env.publish_with_id(id, "payment.failed", "acc-dup", data.clone())
+            .await;
+    }
+    env.tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-dup"))
+        .await;
+    // Give the copies time to be consumed, then check nothing doubled.
+    let depth_zero = wait_queue_empty(&env, "collections.payment-failed").await;
+    assert!(depth_zero, "all copies consumed and acked");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM journal WHERE kind = 'event_applied'")
+            .fetch_one(&env.db)
+            .await
+            .expect("q");
+    assert_eq!((inbox, tasks, applied), (1, 1, 1));
+    assert_eq!(env.tasks.all().len(), 1, "one task event on the exchange");
+}
+
+async fn wait_queue_empty(env: &TestEnv, queue: &str) -> bool {
+    let ch = env.amqp.create_channel().await.expect("channel");
+    for _ in 0..200 {
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        if q.message_count() == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn promise_broken_before_its_promise_made_is_counted_and_the_late_promise_plans_nothing() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(15);
+    let today = Timestamp::now().to_zoned(tz).date();
+    env.publish(
+        "payment.failed",
+        "acc-ooo",
+        payment_failed("acc-ooo", &zone, 2, &today.to_string(), 90_000),
+    )
+    .await;
+    env.tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-ooo"))
+        .await;
+    env.publish(
+        "promise.broken",
+        "acc-ooo",
+        json!({"account_id": "acc-ooo", "promise_id": "ptp-late", "reason": "no_payment"}),
+    )
+    .await;
+    let calls = env
+        .tasks
+        .wait_for(2, WAIT, is("task.scheduled", "collection_call", "acc-ooo"))
+        .await;
+    assert_eq!(
+        calls.len(),
+        2,
+        "the broken promise escalates with a new call"
+    );
+    assert_eq!(calls[1]["data"]["tone"], "firm");
+    env.publish(
+        "promise.made",
+        "acc-ooo",
+        json!({"account_id": "acc-ooo", "promise_id": "ptp-late", "amount": cny(90_000),
+               "promised_at": Timestamp::now() + SignedDuration::from_hours(2),
+               "captured_by": "agent-2", "channel": "phone_mobile"}),
+    )
+    .await;
+    env.wait_count(
+        "SELECT count(*) FROM inbox WHERE account_id = 'acc-ooo'",
+        3,
+        WAIT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let promise_tasks = env
+        .tasks
+        .all()
+        .into_iter()
+        .filter(|e| e["data"]["promise_id"] == "ptp-late" && e["type"] == "task.scheduled")
+        .count();
+    assert_eq!(promise_tasks, 0, "a promise already broken plans nothing");
+    let journal = env.journal("acc-ooo").await;
+    assert!(
+        journal
+            .iter()
+            .any(|(_, d)| d.contains("after its promise.broken")),
+        "{journal:?}"
+    );
+}
+
+#[tokio::test]
+async fn payment_in_full_cures_the_account_and_cancels_every_open_task() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(9);
+    let today = Timestamp::now().to_zoned(tz).date();
+    env.publish(
+        "payment.failed",
+        "acc-cure",
+        payment_failed("acc-cure", &zone, 2, &today.to_string(), 120_000),
+    )
+    .await;
+    env.tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-cure"))
+        .await;
+    // A partial payment keeps the plan.
+    env.publish(
+        "payment.received",
+        "acc-cure",
+        json!({"account_id": "acc-cure", "payment_id": "pay-1", "amount": cny(20_000),
+               "received_at": Timestamp::now()}),
+    )
+    .await;
+    env.wait_count(
+        "SELECT count(*) FROM inbox WHERE account_id = 'acc-cure'",
+        2,
+        WAIT,
+    )
+    .await;
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'scheduled'")
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(open, 1, "a partial payment keeps the call");
+    env.publish(
+        "payment.received",
+        "acc-cure",
+        json!({"account_id": "acc-cure", "payment_id": "pay-2", "amount": cny(100_000),
+               "received_at": Timestamp::now(), "overdue_amount_after": cny(0)}),
+    )
+    .await;
+    let cancelled = env
+        .tasks
+        .wait_for(1, WAIT, is("task.cancelled", "collection_call", "acc-cure"))
+        .await;
+    assert_eq!(cancelled.len(), 1);
+    assert!(cancelled[0]["data"]["cancel_reason"]
+        .as_str()
+        .expect("reason")
+        .contains("cured"));
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM accounts WHERE account_id = 'acc-cure'")
+            .fetch_one(&env.db)
+            .await
+            .expect("q");
+    assert_eq!(status, "cured");
+}
+
+#[tokio::test]
+async fn bad_messages_go_to_the_dead_letter_queue_with_their_reason_and_never_block() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let q = "collections.payment-failed";
+    env.publish_raw("payment.failed", b"this is not json").await;
+    let (props, body) = env
+        .get_dead_letter(q, WAIT)
+        .await
+        .expect("dead letter for non-JSON");
+    assert_eq!(body, b"this is not json");
+    assert_eq!(
+        header(&props, "x-collections-error").as_deref(),
+        Some("not_json")
+    );
+
+    env.publish_raw("payment.failed", br#"{"hello": "world"}"#)
+        .await;
+    let (props, _) = env.get_dead_letter(q, WAIT).await.expect("dead letter");
+    assert_eq!(
+        header(&props, "x-collections-error").as_deref(),
+        Some("not_cloudevent")
+    );
+
+    // Schema violation: negative money.
+    let mut data = payment_failed("acc-bad", "Asia/Shanghai", 1, "2026-11-01", 1000);
+    data["overdue_amount"]["minor"] = json!(-5);
+    env.publish("payment.failed", "acc-bad", data).await;
+    let (props, _) = env.get_dead_letter(q, WAIT).await.expect("dead letter");
+    assert_eq!(
+        header(&props, "x-collections-error").as_deref(),
+        Some("schema")
+    );
+    assert!(header(&props, "x-collections-error-detail")
+        .expect("detail")
+        .contains("negative"));
+
+    // Absurd value: a zone that does not exist.
+    env.publish(
+        "payment.failed",
+        "acc-bad",
+        payment_failed("acc-bad", "Mars/Olympus", 1, "2026-11-01", 1000),
+    )
+    .await;
+    let (props, _) = env.get_dead_letter(q, WAIT).await.expect("dead letter");
+    assert_eq!(
+        header(&props, "x-collections-error").as_deref(),
+        Some("invalid_value")
+    );
+
+    // A promise.made routed to the payment-failed queue by mistake.
+    let body = crate::harness::cloudevent(Uuid::new_v4(), "promise.made", "acc-bad", json!({}));
+    env.publish_raw("payment.failed", body.to_string().as_bytes())
+        .await;
+    let (props, _) = env.get_dead_letter(q, WAIT).await.expect("dead letter");
+    assert_eq!(
+        header(&props, "x-collections-error").as_deref(),
+        Some("unexpected_type")
+    );
+
+    // Too large.
+    let huge = vec![b' '; 70 * 1024];
+    env.publish_raw("payment.failed", &huge).await;
+    let (props, _) = env.get_dead_letter(q, WAIT).await.expect("dead letter");
+    assert_eq!(
+        header(&props, "x-collections-error").as_deref(),
+        Some("too_large")
+    );
+
+    // The queue is not blocked: a good event behind the bad ones is applied.
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz).date();
+    env.publish(
+        "payment.failed",
+        "acc-good",
+        payment_failed("acc-good", &zone, 1, &today.to_string(), 5000),
+    )
+    .await;
+    let calls = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-good"))
+        .await;
+    assert_eq!(calls.len(), 1);
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(inbox, 1, "rejected messages leave no trace in the inbox");
+}
+
+fn header(props: &lapin::BasicProperties, key: &str) -> Option<String> {
+    collections_bus::header_str(props, key)
+}
+
+#[tokio::test]
+async fn events_committed_while_the_broker_link_is_down_are_published_by_the_relay() {
+    // The fast path publishes after commit; rows it could not publish are leased for a
+    // few seconds and then published by a relay. Simulate a worker that committed and died
+    // by writing an outbox row directly with an expired lease.
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    // Wait for migrations.
+    env.wait_count(
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'outbox'",
+        1,
+        WAIT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = Uuid::new_v4();
+    let body = json!({"specversion": "1.0", "id": id, "source": "collections", "type": "task.scheduled",
+                      "time": Timestamp::now(), "subject": "acc-relay", "datacontenttype": "application/json",
+                      "data": {"task_id": Uuid::new_v4(), "kind": "collection_call"}});
+    sqlx::query(
+        "INSERT INTO outbox (event_id, account_id, exchange, routing_key, body, lease_until)
+         VALUES ($1, 'acc-relay', 'collections.tasks', 'task.scheduled.collection_call', $2, now() - interval '1 second')",
+    )
+    .bind(id)
+    .bind(&body)
+    .execute(&env.db)
+    .await
+    .expect("insert");
+    let got = env
+        .tasks
+        .wait_for(1, WAIT, |e| e["id"] == id.to_string())
+        .await;
+    assert_eq!(got.len(), 1, "the relay published the orphaned row");
+    let published = env
+        .wait_count(
+            "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(published, 1);
+}
+
+#[tokio::test]
+async fn sigterm_stops_every_worker_cleanly() {
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz).date();
+    env.publish(
+        "payment.failed",
+        "acc-term",
+        payment_failed("acc-term", &zone, 2, &today.to_string(), 5000),
+    )
+    .await;
+    env.tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-term"))
+        .await;
+    let started = std::time::Instant::now();
+    for (name, status) in env.stop_all().await {
+        assert!(status.success(), "{name} exited with {status}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_promise_superseded_within_one_batch_leaves_no_open_tasks_behind() {
+    let mut env = TestEnv::new().await;
+    let (zone, tz) = zone_where_it_is(10);
+    let today = Timestamp::now().to_zoned(tz).date();
+    // Published before the workers start, so both promises arrive in one batch.
+    env.publish(
+        "payment.failed",
+        "acc-sup",
+        payment_failed("acc-sup", &zone, 2, &today.to_string(), 70_000),
+    )
+    .await;
+    for (n, hours) in [(1, 3), (2, 5)] {
+        env.publish(
+            "promise.made",
+            "acc-sup",
+            json!({"account_id": "acc-sup", "promise_id": format!("ptp-{n}"), "amount": cny(70_000),
+                   "promised_at": Timestamp::now() + SignedDuration::from_hours(hours),
+                   "captured_by": "agent-4", "channel": "phone_mobile"}),
+        )
+        .await;
+    }
+    env.start_workers().await;
+    let applied = env
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE account_id = 'acc-sup'",
+            3,
+            WAIT,
+        )
+        .await;
+    assert_eq!(applied, 3);
+    let open: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT kind, promise_id FROM tasks WHERE account_id = 'acc-sup' AND status = 'scheduled' ORDER BY kind",
+    )
+    .fetch_all(&env.db)
+    .await
+    .expect("q");
+    assert!(
+        open.iter().all(|(_, p)| p.as_deref() == Some("ptp-2")),
+        "only the newest promise's tasks stay open: {open:?}"
+    );
+    assert_eq!(
+        open.len(),
+        3,
+        "check, expiry and reminder of ptp-2: {open:?}"
+    );
+}

@@ -497,3 +497,53 @@ async fn an_event_the_database_refuses_is_isolated_and_dead_lettered_not_retried
     );
     check_invariants(&env, 20).await;
 }
+
+/// Credentials come from the environment only: a binary started without them refuses to
+/// start, names the variable, and never falls back to a default in code. A policy file
+/// with a mistake is refused with the key that is wrong.
+#[tokio::test]
+async fn binaries_refuse_to_start_without_credentials_or_with_a_bad_policy() {
+    let run = |bin: &str, env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(crate::harness::bin_path(bin));
+        cmd.env_clear().env("LOG_FORMAT", "text");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run binary");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status, text)
+    };
+    for bin in ["payment-failed-worker", "task-scheduler"] {
+        let (status, text) = run(bin, &[("AMQP_URL", "amqp://127.0.0.1:1/%2f")]);
+        assert!(!status.success(), "{bin} started without DATABASE_URL");
+        assert!(text.contains("DATABASE_URL is not set"), "{bin}: {text}");
+        let (status, text) = run(bin, &[("DATABASE_URL", "postgres://127.0.0.1:1/x")]);
+        assert!(!status.success(), "{bin} started without AMQP_URL");
+        assert!(text.contains("AMQP_URL is not set"), "{bin}: {text}");
+    }
+    let dir = std::env::temp_dir().join(format!("bad-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("policy.toml");
+    let default = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/policy/default.toml"
+    ));
+    let bad = default.replacen("start = \"08:00\"", "start = \"25:00\"", 1);
+    assert_ne!(
+        bad, default,
+        "the default policy has a contact window start"
+    );
+    std::fs::write(&path, bad).expect("write");
+    let (status, text) = run(
+        "promise-made-worker",
+        &[
+            ("DATABASE_URL", "postgres://127.0.0.1:1/x"),
+            ("AMQP_URL", "amqp://127.0.0.1:1/%2f"),
+            ("POLICY_FILE", path.to_str().expect("utf-8 path")),
+        ],
+    );
+    assert!(!status.success(), "started with a bad policy");
+    assert!(text.contains("POLICY_FILE"), "{text}");
+    assert!(text.contains("contact_window"), "names the key: {text}");
+}

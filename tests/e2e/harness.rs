@@ -31,7 +31,7 @@ pub const ALL_WORKERS: [&str; 4] = [
     "payment-received-worker",
 ];
 
-fn bin_path(name: &str) -> PathBuf {
+pub fn bin_path(name: &str) -> PathBuf {
     PathBuf::from(match name {
         "payment-failed-worker" => env!("CARGO_BIN_EXE_payment-failed-worker"),
         "promise-made-worker" => env!("CARGO_BIN_EXE_promise-made-worker"),

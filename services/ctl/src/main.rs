@@ -25,14 +25,10 @@ use uuid::Uuid;
 #[derive(Parser)]
 #[command(name = "collectionsctl", about = "Operate the collections service")]
 struct Cli {
-    /// Broker URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    amqp_url: String,
+    /// Broker URL with its credentials (needed by every command but `simulate` and
+    /// `policy check`). Never defaulted: credentials come from the environment.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -123,7 +119,13 @@ async fn main() -> anyhow::Result<()> {
         } => return simulate::check_policies(&files),
         _ => {}
     }
-    let conn = collections_bus::connect(&cli.amqp_url, "collectionsctl")
+    let Some(amqp_url) = cli.amqp_url.as_deref() else {
+        anyhow::bail!(
+            "AMQP_URL is not set (for example amqp://user:password@127.0.0.1:5672/%2f); \
+             deploy/local/run.sh prints the one it uses"
+        );
+    };
+    let conn = collections_bus::connect(amqp_url, "collectionsctl")
         .await
         .context("connect to RabbitMQ (AMQP_URL)")?;
     let ch = conn.create_channel().await?;

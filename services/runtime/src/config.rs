@@ -39,8 +39,12 @@ impl std::fmt::Debug for Config {
     }
 }
 
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+/// A URL that carries credentials: required, never defaulted in code.
+fn env_required(key: &str, example: &str) -> anyhow::Result<String> {
+    match std::env::var(key) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => bail!("{key} is not set (for example {example})"),
+    }
 }
 
 fn env_num<T: std::str::FromStr>(key: &str, default: T) -> anyhow::Result<T>
@@ -79,11 +83,11 @@ impl Config {
         }
         let pool_default = u32::try_from(concurrency + 2).unwrap_or(8);
         Ok(Self {
-            database_url: env_or(
+            database_url: env_required(
                 "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/postgres",
-            ),
-            amqp_url: env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                "postgres://user:password@127.0.0.1:5432/collections",
+            )?,
+            amqp_url: env_required("AMQP_URL", "amqp://user:password@127.0.0.1:5672/%2f")?,
             policy,
             concurrency,
             batch_max,

@@ -142,7 +142,7 @@ impl Store {
         sqlx::query(
             "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due
              FROM unnest($1::uuid[], $2::timestamptz[]) AS m(id, due)
-             WHERE t.task_id = m.id AND t.status = 'claimed'",
+             WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE",
         )
         .bind(&ids)
         .bind(&due)
@@ -199,7 +199,7 @@ impl Store {
         let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
         let emitted: HashSet<Uuid> = sqlx::query_scalar(
             "UPDATE tasks SET status = 'emitted', emitted_at = now()
-             WHERE task_id = ANY($1) AND status = 'claimed'
+             WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
              RETURNING task_id",
         )
         .bind(&ids)

@@ -245,18 +245,20 @@ impl Store {
     }
 
     /// Claims up to `limit` unpublished outbox rows whose lease has run out (their writer
-    /// crashed or lost the broker), leasing them to the caller, oldest first.
+    /// crashed or lost the broker), leasing them to the caller, oldest first. Runs every
+    /// second in every process: the ids are computed once (`ANY(ARRAY(…))`) and fetched by
+    /// primary key, never by scanning the published history.
     ///
     /// # Errors
     /// A database error.
     pub async fn claim_stale_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
             "UPDATE outbox SET lease_until = now() + make_interval(secs => $2)
-             WHERE id IN (
+             WHERE id = ANY(ARRAY(
                  SELECT id FROM outbox
                  WHERE published_at IS NULL AND lease_until < now()
                  ORDER BY id LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
+                 FOR UPDATE SKIP LOCKED))
              RETURNING id, event_id, exchange, routing_key, body",
         )
         .bind(limit)

@@ -2,7 +2,7 @@
 
 use collections_core::EventType;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     collections_runtime::run_worker(EventType::PaymentReceived, "payment-received-worker").await
 }

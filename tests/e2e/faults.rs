@@ -19,12 +19,36 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{cny, zone_where_it_is, TestEnv};
 
-/// Forwards 127.0.0.1:<port> to a target; `cut` drops every connection and refuses new
-/// ones until `restore`.
+/// Forwards 127.0.0.1:<port> to a target. `cut` drops every connection and refuses new
+/// ones; `stall` keeps every connection open but holds all bytes (a black-holed network,
+/// a peer that stopped answering); `restore` ends either.
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: Arc<Mutex<CancellationToken>>,
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies one direction, holding the bytes while the link is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -33,21 +57,26 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let up = Arc::new(AtomicBool::new(true));
         let generation = Arc::new(Mutex::new(CancellationToken::new()));
-        let (u, g) = (up.clone(), generation.clone());
+        let (stalled, _) = tokio::sync::watch::channel(false);
+        let (u, g, st) = (up.clone(), generation.clone(), stalled.clone());
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !u.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let token = g.lock().expect("lock").clone();
+                let (a, b) = (st.subscribe(), st.subscribe());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (in_r, in_w) = inbound.into_split();
+                    let (out_r, out_w) = outbound.into_split();
                     tokio::select! {
                         () = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = pump(in_r, out_w, a) => {}
+                        () = pump(out_r, in_w, b) => {}
                     }
                 });
             }
@@ -56,6 +85,7 @@ impl Proxy {
             addr,
             up,
             generation,
+            stalled,
         }
     }
 
@@ -66,8 +96,13 @@ impl Proxy {
         *g = CancellationToken::new();
     }
 
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+        self.stalled.send_replace(false);
     }
 }
 
@@ -239,6 +274,61 @@ async fn database_outage_is_retried_never_dead_lettered() {
         log.contains("database failed; retrying batch (not acked)"),
         "the outage was seen and retried"
     );
+}
+
+/// A database that stops answering without closing anything (no RST, no FIN): the batch
+/// in flight is abandoned after DB_TIMEOUT_SECS and retried like an outage, never acked
+/// or dead-lettered, and everything is applied once the link flows again.
+#[tokio::test]
+async fn database_stall_is_timed_out_and_retried_never_dead_lettered() {
+    let mut env = TestEnv::new().await;
+    let proxy = Proxy::start(target(&env.database_url, 5432).await).await;
+    let url = via(&env.database_url, proxy.addr, 5432);
+    env.extra_env.push(("DATABASE_URL".into(), url));
+    env.extra_env.push(("DB_TIMEOUT_SECS".into(), "2".into()));
+    env.spawn("payment-failed-worker").await;
+    publish_load(&env, "acc-s", 0..100).await;
+    env.wait_count("SELECT count(*) FROM inbox", 100, Duration::from_secs(30))
+        .await;
+    proxy.stall();
+    publish_load(&env, "acc-s", 100..250).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert!(
+        during < 250,
+        "the stall held the worker back ({during} applied)"
+    );
+    proxy.restore();
+    check_invariants(&env, 250).await;
+    let log =
+        std::fs::read_to_string(env.log_dir.join("payment-failed-worker-0.log")).expect("log");
+    assert!(
+        log.contains("no answer within 2s (DB_TIMEOUT_SECS)"),
+        "the stall was timed out and retried"
+    );
+}
+
+/// A broker that stops answering mid-load: publishes wait for confirms that never come,
+/// deliveries stop. The session is abandoned and rebuilt once the link flows again, and
+/// nothing is lost or duplicated.
+#[tokio::test]
+async fn broker_stall_under_load_loses_and_duplicates_nothing() {
+    let mut env = TestEnv::new().await;
+    let proxy = Proxy::start(target(&env.amqp_url, 5672).await).await;
+    let url = via(&env.amqp_url, proxy.addr, 5672);
+    env.extra_env.push(("AMQP_URL".into(), url));
+    env.spawn("payment-failed-worker").await;
+    publish_load(&env, "acc-t", 0..300).await;
+    env.wait_count("SELECT count(*) FROM inbox", 50, Duration::from_secs(30))
+        .await;
+    proxy.stall();
+    publish_load(&env, "acc-t", 300..400).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+    check_invariants(&env, 400).await;
 }
 
 #[tokio::test]
@@ -431,6 +521,7 @@ async fn soak_with_random_faults() {
         .push(("AMQP_URL".into(), via(&env.amqp_url, broker.addr, 5672)));
     env.extra_env
         .push(("DATABASE_URL".into(), via(&env.database_url, db.addr, 5432)));
+    env.extra_env.push(("DB_TIMEOUT_SECS".into(), "3".into()));
     env.spawn("payment-failed-worker").await;
     env.spawn("payment-failed-worker").await;
     let started = Instant::now();
@@ -446,7 +537,7 @@ async fn soak_with_random_faults() {
     while started.elapsed() < Duration::from_secs(secs) {
         publish_load(&env, "acc-s", published..published + 200).await;
         published += 200;
-        match next() % 4 {
+        match next() % 6 {
             0 => {
                 faults.push("broker cut");
                 broker.cut();
@@ -465,6 +556,18 @@ async fn soak_with_random_faults() {
                 let _ = victim.start_kill();
                 let _ = victim.wait().await;
                 env.spawn("payment-failed-worker").await;
+            }
+            3 => {
+                faults.push("broker stall");
+                broker.stall();
+                tokio::time::sleep(Duration::from_millis(500 + next() % 5000)).await;
+                broker.restore();
+            }
+            4 => {
+                faults.push("database stall");
+                db.stall();
+                tokio::time::sleep(Duration::from_millis(500 + next() % 5000)).await;
+                db.restore();
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }

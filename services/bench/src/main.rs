@@ -847,7 +847,13 @@ async fn ingest(
         "raw RabbitMQ: publish+confirm {:.0}/s, consume+ack {:.0}/s ({body_len} B)",
         raw.publish_per_s, raw.consume_per_s
     );
-    let concurrency = 4 * 4;
+    // The workers' own concurrency: four processes, WORKER_CONCURRENCY consumers each
+    // (inherited by the workers this run starts; the service's default is 2).
+    let per_worker: usize = match std::env::var("WORKER_CONCURRENCY") {
+        Ok(v) => v.parse().context("WORKER_CONCURRENCY")?,
+        Err(_) => 2,
+    };
+    let concurrency = 4 * per_worker;
     // Start each phase without a checkpoint pending from the bulk inserts.
     sqlx::query("CHECKPOINT").execute(&env.db).await?;
     let mut raw_cpu = Cpu::start(&env);

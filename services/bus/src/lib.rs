@@ -52,6 +52,8 @@ pub enum BusError {
 
 /// Longest a connection handshake may take before the attempt is abandoned and retried.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest a confirmed publish may wait for the broker's confirms.
+pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Name of a queue's dead-letter queue.
 #[must_use]
@@ -220,6 +222,15 @@ impl Publisher {
     /// A channel failure or a negative confirm: some may not have been stored; publish
     /// them again (consumers deduplicate by CloudEvents id).
     pub async fn publish_confirmed(&self, msgs: &[OutMessage<'_>]) -> Result<(), BusError> {
+        // A broker that stops answering (a stalled network, a blocked connection) must not
+        // hold the caller forever: past the bound the session is restarted, and whatever
+        // was not confirmed is published again (from the outbox, or redelivered).
+        tokio::time::timeout(CONFIRM_TIMEOUT, self.publish_confirmed_unbounded(msgs))
+            .await
+            .map_err(|_| BusError::Timeout(CONFIRM_TIMEOUT))?
+    }
+
+    async fn publish_confirmed_unbounded(&self, msgs: &[OutMessage<'_>]) -> Result<(), BusError> {
         let mut confirms = Vec::with_capacity(msgs.len());
         for m in msgs {
             let mut props = BasicProperties::default()

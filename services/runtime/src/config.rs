@@ -14,7 +14,8 @@ pub struct Config {
     pub amqp_url: String,
     /// The policy in force (`POLICY_FILE`, else the built-in default).
     pub policy: Policy,
-    /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 4).
+    /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 2:
+    /// fewer, larger transactions did better than 4 on two shared cores, see BENCHMARKS.md).
     pub concurrency: usize,
     /// Most deliveries applied in one transaction (`BATCH_MAX`, default 64).
     pub batch_max: usize,
@@ -24,6 +25,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Longest a graceful shutdown may take (`SHUTDOWN_TIMEOUT_SECS`, default 20).
     pub shutdown_timeout: Duration,
+    /// Longest one batch transaction may take before it is abandoned (rolled back) and
+    /// retried: a database that stops answering is treated like one that is down
+    /// (`DB_TIMEOUT_SECS`, default 30).
+    pub db_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -73,7 +78,7 @@ impl Config {
             }
             Err(_) => Policy::default(),
         };
-        let concurrency: usize = env_num("WORKER_CONCURRENCY", 4)?;
+        let concurrency: usize = env_num("WORKER_CONCURRENCY", 2)?;
         if concurrency == 0 {
             bail!("WORKER_CONCURRENCY must be at least 1");
         }
@@ -94,6 +99,7 @@ impl Config {
             db_pool: env_num("DB_POOL", pool_default)?,
             max_message_bytes: env_num("MAX_MESSAGE_BYTES", 65_536)?,
             shutdown_timeout: Duration::from_secs(env_num("SHUTDOWN_TIMEOUT_SECS", 20)?),
+            db_timeout: Duration::from_secs(env_num("DB_TIMEOUT_SECS", 30)?.max(1)),
         })
     }
 }

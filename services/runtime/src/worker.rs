@@ -467,29 +467,36 @@ impl Pipeline {
         let mut attempt = 0;
         loop {
             let started = std::time::Instant::now();
-            let result = self
-                .ctx
-                .store
-                .apply_batch(events, &self.ctx.config.policy, Timestamp::now())
-                .await;
+            // Dropping the transaction on timeout rolls it back; the pool tests the
+            // connection before handing it out again.
+            let result = tokio::time::timeout(
+                self.ctx.config.db_timeout,
+                self.ctx
+                    .store
+                    .apply_batch(events, &self.ctx.config.policy, Timestamp::now()),
+            )
+            .await;
             metrics().observe(
                 "collections_batch_apply_seconds",
                 &[("type", self.ctx.event_type.as_str())],
                 started.elapsed().as_secs_f64(),
             );
-            match result {
-                Ok(o) => return Ok(Applied::Batch(o)),
-                Err(e) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
-                Err(e) => {
-                    attempt += 1;
-                    let wait = backoff(attempt, Duration::from_secs(5));
-                    tracing::warn!(error = %e, attempt, ?wait, batch = events.len(), "database failed; retrying batch (not acked)");
-                    tokio::select! {
-                        // Not acked: the broker redelivers after we close the channel.
-                        () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while the database was failing")),
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
+            let error = match result {
+                Ok(Ok(o)) => return Ok(Applied::Batch(o)),
+                Ok(Err(e)) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "no answer within {:?} (DB_TIMEOUT_SECS)",
+                    self.ctx.config.db_timeout
+                ),
+            };
+            attempt += 1;
+            let wait = backoff(attempt, Duration::from_secs(5));
+            tracing::warn!(error = %error, attempt, ?wait, batch = events.len(), "database failed; retrying batch (not acked)");
+            tokio::select! {
+                // Not acked: the broker redelivers after we close the channel.
+                () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while the database was failing")),
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -213,21 +213,42 @@ async fn publish_load(env: &TestEnv, prefix: &str, range: std::ops::Range<usize>
     }
 }
 
-#[tokio::test]
-async fn broker_connection_cut_under_load_loses_and_duplicates_nothing() {
+/// A test environment whose link to the broker (`AMQP_URL`) or the database
+/// (`DATABASE_URL`) goes through a proxy of the test's own, and its extra variables.
+async fn env_behind_proxy(var: &str, extra_env: &[(&str, &str)]) -> (TestEnv, Proxy) {
     let mut env = TestEnv::new().await;
-    let proxy = Proxy::start(target(&env.amqp_url, 5672).await).await;
-    let url = via(&env.amqp_url, proxy.addr, 5672);
-    env.extra_env.push(("AMQP_URL".into(), url));
+    let (url, port) = match var {
+        "AMQP_URL" => (env.amqp_url.clone(), 5672),
+        _ => (env.database_url.clone(), 5432),
+    };
+    let proxy = Proxy::start(target(&url, port).await).await;
+    env.extra_env
+        .push((var.into(), via(&url, proxy.addr, port)));
+    for (k, v) in extra_env {
+        env.extra_env.push(((*k).into(), (*v).into()));
+    }
+    (env, proxy)
+}
+
+/// Breaks a worker's broker link (`fault`) for `secs` while 400 events are published;
+/// returns when the link is restored.
+async fn broker_fault_under_load(prefix: &str, fault: impl Fn(&Proxy), secs: u64) -> TestEnv {
+    let (mut env, proxy) = env_behind_proxy("AMQP_URL", &[]).await;
     env.spawn("payment-failed-worker").await;
-    publish_load(&env, "acc-b", 0..300).await;
+    publish_load(&env, prefix, 0..300).await;
     env.wait_count("SELECT count(*) FROM inbox", 100, Duration::from_secs(30))
         .await;
-    proxy.cut();
-    publish_load(&env, "acc-b", 300..400).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let restored = Instant::now();
+    fault(&proxy);
+    publish_load(&env, prefix, 300..400).await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
     proxy.restore();
+    env
+}
+
+#[tokio::test]
+async fn broker_connection_cut_under_load_loses_and_duplicates_nothing() {
+    let env = broker_fault_under_load("acc-b", Proxy::cut, 3).await;
+    let restored = Instant::now();
     let got = env
         .wait_count("SELECT count(*) FROM inbox", 400, Duration::from_secs(30))
         .await;
@@ -245,90 +266,57 @@ async fn broker_connection_cut_under_load_loses_and_duplicates_nothing() {
     );
 }
 
-#[tokio::test]
-async fn database_outage_is_retried_never_dead_lettered() {
-    let mut env = TestEnv::new().await;
-    let proxy = Proxy::start(target(&env.database_url, 5432).await).await;
-    let url = via(&env.database_url, proxy.addr, 5432);
-    env.extra_env.push(("DATABASE_URL".into(), url));
+/// Breaks the database link of a worker under load (`fault`), checks that nothing more
+/// is applied while it lasts, restores it, and checks that every event is applied once,
+/// nothing dead-lettered, and that the worker logged `logged` (why it retried).
+async fn database_fault_is_retried(
+    prefix: &str,
+    fault: impl Fn(&Proxy),
+    extra_env: &[(&str, &str)],
+    logged: &str,
+) {
+    let (mut env, proxy) = env_behind_proxy("DATABASE_URL", extra_env).await;
     env.spawn("payment-failed-worker").await;
-    publish_load(&env, "acc-d", 0..100).await;
+    publish_load(&env, prefix, 0..100).await;
     env.wait_count("SELECT count(*) FROM inbox", 100, Duration::from_secs(30))
         .await;
-    proxy.cut();
-    publish_load(&env, "acc-d", 100..250).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    fault(&proxy);
+    publish_load(&env, prefix, 100..250).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let during: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
         .fetch_one(&env.db)
         .await
         .expect("q");
-    assert_eq!(
-        during, 100,
-        "nothing applied while the database is unreachable"
-    );
+    assert_eq!(during, 100, "nothing applied while the database is away");
     proxy.restore();
     check_invariants(&env, 250).await;
     let log =
         std::fs::read_to_string(env.log_dir.join("payment-failed-worker-0.log")).expect("log");
-    assert!(
-        log.contains("database failed; retrying batch (not acked)"),
-        "the outage was seen and retried"
-    );
+    assert!(log.contains(logged), "the fault was seen and retried");
+}
+
+#[tokio::test]
+async fn database_outage_is_retried_never_dead_lettered() {
+    database_fault_is_retried(
+        "acc-d",
+        Proxy::cut,
+        &[],
+        "database failed; retrying batch (not acked)",
+    )
+    .await;
 }
 
 /// A database that stops answering without closing anything (no RST, no FIN): the batch
-/// in flight is abandoned after DB_TIMEOUT_SECS and retried like an outage, never acked
-/// or dead-lettered, and everything is applied once the link flows again.
+/// in flight is abandoned after DB_TIMEOUT_SECS and retried like an outage.
 #[tokio::test]
 async fn database_stall_is_timed_out_and_retried_never_dead_lettered() {
-    let mut env = TestEnv::new().await;
-    let proxy = Proxy::start(target(&env.database_url, 5432).await).await;
-    let url = via(&env.database_url, proxy.addr, 5432);
-    env.extra_env.push(("DATABASE_URL".into(), url));
-    env.extra_env.push(("DB_TIMEOUT_SECS".into(), "2".into()));
-    env.spawn("payment-failed-worker").await;
-    publish_load(&env, "acc-s", 0..100).await;
-    env.wait_count("SELECT count(*) FROM inbox", 100, Duration::from_secs(30))
-        .await;
-    proxy.stall();
-    publish_load(&env, "acc-s", 100..250).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let during: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
-        .fetch_one(&env.db)
-        .await
-        .expect("q");
-    assert!(
-        during < 250,
-        "the stall held the worker back ({during} applied)"
-    );
-    proxy.restore();
-    check_invariants(&env, 250).await;
-    let log =
-        std::fs::read_to_string(env.log_dir.join("payment-failed-worker-0.log")).expect("log");
-    assert!(
-        log.contains("no answer within 2s (DB_TIMEOUT_SECS)"),
-        "the stall was timed out and retried"
-    );
-}
-
-/// A broker that stops answering mid-load: publishes wait for confirms that never come,
-/// deliveries stop. The session is abandoned and rebuilt once the link flows again, and
-/// nothing is lost or duplicated.
-#[tokio::test]
-async fn broker_stall_under_load_loses_and_duplicates_nothing() {
-    let mut env = TestEnv::new().await;
-    let proxy = Proxy::start(target(&env.amqp_url, 5672).await).await;
-    let url = via(&env.amqp_url, proxy.addr, 5672);
-    env.extra_env.push(("AMQP_URL".into(), url));
-    env.spawn("payment-failed-worker").await;
-    publish_load(&env, "acc-t", 0..300).await;
-    env.wait_count("SELECT count(*) FROM inbox", 50, Duration::from_secs(30))
-        .await;
-    proxy.stall();
-    publish_load(&env, "acc-t", 300..400).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    proxy.restore();
-    check_invariants(&env, 400).await;
+    database_fault_is_retried(
+        "acc-s",
+        Proxy::stall,
+        &[("DB_TIMEOUT_SECS", "2")],
+        "no answer within 2s (DB_TIMEOUT_SECS)",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -343,6 +331,15 @@ async fn kill_9_of_a_worker_under_load_loses_and_duplicates_nothing() {
     let _ = victim.wait().await;
     env.spawn("payment-failed-worker").await;
     check_invariants(&env, 500).await;
+}
+
+/// A broker that stops answering mid-load for a few seconds: deliveries stop and
+/// confirms are held. When the link flows again the worker carries on (longer stalls hit
+/// the confirm timeout and rebuild the session), and nothing is lost or duplicated.
+#[tokio::test]
+async fn broker_stall_under_load_loses_and_duplicates_nothing() {
+    let env = broker_fault_under_load("acc-t", Proxy::stall, 5).await;
+    check_invariants(&env, 400).await;
 }
 
 #[tokio::test]

@@ -612,13 +612,24 @@ async fn a_promise_superseded_within_one_batch_leaves_no_open_tasks_behind() {
     let mut env = TestEnv::new().await;
     let (zone, tz) = zone_where_it_is(10);
     let today = Timestamp::now().to_zoned(tz).date();
-    // Published before the workers start, so both promises arrive in one batch.
+    // The customer's zone comes with payment.failed: it must be applied before the
+    // promises, or the account starts in the default zone, where the reminder may be night.
+    env.spawn("payment-failed-worker").await;
     env.publish(
         "payment.failed",
         "acc-sup",
         payment_failed("acc-sup", &zone, 2, &today.to_string(), 70_000),
     )
     .await;
+    let failed = env
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE account_id = 'acc-sup'",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(failed, 1, "payment.failed applied first");
+    // Both promises wait in the queue for one consumer, so they land in one batch.
     for (n, hours) in [(1, 3), (2, 5)] {
         env.publish(
             "promise.made",
@@ -629,7 +640,9 @@ async fn a_promise_superseded_within_one_batch_leaves_no_open_tasks_behind() {
         )
         .await;
     }
-    env.start_workers().await;
+    env.extra_env
+        .push(("WORKER_CONCURRENCY".into(), "1".into()));
+    env.spawn("promise-made-worker").await;
     let applied = env
         .wait_count(
             "SELECT count(*) FROM inbox WHERE account_id = 'acc-sup'",
@@ -652,5 +665,12 @@ async fn a_promise_superseded_within_one_batch_leaves_no_open_tasks_behind() {
         open.len(),
         3,
         "check, expiry and reminder of ptp-2: {open:?}"
+    );
+    let journal = env.journal("acc-sup").await;
+    assert!(
+        journal
+            .iter()
+            .any(|(k, d)| k == "promise_superseded" && d == "ptp-1 superseded by ptp-2"),
+        "{journal:?}"
     );
 }

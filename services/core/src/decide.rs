@@ -530,6 +530,7 @@ impl Planner<'_> {
             if existing.amount.is_none() {
                 existing.amount = Some(d.amount);
                 existing.promised_at = Some(d.promised_at);
+                existing.made_at = Some(self.event_time);
             }
             let detail = if status == PromiseStatus::Broken {
                 format!(
@@ -563,6 +564,35 @@ impl Planner<'_> {
                 d.promise_id, d.amount, d.promised_at, d.captured_by, d.channel
             ),
         );
+        // Deliveries can be applied out of order: a promise made before one already
+        // recorded (open, kept, broken or itself superseded) is stale on arrival, so the
+        // customer's latest word stands and the late one plans nothing.
+        let newer = self
+            .state
+            .promises
+            .iter()
+            .filter_map(|p| Some((p.promise_id.clone(), p.made_at?)))
+            .filter(|(_, made_at)| *made_at > self.event_time)
+            .max_by_key(|(_, made_at)| *made_at);
+        if let Some((newer_id, newer_at)) = newer {
+            self.state.promises.push(PromiseRecord {
+                promise_id: d.promise_id.clone(),
+                amount: Some(d.amount),
+                promised_at: Some(d.promised_at),
+                status: PromiseStatus::Superseded,
+                paid_minor: 0,
+                made_at: Some(self.event_time),
+            });
+            self.note(
+                "promise_superseded",
+                format!(
+                    "{} (made at {}) arrived after the newer promise {newer_id} (made at \
+                     {newer_at}): recorded superseded, nothing planned",
+                    d.promise_id, self.event_time
+                ),
+            );
+            return;
+        }
         let superseded: Vec<String> = self
             .state
             .promises
@@ -589,6 +619,7 @@ impl Planner<'_> {
             promised_at: Some(d.promised_at),
             status: PromiseStatus::Open,
             paid_minor: 0,
+            made_at: Some(self.event_time),
         });
         self.plan_promise_tasks(d);
     }
@@ -742,6 +773,7 @@ impl Planner<'_> {
                     promised_at: None,
                     status: PromiseStatus::Broken,
                     paid_minor: 0,
+                    made_at: None,
                 });
             }
         }

@@ -46,6 +46,10 @@ pub struct PromiseRecord {
     pub status: PromiseStatus,
     /// Minor units paid towards it in time.
     pub paid_minor: i64,
+    /// When the customer made it (the `promise.made` event's time, capped at the instant it
+    /// was applied): orders promises applied out of order. Unknown in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_at: Option<Timestamp>,
 }
 
 /// The last payment seen.
@@ -84,7 +88,7 @@ pub struct AccountState {
     pub last_payment: Option<LastPayment>,
     /// Next due date from billing.
     pub next_due_date: Option<Date>,
-    /// Promises, oldest first.
+    /// Promises, in the order they were applied.
     pub promises: Vec<PromiseRecord>,
     /// Collection-call attempts fired so far.
     #[serde(default)]
@@ -259,6 +263,15 @@ mod tests {
         assert_eq!(bucket(31), "M2");
         assert_eq!(bucket(61), "M3");
         assert_eq!(bucket(91), "M3+");
+    }
+
+    #[test]
+    fn promise_records_stored_without_made_at_still_load() {
+        let old = r#"{"promise_id":"ptp-1","amount":null,"promised_at":null,"status":"open","paid_minor":0}"#;
+        let p: PromiseRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!(p.made_at, None);
+        // Unknown stays absent, so older readers see the same document.
+        assert_eq!(serde_json::to_string(&p).expect("json"), old);
     }
 
     #[test]

@@ -595,6 +595,236 @@ fn new_promise_supersedes_earlier_open_promise_and_cancels_its_tasks() {
     );
 }
 
+/// Account with `ptp-2` (made 10:05, promised 2026-11-05 11:00) applied before `ptp-1`
+/// (made 10:00, promised 2026-11-04 15:00), as two consumers or a redelivery can do.
+fn promises_applied_out_of_order() -> (Account, Vec<Task>, Decision) {
+    let (mut a, _) = delinquent_later_instalment();
+    a.apply(
+        &promise_made(
+            3,
+            "2026-11-03T10:05:00+08:00",
+            "ptp-2",
+            125_000,
+            "2026-11-05T11:00:00+08:00",
+        ),
+        "2026-11-03T10:06:00+08:00",
+    );
+    let open_before = a.open.clone();
+    let late = a.apply(
+        &promise_made(
+            2,
+            "2026-11-03T10:00:00+08:00",
+            "ptp-1",
+            125_000,
+            "2026-11-04T15:00:00+08:00",
+        ),
+        "2026-11-03T10:07:00+08:00",
+    );
+    (a, open_before, late)
+}
+
+fn promise_status(a: &Account, id: &str) -> Option<PromiseStatus> {
+    a.state()
+        .promises
+        .iter()
+        .find(|p| p.promise_id == id)
+        .map(|p| p.status)
+}
+
+#[test]
+fn an_older_promise_arriving_late_does_not_supersede_the_newer_one() {
+    let (a, _, d) = promises_applied_out_of_order();
+    assert!(d.schedule.is_empty(), "{:#?}", d.schedule);
+    assert!(d.cancel.is_empty());
+    assert!(d.outbox.is_empty());
+    assert!(d.reprioritise.is_empty());
+    assert_eq!(promise_status(&a, "ptp-1"), Some(PromiseStatus::Superseded));
+    assert_eq!(promise_status(&a, "ptp-2"), Some(PromiseStatus::Open));
+    let p1 = a
+        .state()
+        .promises
+        .iter()
+        .find(|p| p.promise_id == "ptp-1")
+        .expect("late promise recorded");
+    assert_eq!(p1.made_at, Some(ts("2026-11-03T10:00:00+08:00")));
+    assert_eq!(p1.promised_at, Some(ts("2026-11-04T15:00:00+08:00")));
+    assert_eq!(p1.amount.map(|m| m.minor), Some(125_000));
+    assert!(d.journal.iter().any(|j| j.kind == "promise_superseded"
+        && j.detail.contains("ptp-1")
+        && j.detail.contains("newer promise ptp-2")
+        && j.detail.contains("nothing planned")));
+}
+
+#[test]
+fn the_newer_promise_keeps_its_reminder_check_and_expiry_when_an_older_one_arrives_late() {
+    let (a, open_before, _) = promises_applied_out_of_order();
+    assert_eq!(a.open, open_before);
+    let due = |kind| {
+        let tasks = a.open_of(kind);
+        assert_eq!(tasks.len(), 1, "{kind}: {tasks:#?}");
+        assert_eq!(tasks[0].promise_id.as_deref(), Some("ptp-2"));
+        tasks[0].due_at
+    };
+    assert_eq!(
+        due(TaskKind::PromiseReminder),
+        ts("2026-11-05T10:00:00+08:00")
+    );
+    assert_eq!(due(TaskKind::PromiseCheck), ts("2026-11-05T12:00:00+08:00"));
+    assert_eq!(
+        due(TaskKind::PromiseExpiry),
+        ts("2026-11-05T13:00:00+08:00")
+    );
+    assert_eq!(
+        a.state().open_promise().map(|p| p.promise_id.as_str()),
+        Some("ptp-2")
+    );
+}
+
+#[test]
+fn a_payment_after_a_late_older_promise_counts_toward_the_newer_one() {
+    let (mut a, _, _) = promises_applied_out_of_order();
+    let now = "2026-11-05T11:30:00+08:00";
+    let d = a.apply(&payment_received(4, now, 125_000, "CNY", Some(60_000)), now);
+    assert!(d
+        .journal
+        .iter()
+        .any(|j| j.kind == "promise_kept" && j.detail.contains("ptp-2")));
+    assert_eq!(promise_status(&a, "ptp-1"), Some(PromiseStatus::Superseded));
+    assert_eq!(promise_status(&a, "ptp-2"), Some(PromiseStatus::Kept));
+}
+
+#[test]
+fn a_broken_report_for_a_late_older_promise_is_ignored_like_any_superseded_one() {
+    let (mut a, open_before, _) = promises_applied_out_of_order();
+    let now = "2026-11-04T17:05:00+08:00";
+    let d = a.apply(&promise_broken(4, now, "ptp-1"), now);
+    assert!(d.schedule.is_empty() && d.cancel.is_empty());
+    assert_eq!(d.state.broken_promises, 0);
+    assert_eq!(a.open, open_before);
+}
+
+#[test]
+fn an_older_promise_arriving_after_the_newer_one_broke_plans_nothing() {
+    let (mut a, _) = delinquent_later_instalment();
+    a.apply(
+        &promise_made(
+            3,
+            "2026-11-03T10:05:00+08:00",
+            "ptp-2",
+            125_000,
+            "2026-11-04T11:00:00+08:00",
+        ),
+        "2026-11-03T10:06:00+08:00",
+    );
+    a.apply(
+        &promise_broken(4, "2026-11-04T14:00:00+08:00", "ptp-2"),
+        "2026-11-04T14:00:00+08:00",
+    );
+    let open_before = a.open.clone();
+    let late = a.apply(
+        &promise_made(
+            2,
+            "2026-11-03T10:00:00+08:00",
+            "ptp-1",
+            125_000,
+            "2026-11-05T15:00:00+08:00",
+        ),
+        "2026-11-04T14:30:00+08:00",
+    );
+    assert!(late.schedule.is_empty(), "{:#?}", late.schedule);
+    assert!(late.cancel.is_empty());
+    assert_eq!(a.open, open_before, "the escalation after the break stands");
+    assert_eq!(promise_status(&a, "ptp-1"), Some(PromiseStatus::Superseded));
+    assert_eq!(promise_status(&a, "ptp-2"), Some(PromiseStatus::Broken));
+}
+
+#[test]
+fn a_newer_promise_applied_after_an_older_one_supersedes_it() {
+    let (mut a, _) = delinquent_later_instalment();
+    let d1 = a.apply(
+        &promise_made(
+            2,
+            "2026-11-03T10:00:00+08:00",
+            "ptp-1",
+            125_000,
+            "2026-11-04T15:00:00+08:00",
+        ),
+        "2026-11-03T10:01:00+08:00",
+    );
+    let mut old: Vec<Uuid> = d1.schedule.iter().map(|t| t.task_id).collect();
+    old.sort();
+    let d2 = a.apply(
+        &promise_made(
+            3,
+            "2026-11-03T10:05:00+08:00",
+            "ptp-2",
+            125_000,
+            "2026-11-05T11:00:00+08:00",
+        ),
+        "2026-11-03T10:06:00+08:00",
+    );
+    let mut got = cancelled(&d2);
+    got.sort();
+    assert_eq!(got, old);
+    assert_eq!(promise_status(&a, "ptp-1"), Some(PromiseStatus::Superseded));
+    assert_eq!(promise_status(&a, "ptp-2"), Some(PromiseStatus::Open));
+    assert!(a
+        .open
+        .iter()
+        .all(|t| t.promise_id.as_deref() == Some("ptp-2")));
+}
+
+#[test]
+fn promises_made_at_the_same_instant_let_the_one_applied_last_win() {
+    let (mut a, _) = delinquent_later_instalment();
+    let made = "2026-11-03T10:00:00+08:00";
+    a.apply(
+        &promise_made(2, made, "ptp-1", 125_000, "2026-11-04T15:00:00+08:00"),
+        made,
+    );
+    let d = a.apply(
+        &promise_made(3, made, "ptp-2", 125_000, "2026-11-05T11:00:00+08:00"),
+        "2026-11-03T10:01:00+08:00",
+    );
+    assert!(!d.cancel.is_empty());
+    assert_eq!(promise_status(&a, "ptp-1"), Some(PromiseStatus::Superseded));
+    assert_eq!(promise_status(&a, "ptp-2"), Some(PromiseStatus::Open));
+}
+
+#[test]
+fn an_open_promise_stored_without_its_time_is_superseded_by_any_new_one() {
+    let (mut a, _) = delinquent_later_instalment();
+    a.apply(
+        &promise_made(
+            3,
+            "2026-11-03T10:05:00+08:00",
+            "ptp-2",
+            125_000,
+            "2026-11-05T11:00:00+08:00",
+        ),
+        "2026-11-03T10:06:00+08:00",
+    );
+    // As stored by a version that did not record when promises were made.
+    if let Some(s) = a.state.as_mut() {
+        for p in &mut s.promises {
+            p.made_at = None;
+        }
+    }
+    let d = a.apply(
+        &promise_made(
+            2,
+            "2026-11-03T10:00:00+08:00",
+            "ptp-1",
+            125_000,
+            "2026-11-04T15:00:00+08:00",
+        ),
+        "2026-11-03T10:07:00+08:00",
+    );
+    assert!(!d.cancel.is_empty());
+    assert_eq!(promise_status(&a, "ptp-2"), Some(PromiseStatus::Superseded));
+    assert_eq!(promise_status(&a, "ptp-1"), Some(PromiseStatus::Open));
+}
+
 #[test]
 fn promise_check_after_window_end_moves_to_eight_next_morning() {
     let (mut a, _) = delinquent_first_instalment();

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     event::{Event, EventBody, PaymentFailed, PaymentReceived, PromiseBroken, PromiseMade},
-    outbound::{task_message, OutboundMessage, TaskState},
+    outbound::{task_message, task_message_with_id, OutboundMessage, TaskState},
     policy::{Policy, PriorityCriterion},
     state::{bucket, AccountState, PromiseRecord, PromiseStatus, Status},
     task::{Channel, Task, TaskKind, Tone},
@@ -1007,14 +1007,19 @@ impl Planner<'_> {
             ));
         }
         for t in &reprioritised {
-            let mut m = task_message(TaskState::Scheduled, t, &summary, self.now, None);
             // A new event for the same plan: its id names the new rank.
-            m.event_id = Uuid::new_v5(
+            let id = Uuid::new_v5(
                 &t.task_id,
                 format!("priority:{}:{}", t.priority, self.cause).as_bytes(),
             );
-            m.body["id"] = serde_json::json!(m.event_id);
-            outbox.push(m);
+            outbox.push(task_message_with_id(
+                id,
+                TaskState::Scheduled,
+                t,
+                &summary,
+                self.now,
+                None,
+            ));
         }
         Decision {
             reprioritise: reprioritised

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{
     decide::JournalEntry,
-    outbound::{expiry_message, task_message, OutboundMessage, TaskState},
+    outbound::{expiry_message, task_message, task_message_with_id, OutboundMessage, TaskState},
     policy::Policy,
     state::AccountState,
     task::{Task, TaskKind},
@@ -115,13 +115,12 @@ fn moved(
     let mut task = old.clone();
     task.due_at = due_at;
     task.reason = format!("{} ({suffix})", task.reason);
-    let mut message = task_message(TaskState::Scheduled, &task, summary, now, None);
     // A new event, even if the new time equals an earlier plan: its id names the move.
-    message.event_id = Uuid::new_v5(
+    let id = Uuid::new_v5(
         &task.task_id,
         format!("moved-from:{}", old.due_at).as_bytes(),
     );
-    message.body["id"] = serde_json::json!(message.event_id);
+    let message = task_message_with_id(id, TaskState::Scheduled, &task, summary, now, None);
     let journal = JournalEntry {
         kind: "task_moved",
         detail: format!(

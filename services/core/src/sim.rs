@@ -287,7 +287,7 @@ impl World<'_> {
             return;
         }
         let tz = self.zone_of(&m.account_id);
-        if let Some(e) = Entry::from_task_event(&m.body, &tz) {
+        if let Some(e) = Entry::from_task_event(&m.json(), &tz) {
             self.entries.push(e);
         }
     }
@@ -355,8 +355,7 @@ impl World<'_> {
         match fire(&task, self.states.get(&account), self.policy, now) {
             FireOutcome::Expired { message } => {
                 self.open.remove(index);
-                let bytes = serde_json::to_vec(&message.body).unwrap_or_default();
-                parse_event(&bytes, None).ok()
+                parse_event(&message.body, None).ok()
             }
             FireOutcome::Moved {
                 task: moved,

@@ -386,7 +386,7 @@ fn escalation_by_bucket_raises_tone_and_opens_once_per_step() {
     let mut a = Account::new(p);
     let d = a.apply(&failed(1, now, 3, "2026-09-20", 125_000), now);
     assert_eq!(only(&d, TaskKind::CollectionCall).tone, Tone::Firm);
-    assert!(d.outbox[0].body["data"]["account"]["bucket"] == "M2");
+    assert!(d.outbox[0].json()["data"]["account"]["bucket"] == "M2");
     only(&d, TaskKind::FieldVisit);
     // The visit fires; the next call does not open another one for the same step.
     a.open.retain(|t| t.kind != TaskKind::FieldVisit);

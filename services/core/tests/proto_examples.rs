@@ -416,19 +416,20 @@ fn task_messages_built_by_the_core_pass_the_task_schema() {
     for d in &decisions {
         for m in &d.outbox {
             checked += 1;
-            let ty = m.body["type"].as_str().unwrap_or_default().to_owned();
+            let ty = m.json()["type"].as_str().unwrap_or_default().to_owned();
             seen_types.insert(ty.clone());
             seen_kinds.insert(
-                m.body["data"]["kind"]
+                m.json()["data"]["kind"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
             );
-            let errors = schema_errors(&v, &m.body);
+            let errors = schema_errors(&v, &m.json());
             if !errors.is_empty() {
                 failures.push(format!(
                     "{} ({ty}): {errors:?}\n{:#}",
-                    m.routing_key, m.body
+                    m.routing_key,
+                    m.json()
                 ));
             }
         }
@@ -439,11 +440,12 @@ fn task_messages_built_by_the_core_pass_the_task_schema() {
             let m = task_message(TaskState::Due, t, &summary, now, None);
             checked += 1;
             seen_types.insert("task.due".to_owned());
-            let errors = schema_errors(&v, &m.body);
+            let errors = schema_errors(&v, &m.json());
             if !errors.is_empty() {
                 failures.push(format!(
                     "{} (task.due): {errors:?}\n{:#}",
-                    m.routing_key, m.body
+                    m.routing_key,
+                    m.json()
                 ));
             }
         }
@@ -478,12 +480,12 @@ fn core_built_message_with_last_payment_and_cancel_reason_passes_the_task_schema
     let m = cure
         .outbox
         .iter()
-        .find(|m| m.body["type"] == json!("task.cancelled"))
+        .find(|m| m.json()["type"] == json!("task.cancelled"))
         .expect("the cure cancels tasks");
-    assert!(m.body["data"]["cancel_reason"].is_string());
-    assert!(m.body["data"]["account"]["last_payment"].is_object());
-    let errors = schema_errors(&v, &m.body);
-    assert!(errors.is_empty(), "{errors:?}\n{:#}", m.body);
+    assert!(m.json()["data"]["cancel_reason"].is_string());
+    assert!(m.json()["data"]["account"]["last_payment"].is_object());
+    let errors = schema_errors(&v, &m.json());
+    assert!(errors.is_empty(), "{errors:?}\n{:#}", m.json());
 }
 
 #[test]
@@ -516,9 +518,9 @@ fn promise_broken_published_on_expiry_passes_the_schema_and_the_parser() {
         .expect("the promise in the scenario plans an expiry task");
     let now: Timestamp = "2026-11-07T17:00:00+08:00".parse().expect("timestamp");
     let m = collections_core::outbound::expiry_message(expiry, now);
-    let errors = schema_errors(&v, &m.body);
-    assert!(errors.is_empty(), "{errors:?}\n{:#}", m.body);
-    let bytes = serde_json::to_vec(&m.body).expect("serialise");
+    let errors = schema_errors(&v, &m.json());
+    assert!(errors.is_empty(), "{errors:?}\n{:#}", m.json());
+    let bytes = m.body.clone();
     let e = parse_event(&bytes, Some(EventType::PromiseBroken))
         .unwrap_or_else(|e| panic!("parse_event refuses the expiry event: {e}"));
     assert_eq!(e.account_id, ACC);

@@ -224,7 +224,7 @@ impl Account {
             let n = d
                 .outbox
                 .iter()
-                .filter(|m| m.body["data"]["task_id"] == json!(t.task_id))
+                .filter(|m| m.json()["data"]["task_id"] == json!(t.task_id))
                 .count();
             assert_eq!(n, usize::from(!t.kind.is_internal()), "{} messages", t.kind);
         }
@@ -271,8 +271,8 @@ fn hm(h: i8, m: i8) -> Time {
     Time::constant(h, m, 0, 0)
 }
 
-fn account_summary(d: &Decision) -> &Value {
-    &d.outbox.first().expect("an outbox message").body["data"]["account"]
+fn account_summary(d: &Decision) -> Value {
+    d.outbox.first().expect("an outbox message").json()["data"]["account"].clone()
 }
 
 /// Account with a failed first instalment in Shanghai on 2026-11-03 (call planned at 10:00).
@@ -923,7 +923,7 @@ fn promise_expiry_is_planned_internally_at_grace_and_never_published() {
     assert!(!d
         .outbox
         .iter()
-        .any(|m| m.body["data"]["task_id"] == json!(expiry.task_id)));
+        .any(|m| m.json()["data"]["task_id"] == json!(expiry.task_id)));
 }
 
 #[test]
@@ -1253,10 +1253,10 @@ fn partial_payment_keeps_the_plan_and_new_tasks_rank_as_partial_payer() {
     let msg = d
         .outbox
         .iter()
-        .find(|m| m.body["data"]["task_id"] == json!(call.task_id))
+        .find(|m| m.json()["data"]["task_id"] == json!(call.task_id))
         .expect("re-announced");
     assert_eq!(msg.routing_key, "task.scheduled.collection_call");
-    assert_eq!(msg.body["data"]["priority"], 3);
+    assert_eq!(msg.json()["data"]["priority"], 3);
     assert!(d.state.partial_payer);
     assert!(!d.state.first_installment_default);
     // The next planned task ranks as "able to pay part".
@@ -1388,27 +1388,27 @@ fn each_scheduled_task_yields_one_task_scheduled_message() {
     let scheduled: Vec<_> = d
         .outbox
         .iter()
-        .filter(|m| m.body["type"] == json!("task.scheduled"))
+        .filter(|m| m.json()["type"] == json!("task.scheduled"))
         .collect();
     assert_eq!(scheduled.len(), 3);
     for t in d.schedule.iter().filter(|t| !t.kind.is_internal()) {
         let msgs: Vec<_> = scheduled
             .iter()
-            .filter(|m| m.body["data"]["task_id"] == json!(t.task_id))
+            .filter(|m| m.json()["data"]["task_id"] == json!(t.task_id))
             .collect();
         assert_eq!(msgs.len(), 1, "one message for {}", t.kind);
         let m = msgs[0];
         assert_eq!(m.routing_key, format!("task.scheduled.{}", t.kind.as_str()));
         assert_eq!(m.exchange, TASKS_EXCHANGE);
         assert_eq!(m.account_id, ACC);
-        assert_eq!(m.body["id"], json!(m.event_id));
-        assert_eq!(m.body["specversion"], json!("1.0"));
-        assert_eq!(m.body["subject"], json!(ACC));
-        assert_eq!(m.body["data"]["kind"], json!(t.kind.as_str()));
-        assert_eq!(m.body["data"]["due_at"], json!(t.due_at));
-        assert_eq!(m.body["data"]["priority"], json!(t.priority));
-        assert_eq!(m.body["data"]["promise_id"], json!("ptp-1"));
-        assert!(m.body["data"].get("cancel_reason").is_none());
+        assert_eq!(m.json()["id"], json!(m.event_id));
+        assert_eq!(m.json()["specversion"], json!("1.0"));
+        assert_eq!(m.json()["subject"], json!(ACC));
+        assert_eq!(m.json()["data"]["kind"], json!(t.kind.as_str()));
+        assert_eq!(m.json()["data"]["due_at"], json!(t.due_at));
+        assert_eq!(m.json()["data"]["priority"], json!(t.priority));
+        assert_eq!(m.json()["data"]["promise_id"], json!("ptp-1"));
+        assert!(m.json()["data"].get("cancel_reason").is_none());
     }
 }
 
@@ -1424,14 +1424,14 @@ fn each_cancellation_yields_one_task_cancelled_message() {
     let cancels: Vec<_> = d
         .outbox
         .iter()
-        .filter(|m| m.body["type"] == json!("task.cancelled"))
+        .filter(|m| m.json()["type"] == json!("task.cancelled"))
         .collect();
     assert_eq!(cancels.len(), 1);
     let m = cancels[0];
     assert_eq!(m.routing_key, "task.cancelled.collection_call");
-    assert_eq!(m.body["data"]["task_id"], json!(call.task_id));
+    assert_eq!(m.json()["data"]["task_id"], json!(call.task_id));
     assert_eq!(
-        m.body["data"]["cancel_reason"],
+        m.json()["data"]["cancel_reason"],
         json!(d.cancel[0].reason.clone())
     );
     // The scheduled message for the same task and its cancellation have different ids.
@@ -1440,7 +1440,7 @@ fn each_cancellation_yields_one_task_cancelled_message() {
     assert_eq!(
         d.outbox
             .iter()
-            .filter(|m| m.body["type"] == json!("task.scheduled"))
+            .filter(|m| m.json()["type"] == json!("task.scheduled"))
             .count(),
         2
     );

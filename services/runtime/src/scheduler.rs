@@ -283,15 +283,10 @@ async fn fire(
         }
     }
     let ids: Vec<String> = publish.iter().map(|m| m.event_id.to_string()).collect();
-    let bodies: Vec<Vec<u8>> = publish
-        .iter()
-        .map(|m| serde_json::to_vec(&m.body).unwrap_or_default())
-        .collect();
     let msgs: Vec<OutMessage<'_>> = publish
         .iter()
         .zip(&ids)
-        .zip(&bodies)
-        .map(|((m, id), b)| OutMessage::cloudevent(m.exchange, &m.routing_key, b, id))
+        .map(|(m, id)| OutMessage::cloudevent(m.exchange, &m.routing_key, &m.body, id))
         .collect();
     publisher
         .publish_confirmed(&msgs)

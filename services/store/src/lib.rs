@@ -98,6 +98,9 @@ impl Store {
         let opts: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            // No ping before every checkout: it is a round trip per batch, and a
+            // connection that died meanwhile fails its statement, which is retried anyway.
+            .test_before_acquire(false)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(opts)
             .await?;
@@ -138,6 +141,10 @@ impl Store {
     /// Applies a batch of events in one transaction and returns one outcome per event, in
     /// input order. Events of one account are applied in input order.
     ///
+    /// Four round trips whatever the batch holds: `BEGIN`, the read half
+    /// (`collections_open_batch`: inbox, account locks, open tasks), the write half (one
+    /// statement, see [`Writes::write`]) and `COMMIT`.
+    ///
     /// # Errors
     /// A database error: nothing was committed; retry the whole batch.
     pub async fn apply_batch(
@@ -147,16 +154,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<Batch, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let fresh = record_in_inbox(&mut tx, events).await?;
-        let mut accounts: Vec<&str> = events
-            .iter()
-            .filter(|e| fresh.contains(&e.id))
-            .map(|e| e.account_id.as_str())
-            .collect();
-        accounts.sort_unstable();
-        accounts.dedup();
-        let mut states = lock_accounts(&mut tx, &accounts).await?;
-        let mut open = load_open_tasks(&mut tx, &accounts).await?;
+        let opened = open_batch(&mut tx, events).await?;
+        let (fresh, mut states, mut open) = (opened.fresh, opened.states, opened.open);
 
         let version = policy.version();
         let mut w = Writes::default();
@@ -175,46 +174,31 @@ impl Store {
                     outcomes.push(Some(Outcome::Rejected(rejection)));
                 }
                 Ok(d) => {
-                    let cancelled: HashSet<Uuid> = d.cancel.iter().map(|c| c.task_id).collect();
-                    tasks.retain(|t| !cancelled.contains(&t.task_id));
-                    for (id, p) in &d.reprioritise {
-                        if let Some(t) = tasks.iter_mut().find(|t| t.task_id == *id) {
-                            t.priority = *p;
-                        }
-                    }
-                    w.reprioritise.extend(d.reprioritise.iter().copied());
-                    tasks.extend(d.schedule.iter().cloned());
-                    for c in d.cancel {
-                        w.cancel_ids.push(c.task_id);
-                        w.cancel_reasons.push(c.reason);
-                    }
-                    w.tasks.extend(d.schedule);
-                    for j in d.journal {
-                        w.journal.push((e.account_id.clone(), e.id, j));
-                    }
-                    for m in d.outbox {
-                        w.outbox.push((i, m));
-                    }
+                    w.absorb(
+                        tasks,
+                        &e.account_id,
+                        e.id,
+                        Some(i),
+                        d.schedule,
+                        d.cancel,
+                        &d.reprioritise,
+                        d.journal,
+                        d.outbox,
+                    );
                     states.insert(e.account_id.clone(), Some(d.state));
                     outcomes.push(None);
                 }
             }
         }
-        write_accounts(&mut tx, &states, &version).await?;
-        // Insert first: a task planned by one event of the batch and cancelled (or
-        // re-ranked) by a later one must end cancelled (or re-ranked).
-        insert_tasks(&mut tx, &w.tasks).await?;
-        cancel_tasks(&mut tx, &w.cancel_ids, &w.cancel_reasons).await?;
-        reprioritise_tasks(&mut tx, &w.reprioritise).await?;
-        insert_journal(&mut tx, &w.journal, &version, now).await?;
-        let rows = insert_outbox(&mut tx, w.outbox.iter().map(|(_, m)| m)).await?;
-        forget_inbox(&mut tx, &w.rejected).await?;
+        let earliest_due = w.earliest_due();
+        let (rows, origins) = w.write(&mut tx, &states, &version, now).await?;
         tx.commit().await?;
 
-        let earliest_due = w.tasks.iter().map(|t| t.due_at).min();
         let mut per_event: BTreeMap<usize, Vec<OutboxRow>> = BTreeMap::new();
-        for ((i, _), row) in w.outbox.iter().zip(rows) {
-            per_event.entry(*i).or_default().push(row);
+        for (origin, row) in origins.into_iter().zip(rows) {
+            if let Some(i) = origin {
+                per_event.entry(i).or_default().push(row);
+            }
         }
         let outcomes = outcomes
             .into_iter()
@@ -237,7 +221,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        // Asynchronous commit (see the function): a lost mark only republishes with the
+        // same event ids.
+        sqlx::query("SELECT collections_mark_published($1)")
             .bind(ids)
             .execute(&self.pool)
             .await?;
@@ -259,7 +245,7 @@ impl Store {
                  WHERE published_at IS NULL AND lease_until < now()
                  ORDER BY id LIMIT $1
                  FOR UPDATE SKIP LOCKED))
-             RETURNING id, event_id, exchange, routing_key, body",
+             RETURNING id, event_id, exchange, routing_key, body::text AS body",
         )
         .bind(limit)
         .bind(OUTBOX_LEASE_SECS)
@@ -283,55 +269,278 @@ impl Store {
     }
 }
 
+/// Everything one transaction writes once the rules have run, netted so that every row is
+/// written by exactly one part of one statement: a task planned and then cancelled or
+/// re-ranked within the batch is inserted in its final form, and an existing task is
+/// updated once (a cancellation beats an earlier re-rank).
 #[derive(Default)]
-struct Writes {
-    cancel_ids: Vec<Uuid>,
-    cancel_reasons: Vec<String>,
-    tasks: Vec<Task>,
+pub(crate) struct Writes {
+    /// New tasks, with the reason when they were cancelled within the batch.
+    tasks: Vec<(Task, Option<String>)>,
+    /// Index into `tasks` by task id.
+    planned: HashMap<Uuid, usize>,
+    /// Existing tasks to cancel.
+    cancel: Vec<(Uuid, String)>,
+    /// Existing tasks to re-rank (last word wins).
+    reprioritise: BTreeMap<Uuid, u8>,
+    /// Collection-note lines: account, cause, entry.
     journal: Vec<(String, Uuid, collections_core::JournalEntry)>,
-    outbox: Vec<(usize, OutboundMessage)>,
-    rejected: Vec<Uuid>,
-    reprioritise: Vec<(Uuid, u8)>,
+    /// Outbound messages and the input event each came from.
+    outbox: Vec<(Option<usize>, OutboundMessage)>,
+    /// Events refused by the rules: their inbox rows are removed so a replay applies them.
+    pub(crate) rejected: Vec<Uuid>,
 }
 
-/// Sets new priorities on tasks still scheduled.
-pub(crate) async fn reprioritise_tasks(
-    tx: &mut Transaction<'_, Postgres>,
-    changes: &[(Uuid, u8)],
-) -> Result<(), StoreError> {
-    if changes.is_empty() {
-        return Ok(());
+impl Writes {
+    /// Takes in one decision for `account`: updates the account's open tasks (`open`) the
+    /// way the next decision in the batch must see them, and queues the writes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn absorb(
+        &mut self,
+        open: &mut Vec<Task>,
+        account: &str,
+        cause: Uuid,
+        origin: Option<usize>,
+        schedule: Vec<Task>,
+        cancel: Vec<collections_core::decide::Cancellation>,
+        reprioritise: &[(Uuid, u8)],
+        journal: Vec<collections_core::JournalEntry>,
+        outbox: Vec<OutboundMessage>,
+    ) {
+        let cancelled: HashSet<Uuid> = cancel.iter().map(|c| c.task_id).collect();
+        open.retain(|t| !cancelled.contains(&t.task_id));
+        for (id, p) in reprioritise {
+            if let Some(t) = open.iter_mut().find(|t| t.task_id == *id) {
+                t.priority = *p;
+            }
+            match self.planned.get(id) {
+                Some(&k) => self.tasks[k].0.priority = *p,
+                None => {
+                    self.reprioritise.insert(*id, *p);
+                }
+            }
+        }
+        open.extend(schedule.iter().cloned());
+        for t in schedule {
+            self.planned.insert(t.task_id, self.tasks.len());
+            self.tasks.push((t, None));
+        }
+        for c in cancel {
+            match self.planned.get(&c.task_id) {
+                Some(&k) => self.tasks[k].1 = Some(c.reason),
+                None => {
+                    self.reprioritise.remove(&c.task_id);
+                    self.cancel.push((c.task_id, c.reason));
+                }
+            }
+        }
+        self.journal
+            .extend(journal.into_iter().map(|j| (account.to_owned(), cause, j)));
+        self.outbox.extend(outbox.into_iter().map(|m| (origin, m)));
     }
-    let ids: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
-    let prio: Vec<i16> = changes.iter().map(|c| i16::from(c.1)).collect();
-    sqlx::query(
-        "UPDATE tasks t SET priority = c.p
-         FROM unnest($1::uuid[], $2::smallint[]) AS c(id, p)
-         WHERE t.task_id = c.id AND (t.status = 'scheduled') IS TRUE",
-    )
-    .bind(&ids)
-    .bind(&prio)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
 
-fn outbox_row(r: &sqlx::postgres::PgRow) -> OutboxRow {
-    let body: serde_json::Value = r.get("body");
-    OutboxRow {
-        id: r.get("id"),
-        event_id: r.get("event_id"),
-        exchange: r.get("exchange"),
-        routing_key: r.get("routing_key"),
-        body: serde_json::to_vec(&body).unwrap_or_default(),
+    /// Earliest `due_at` among the new tasks that stay scheduled.
+    pub(crate) fn earliest_due(&self) -> Option<Timestamp> {
+        self.tasks
+            .iter()
+            .filter(|(_, cancelled)| cancelled.is_none())
+            .map(|(t, _)| t.due_at)
+            .min()
+    }
+
+    /// Writes accounts, tasks (new, cancelled, re-ranked), journal and outbox in one
+    /// statement of data-modifying CTEs, and removes the inbox rows of refused events.
+    /// Returns the outbox rows in input order, with the origin of each.
+    pub(crate) async fn write(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+        states: &HashMap<String, Option<AccountState>>,
+        version: &str,
+        now: Timestamp,
+    ) -> Result<(Vec<OutboxRow>, Vec<Option<usize>>), StoreError> {
+        let mut acc_ids = Vec::new();
+        let mut docs = Vec::new();
+        let mut statuses = Vec::new();
+        let mut overdue = Vec::new();
+        for (id, s) in states {
+            let Some(s) = s else { continue };
+            acc_ids.push(id.as_str());
+            docs.push(serde_json::to_string(s).unwrap_or_default());
+            statuses.push(
+                serde_json::to_value(s.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            );
+            overdue.push(s.overdue_minor);
+        }
+        if acc_ids.is_empty() && self.rejected.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let tasks = &self.tasks;
+        let strings =
+            |f: &dyn Fn(&Task) -> String| tasks.iter().map(|(t, _)| f(t)).collect::<Vec<String>>();
+        let t_ids: Vec<Uuid> = tasks.iter().map(|(t, _)| t.task_id).collect();
+        let t_due: Vec<jiff_sqlx_ts::Ts> = tasks
+            .iter()
+            .map(|(t, _)| jiff_sqlx_ts::Ts(t.due_at))
+            .collect();
+        let t_prio: Vec<i16> = tasks.iter().map(|(t, _)| i16::from(t.priority)).collect();
+        let t_promise: Vec<Option<&str>> =
+            tasks.iter().map(|(t, _)| t.promise_id.as_deref()).collect();
+        let t_cause: Vec<Uuid> = tasks.iter().map(|(t, _)| t.cause_event_id).collect();
+        let t_attempt: Vec<i32> = tasks
+            .iter()
+            .map(|(t, _)| i32::try_from(t.attempt).unwrap_or(i32::MAX))
+            .collect();
+        let t_cancel: Vec<Option<&str>> = tasks.iter().map(|(_, c)| c.as_deref()).collect();
+        let c_ids: Vec<Uuid> = self.cancel.iter().map(|c| c.0).collect();
+        let c_reasons: Vec<&str> = self.cancel.iter().map(|c| c.1.as_str()).collect();
+        let r_ids: Vec<Uuid> = self.reprioritise.keys().copied().collect();
+        let r_prio: Vec<i16> = self.reprioritise.values().map(|p| i16::from(*p)).collect();
+        let j = &self.journal;
+        let j_accounts: Vec<&str> = j.iter().map(|e| e.0.as_str()).collect();
+        let j_events: Vec<Uuid> = j.iter().map(|e| e.1).collect();
+        let j_kinds: Vec<&str> = j.iter().map(|e| e.2.kind).collect();
+        let j_details: Vec<&str> = j.iter().map(|e| e.2.detail.as_str()).collect();
+        let j_tasks: Vec<Option<Uuid>> = j.iter().map(|e| e.2.task_id).collect();
+        let o = &self.outbox;
+        let o_ids: Vec<Uuid> = o.iter().map(|m| m.1.event_id).collect();
+        let o_accounts: Vec<&str> = o.iter().map(|m| m.1.account_id.as_str()).collect();
+        let o_exchanges: Vec<&str> = o.iter().map(|m| m.1.exchange).collect();
+        let o_keys: Vec<&str> = o.iter().map(|m| m.1.routing_key.as_str()).collect();
+        let o_bodies: Vec<&str> = o.iter().map(|m| body_text(&m.1.body)).collect();
+        // Updates keyed by task ids guard with `(status = …) IS TRUE` rather than
+        // `status = …`: the latter matches the partial indexes' predicates, and the generic
+        // plan then hash-joins the ids against a scan of every scheduled task instead of
+        // probing the primary key (BENCHMARKS.md, "Where the time goes").
+        let rows = sqlx::query(
+            "WITH
+             acc AS (
+                 UPDATE accounts a SET state = u.state::jsonb, status = u.status,
+                        overdue_minor = u.overdue, policy_version = $5, updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+                      AS u(id, state, status, overdue)
+                 WHERE a.account_id = u.id),
+             new_tasks AS (
+                 INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone,
+                                    reason, promise_id, cause_event_id, attempt, policy_version,
+                                    status, cancelled_at, cancel_reason)
+                 SELECT id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
+                        CASE WHEN cancel IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel
+                 FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[],
+                             $10::timestamptz[], $11::smallint[], $12::text[], $13::text[],
+                             $14::text[], $15::uuid[], $16::int[], $17::text[], $18::text[])
+                      AS t(id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
+                           cancel)
+                 ON CONFLICT (task_id) DO NOTHING),
+             cancelled AS (
+                 UPDATE tasks t SET status = 'cancelled', cancelled_at = now(),
+                        cancel_reason = c.reason
+                 FROM unnest($19::uuid[], $20::text[]) AS c(id, reason)
+                 WHERE t.task_id = c.id AND (t.status = 'scheduled') IS TRUE),
+             reranked AS (
+                 UPDATE tasks t SET priority = r.p
+                 FROM unnest($21::uuid[], $22::smallint[]) AS r(id, p)
+                 WHERE t.task_id = r.id AND (t.status = 'scheduled') IS TRUE),
+             noted AS (
+                 INSERT INTO journal (account_id, event_id, kind, detail, task_id,
+                                      policy_version, decided_at)
+                 SELECT a, e, k, d, t, $5, $28
+                 FROM unnest($23::text[], $24::uuid[], $25::text[], $26::text[], $27::uuid[])
+                      WITH ORDINALITY AS j(a, e, k, d, t, n)
+                 ORDER BY n)
+             INSERT INTO outbox (event_id, account_id, exchange, routing_key, body, lease_until)
+             SELECT e, a, x, k, b::jsonb, now() + make_interval(secs => $34)
+             FROM unnest($29::uuid[], $30::text[], $31::text[], $32::text[], $33::text[])
+                  WITH ORDINALITY AS o(e, a, x, k, b, n)
+             ORDER BY n
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING id, event_id",
+        )
+        .bind(&acc_ids)
+        .bind(&docs)
+        .bind(&statuses)
+        .bind(&overdue)
+        .bind(version)
+        .bind(&t_ids)
+        .bind(strings(&|t| t.account_id.clone()))
+        .bind(strings(&|t| t.kind.as_str().to_owned()))
+        .bind(strings(&|t| t.channel.as_str().to_owned()))
+        .bind(&t_due)
+        .bind(&t_prio)
+        .bind(strings(&|t| t.tone.as_str().to_owned()))
+        .bind(strings(&|t| t.reason.clone()))
+        .bind(&t_promise)
+        .bind(&t_cause)
+        .bind(&t_attempt)
+        .bind(strings(&|t| t.policy_version.clone()))
+        .bind(&t_cancel)
+        .bind(&c_ids)
+        .bind(&c_reasons)
+        .bind(&r_ids)
+        .bind(&r_prio)
+        .bind(&j_accounts)
+        .bind(&j_events)
+        .bind(&j_kinds)
+        .bind(&j_details)
+        .bind(&j_tasks)
+        .bind(jiff_sqlx_ts::Ts(now))
+        .bind(&o_ids)
+        .bind(&o_accounts)
+        .bind(&o_exchanges)
+        .bind(&o_keys)
+        .bind(&o_bodies)
+        .bind(OUTBOX_LEASE_SECS)
+        .fetch_all(&mut **tx)
+        .await?;
+        if !self.rejected.is_empty() {
+            // Rare (the rules refused an event), so a statement of its own: inside the
+            // one above, a generic plan may scan the whole inbox on every batch.
+            sqlx::query("DELETE FROM inbox WHERE event_id = ANY($1)")
+                .bind(&self.rejected)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let by_event: HashMap<Uuid, i64> = rows
+            .iter()
+            .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
+            .collect();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut origins = Vec::with_capacity(rows.len());
+        for (origin, m) in &self.outbox {
+            if let Some(id) = by_event.get(&m.event_id) {
+                out.push(OutboxRow {
+                    id: *id,
+                    event_id: m.event_id,
+                    exchange: m.exchange.to_owned(),
+                    routing_key: m.routing_key.clone(),
+                    body: m.body.clone(),
+                });
+                origins.push(*origin);
+            }
+        }
+        Ok((out, origins))
     }
 }
 
-/// Inserts the batch's event ids into the inbox; returns the ids that were new.
-async fn record_in_inbox(
+/// What [`open_batch`] read: the new event ids, the locked accounts' states and their
+/// open tasks.
+pub(crate) struct Opened {
+    pub(crate) fresh: HashSet<Uuid>,
+    pub(crate) states: HashMap<String, Option<AccountState>>,
+    pub(crate) open: HashMap<String, Vec<Task>>,
+}
+
+/// The read half of the batch transaction (`collections_open_batch`, migration 0003):
+/// records the event ids in the inbox, creates and locks the accounts of the new ones (in
+/// account-id order: no deadlocks between batches) and loads their open tasks. Claimed
+/// tasks (being fired right now) are not open for planning and are dropped here.
+async fn open_batch(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Event],
-) -> Result<HashSet<Uuid>, StoreError> {
+) -> Result<Opened, StoreError> {
     // Sorted so that two batches sharing ids take the unique-index locks in one order.
     let mut rows: Vec<(Uuid, &str, &str)> = events
         .iter()
@@ -342,18 +551,61 @@ async fn record_in_inbox(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
     let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    let fresh: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO inbox (event_id, event_type, account_id)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING event_id",
-    )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&accounts)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(fresh.into_iter().collect())
+    let result = sqlx::query("SELECT * FROM collections_open_batch($1, $2, $3)")
+        .bind(&ids)
+        .bind(&types)
+        .bind(&accounts)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut opened = Opened {
+        fresh: HashSet::new(),
+        states: HashMap::new(),
+        open: HashMap::new(),
+    };
+    for r in &result {
+        if let Some(id) = r.try_get::<Option<Uuid>, _>("fresh")? {
+            opened.fresh.insert(id);
+        } else if r.try_get::<Option<Uuid>, _>("task_id")?.is_some() {
+            if r.try_get::<String, _>("status")? != "scheduled" {
+                continue;
+            }
+            let t = task_from_row(r)?;
+            opened.open.entry(t.account_id.clone()).or_default().push(t);
+        } else {
+            let id: String = r.try_get("account_id")?;
+            let state = parse_state(&id, r.try_get::<Option<&str>, _>("state")?)?;
+            opened.states.insert(id, state);
+        }
+    }
+    Ok(opened)
+}
+
+fn parse_state(id: &str, state: Option<&str>) -> Result<Option<AccountState>, StoreError> {
+    state
+        .map(|v| {
+            serde_json::from_str::<AccountState>(v).map_err(|e| {
+                StoreError::Db(sqlx::Error::Decode(
+                    format!("account {id}: stored state unreadable: {e}").into(),
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn outbox_row(r: &sqlx::postgres::PgRow) -> OutboxRow {
+    let body: String = r.get("body");
+    OutboxRow {
+        id: r.get("id"),
+        event_id: r.get("event_id"),
+        exchange: r.get("exchange"),
+        routing_key: r.get("routing_key"),
+        body: body.into_bytes(),
+    }
+}
+
+/// A serialised message as text for a `jsonb` parameter (serde_json writes UTF-8 only).
+fn body_text(body: &[u8]) -> &str {
+    std::str::from_utf8(body).unwrap_or("null")
 }
 
 /// Creates missing account rows and locks all of them, in account-id order (no deadlocks
@@ -395,13 +647,7 @@ pub(crate) async fn lock_accounts(
     let mut out = HashMap::with_capacity(rows.len());
     for r in rows {
         let id: String = r.get("account_id");
-        let state: Option<serde_json::Value> = r.get("state");
-        let state = match state {
-            None => None,
-            Some(v) => Some(serde_json::from_value::<AccountState>(v).map_err(|e| {
-                sqlx::Error::Decode(format!("account {id}: stored state unreadable: {e}").into())
-            })?),
-        };
+        let state = parse_state(&id, r.get::<Option<&str>, _>("state"))?;
         out.insert(id, state);
     }
     Ok(out)
@@ -412,7 +658,7 @@ async fn select_for_update(
     accounts: &[&str],
 ) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
     Ok(sqlx::query(
-        "SELECT account_id, state FROM accounts WHERE account_id = ANY($1)
+        "SELECT account_id, state::text AS state FROM accounts WHERE account_id = ANY($1)
          ORDER BY account_id FOR UPDATE",
     )
     .bind(accounts)
@@ -475,116 +721,6 @@ pub fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<Task, StoreError> {
     })
 }
 
-pub(crate) async fn write_accounts(
-    tx: &mut Transaction<'_, Postgres>,
-    states: &HashMap<String, Option<AccountState>>,
-    version: &str,
-) -> Result<(), StoreError> {
-    let mut ids = Vec::new();
-    let mut docs = Vec::new();
-    let mut statuses = Vec::new();
-    let mut overdue = Vec::new();
-    for (id, s) in states {
-        let Some(s) = s else { continue };
-        ids.push(id.as_str());
-        docs.push(serde_json::to_value(s).unwrap_or_default());
-        statuses.push(
-            serde_json::to_value(s.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-        );
-        overdue.push(s.overdue_minor);
-    }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE accounts a SET state = u.state, status = u.status, overdue_minor = u.overdue,
-                policy_version = $5, updated_at = now()
-         FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::bigint[]) AS u(id, state, status, overdue)
-         WHERE a.account_id = u.id",
-    )
-    .bind(&ids)
-    .bind(&docs)
-    .bind(&statuses)
-    .bind(&overdue)
-    .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub(crate) async fn cancel_tasks(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[Uuid],
-    reasons: &[String],
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    // `(status = …) IS TRUE` rather than `status = …`: the latter matches the partial
-    // indexes' predicates, and the generic plan then hash-joins the ids against a scan of
-    // every scheduled task (tasks_due) instead of probing the primary key. See
-    // BENCHMARKS.md, "Where the time goes". Same in every update keyed by task ids.
-    sqlx::query(
-        "UPDATE tasks t SET status = 'cancelled', cancelled_at = now(), cancel_reason = c.reason
-         FROM unnest($1::uuid[], $2::text[]) AS c(id, reason)
-         WHERE t.task_id = c.id AND (t.status = 'scheduled') IS TRUE",
-    )
-    .bind(ids)
-    .bind(reasons)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Inserts planned tasks.
-///
-/// # Errors
-/// A database error.
-pub async fn insert_tasks(
-    tx: &mut Transaction<'_, Postgres>,
-    tasks: &[Task],
-) -> Result<(), StoreError> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    let col = |f: &dyn Fn(&Task) -> String| tasks.iter().map(f).collect::<Vec<String>>();
-    let ids: Vec<Uuid> = tasks.iter().map(|t| t.task_id).collect();
-    let due: Vec<jiff_sqlx_ts::Ts> = tasks.iter().map(|t| jiff_sqlx_ts::Ts(t.due_at)).collect();
-    let prio: Vec<i16> = tasks.iter().map(|t| i16::from(t.priority)).collect();
-    let promise: Vec<Option<String>> = tasks.iter().map(|t| t.promise_id.clone()).collect();
-    let cause: Vec<Uuid> = tasks.iter().map(|t| t.cause_event_id).collect();
-    let attempt: Vec<i32> = tasks
-        .iter()
-        .map(|t| i32::try_from(t.attempt).unwrap_or(i32::MAX))
-        .collect();
-    sqlx::query(
-        "INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason,
-                            promise_id, cause_event_id, attempt, policy_version)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                              $6::smallint[], $7::text[], $8::text[], $9::text[], $10::uuid[],
-                              $11::int[], $12::text[])
-         ON CONFLICT (task_id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(col(&|t| t.account_id.clone()))
-    .bind(col(&|t| t.kind.as_str().to_owned()))
-    .bind(col(&|t| t.channel.as_str().to_owned()))
-    .bind(&due)
-    .bind(&prio)
-    .bind(col(&|t| t.tone.as_str().to_owned()))
-    .bind(col(&|t| t.reason.clone()))
-    .bind(&promise)
-    .bind(&cause)
-    .bind(&attempt)
-    .bind(col(&|t| t.policy_version.clone()))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 pub(crate) async fn insert_journal(
     tx: &mut Transaction<'_, Postgres>,
     entries: &[(String, Uuid, collections_core::JournalEntry)],
@@ -635,11 +771,11 @@ pub async fn insert_outbox<'m>(
     let accounts: Vec<&str> = messages.iter().map(|m| m.account_id.as_str()).collect();
     let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
-    let bodies: Vec<&serde_json::Value> = messages.iter().map(|m| &m.body).collect();
+    let bodies: Vec<&str> = messages.iter().map(|m| body_text(&m.body)).collect();
     let rows = sqlx::query(
         "INSERT INTO outbox (event_id, account_id, exchange, routing_key, body, lease_until)
-         SELECT e, a, x, k, b, now() + make_interval(secs => $6)
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+         SELECT e, a, x, k, b::jsonb, now() + make_interval(secs => $6)
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
               WITH ORDINALITY AS o(e, a, x, k, b, n)
          ORDER BY n
          ON CONFLICT (event_id) DO NOTHING
@@ -665,21 +801,10 @@ pub async fn insert_outbox<'m>(
                 event_id: m.event_id,
                 exchange: m.exchange.to_owned(),
                 routing_key: m.routing_key.clone(),
-                body: serde_json::to_vec(&m.body).unwrap_or_default(),
+                body: m.body.clone(),
             })
         })
         .collect())
-}
-
-async fn forget_inbox(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("DELETE FROM inbox WHERE event_id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// `jiff::Timestamp` <-> `timestamptz` without an extra crate: Postgres stores microseconds

@@ -11,8 +11,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::{
-    cancel_tasks, insert_journal, insert_outbox, insert_tasks, jiff_sqlx_ts::Ts, load_open_tasks,
-    lock_accounts, task_from_row, write_accounts, OutboxRow, Store, StoreError,
+    insert_journal, insert_outbox, jiff_sqlx_ts::Ts, load_open_tasks, lock_accounts, task_from_row,
+    OutboxRow, Store, StoreError, Writes,
 };
 
 /// NOTIFY channel that wakes the scheduler when a task is planned due soon.
@@ -69,7 +69,7 @@ impl Store {
                  RETURNING *)
              SELECT c.task_id, c.account_id, c.kind, c.channel, c.due_at, c.priority, c.tone,
                     c.reason, c.promise_id, c.cause_event_id, c.attempt, c.policy_version,
-                    a.state
+                    a.state::text AS state
              FROM claimed c LEFT JOIN accounts a ON a.account_id = c.account_id
              ORDER BY c.due_at",
         )
@@ -77,13 +77,21 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        // An account with several tasks in the batch is parsed once.
+        let mut states: HashMap<String, Option<AccountState>> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let state: Option<serde_json::Value> = r.get("state");
-            out.push(Claimed {
-                task: task_from_row(r)?,
-                state: state.and_then(|v| serde_json::from_value(v).ok()),
-            });
+            let task = task_from_row(r)?;
+            let state = match states.get(&task.account_id) {
+                Some(s) => s.clone(),
+                None => {
+                    let text: Option<&str> = r.get("state");
+                    let s = text.and_then(|t| serde_json::from_str::<AccountState>(t).ok());
+                    states.insert(task.account_id.clone(), s.clone());
+                    s
+                }
+            };
+            out.push(Claimed { task, state });
         }
         Ok(out)
     }
@@ -215,12 +223,7 @@ impl Store {
         .collect();
         let mut open = load_open_tasks(&mut tx, &accounts).await?;
         let version = policy.version();
-        let mut new_tasks = Vec::new();
-        let mut cancel_ids = Vec::new();
-        let mut cancel_reasons = Vec::new();
-        let mut journal = Vec::new();
-        let mut messages: Vec<OutboundMessage> = Vec::new();
-        let mut reprioritise = Vec::new();
+        let mut w = Writes::default();
         for (task, due_id) in calls {
             // A claim rescued and fired by another scheduler is completed once.
             if !emitted.contains(&task.task_id) {
@@ -231,26 +234,20 @@ impl Store {
             };
             let tasks = open.entry(task.account_id.clone()).or_default();
             let d = on_call_fired(&state, tasks, task, *due_id, policy, now);
-            tasks.extend(d.schedule.iter().cloned());
-            reprioritise.extend(d.reprioritise.iter().copied());
-            for c in d.cancel {
-                cancel_ids.push(c.task_id);
-                cancel_reasons.push(c.reason);
-            }
-            new_tasks.extend(d.schedule);
-            for j in d.journal {
-                journal.push((task.account_id.clone(), *due_id, j));
-            }
-            messages.extend(d.outbox);
+            w.absorb(
+                tasks,
+                &task.account_id,
+                *due_id,
+                None,
+                d.schedule,
+                d.cancel,
+                &d.reprioritise,
+                d.journal,
+                d.outbox,
+            );
             states.insert(task.account_id.clone(), Some(d.state));
         }
-        let states: HashMap<String, Option<AccountState>> = states;
-        write_accounts(&mut tx, &states, &version).await?;
-        insert_tasks(&mut tx, &new_tasks).await?;
-        cancel_tasks(&mut tx, &cancel_ids, &cancel_reasons).await?;
-        crate::reprioritise_tasks(&mut tx, &reprioritise).await?;
-        insert_journal(&mut tx, &journal, &version, now).await?;
-        let rows = insert_outbox(&mut tx, messages.iter()).await?;
+        let (rows, _) = w.write(&mut tx, &states, &version, now).await?;
         tx.commit().await?;
         Ok(rows)
     }

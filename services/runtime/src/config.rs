@@ -5,6 +5,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use collections_core::Policy;
 
+/// Consumers per worker process unless `WORKER_CONCURRENCY` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 1;
+
 /// Everything a binary needs to start.
 #[derive(Clone)]
 pub struct Config {
@@ -14,11 +17,15 @@ pub struct Config {
     pub amqp_url: String,
     /// The policy in force (`POLICY_FILE`, else the built-in default).
     pub policy: Policy,
-    /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 2:
-    /// fewer, larger transactions did better than 4 on two shared cores, see BENCHMARKS.md).
+    /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 1:
+    /// one consumer makes the largest batches, which did best on two shared cores; run
+    /// more replicas to use more cores, see BENCHMARKS.md).
     pub concurrency: usize,
     /// Most deliveries applied in one transaction (`BATCH_MAX`, default 64).
     pub batch_max: usize,
+    /// Longest a batch waits for more deliveries once the previous batch showed that
+    /// deliveries queue up (`BATCH_LINGER_MS`, default 5). At low load batches never wait.
+    pub batch_linger: Duration,
     /// Database pool size (`DB_POOL`, default concurrency + 2).
     pub db_pool: u32,
     /// Largest accepted message body in bytes (`MAX_MESSAGE_BYTES`, default 65536).
@@ -78,7 +85,7 @@ impl Config {
             }
             Err(_) => Policy::default(),
         };
-        let concurrency: usize = env_num("WORKER_CONCURRENCY", 2)?;
+        let concurrency: usize = env_num("WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)?;
         if concurrency == 0 {
             bail!("WORKER_CONCURRENCY must be at least 1");
         }
@@ -96,6 +103,7 @@ impl Config {
             policy,
             concurrency,
             batch_max,
+            batch_linger: Duration::from_millis(env_num("BATCH_LINGER_MS", 5)?),
             db_pool: env_num("DB_POOL", pool_default)?,
             max_message_bytes: env_num("MAX_MESSAGE_BYTES", 65_536)?,
             shutdown_timeout: Duration::from_secs(env_num("SHUTDOWN_TIMEOUT_SECS", 20)?),

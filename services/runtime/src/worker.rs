@@ -254,7 +254,13 @@ impl Pipeline {
             tokio::sync::mpsc::channel::<(Vec<collections_store::OutboxRow>, bool)>(4);
         let (store, task_publisher) = (ctx.store.clone(), Publisher::open(conn).await?);
         let publishing = tokio::spawn(async move {
-            while let Some((rows, wake)) = rx.recv().await {
+            while let Some((mut rows, mut wake)) = rx.recv().await {
+                // Batches committed meanwhile go out together: one round of confirms and
+                // one mark for all of them.
+                while let Ok((more, w)) = rx.try_recv() {
+                    rows.extend(more);
+                    wake |= w;
+                }
                 relay::publish_rows(&store, &task_publisher, &rows)
                     .await
                     .context("publish task events")?;
@@ -292,6 +298,7 @@ impl Pipeline {
 
     async fn consume(&mut self, token: &CancellationToken) -> anyhow::Result<()> {
         let token = token.clone();
+        let mut loaded = false;
         loop {
             let first = tokio::select! {
                 () = token.cancelled() => return Ok(()),
@@ -301,14 +308,28 @@ impl Pipeline {
                 return Err(anyhow::anyhow!("consumer cancelled by the broker"));
             };
             let mut batch = vec![first?];
-            // Take whatever else is already buffered, without waiting: batching costs no
-            // latency at low load and amortises the commit at high load.
+            // Take whatever else is already buffered. While deliveries queue up (the last
+            // batch held more than one), also wait up to BATCH_LINGER_MS for more: a few
+            // milliseconds buy batches large enough that the machine is not saturated by
+            // per-transaction costs at moderate rates. A lone delivery never waits.
+            let linger = if loaded {
+                self.ctx.config.batch_linger
+            } else {
+                Duration::ZERO
+            };
+            let deadline = tokio::time::Instant::now() + linger;
             while batch.len() < self.ctx.config.batch_max {
                 match self.consumer.next().now_or_never() {
                     Some(Some(d)) => batch.push(d?),
-                    _ => break,
+                    Some(None) => break,
+                    None if linger.is_zero() => break,
+                    None => match tokio::time::timeout_at(deadline, self.consumer.next()).await {
+                        Ok(Some(d)) => batch.push(d?),
+                        _ => break,
+                    },
                 }
             }
+            loaded = batch.len() > 1;
             self.handle_batch(batch, &token).await?;
         }
     }

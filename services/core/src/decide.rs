@@ -112,7 +112,7 @@ pub fn decide(
     };
     match &event.body {
         EventBody::PaymentFailed(d) => p.payment_failed(d)?,
-        EventBody::PromiseMade(d) => p.promise_made(d),
+        EventBody::PromiseMade(d) => p.promise_made(d)?,
         EventBody::PromiseBroken(d) => p.promise_broken(d),
         EventBody::PaymentReceived(d) => p.payment_received(d)?,
     }
@@ -245,12 +245,10 @@ impl Planner<'_> {
         let due = self.next_allowed(at.max(self.now));
         let attempt = fired.attempt + 1;
         let channel = channel_for_attempt(attempt, &self.policy.channel_mix);
-        let priority = self.priority(false);
         self.plan(
             TaskKind::CollectionCall,
             channel,
             due,
-            priority,
             format!(
                 "attempt {attempt}: {why}; vary the hour ({} local) and the phone",
                 hour.strftime("%H:%M")
@@ -295,14 +293,15 @@ impl Planner<'_> {
     /// Priority by the policy's order (domain.md rule 2 by default: first-instalment
     /// default; promise due today; able to pay part; large balance; lost contact): the
     /// position of the first criterion the account meets, else one past the list.
-    fn priority(&self, concerns_promise_today: bool) -> u8 {
+    /// "Promise due today" is judged for the day the task is due (`at`, in the customer's
+    /// calendar): a reminder due tomorrow for tomorrow's promise ranks as one, a call
+    /// due today for a promise next week does not.
+    fn priority(&self, at: Timestamp) -> u8 {
         let s = &self.state;
         let order = &self.policy.priority.order;
         let hit = order.iter().position(|c| match c {
             PriorityCriterion::FirstInstalmentDefault => s.first_installment_default,
-            PriorityCriterion::PromiseDueToday => {
-                concerns_promise_today || self.promise_due_today()
-            }
+            PriorityCriterion::PromiseDueToday => self.promise_due_on(at),
             PriorityCriterion::PartialPayer => s.partial_payer,
             PriorityCriterion::LargeBalance => {
                 s.overdue_minor >= self.policy.priority.large_balance_minor
@@ -313,9 +312,9 @@ impl Planner<'_> {
         u8::try_from(hit.unwrap_or(order.len()) + 1).unwrap_or(u8::MAX)
     }
 
-    fn promise_due_today(&self) -> bool {
+    fn promise_due_on(&self, at: Timestamp) -> bool {
         let tz = self.state.zone();
-        let today = self.now.to_zoned(tz.clone()).date();
+        let today = at.to_zoned(tz.clone()).date();
         self.state
             .open_promise()
             .and_then(|p| p.promised_at)
@@ -343,13 +342,13 @@ impl Planner<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Plans a task at `due_at` (moved by the frequency caps when they apply); its
+    /// priority follows from the account and the day it is due.
     fn plan(
         &mut self,
         kind: TaskKind,
         channel: Channel,
         due_at: Timestamp,
-        priority: u8,
         reason: String,
         promise_id: Option<&str>,
     ) {
@@ -372,6 +371,7 @@ impl Planner<'_> {
                     .mode(jiff::RoundMode::Trunc),
             )
             .unwrap_or(due_at);
+        let priority = self.priority(due_at);
         let task_id = Uuid::new_v5(&self.cause, format!("{kind}:{n}").as_bytes());
         let task = Task {
             task_id,
@@ -450,8 +450,7 @@ impl Planner<'_> {
         } else {
             self.now
         };
-        let priority = self.priority(false);
-        self.plan(kind, channel, due, priority, format!("{why}: {what}"), None);
+        self.plan(kind, channel, due, format!("{why}: {what}"), None);
     }
 
     fn plan_collection_call(&mut self, why: String) {
@@ -461,22 +460,91 @@ impl Planner<'_> {
         } else {
             " (moved into the contact window)".to_owned()
         };
-        let priority = self.priority(false);
         self.plan(
             TaskKind::CollectionCall,
             Channel::PhoneMobile,
             due,
-            priority,
             format!("{why}{moved}"),
             None,
         );
         self.open_bucket_escalations();
     }
 
+    /// The customer's zone became known (or changed) after tasks were planned in another:
+    /// open tasks that contact the customer and now fall outside the window are cancelled
+    /// and planned again inside it (a reminder still before its promise, or not at all).
+    fn replan_for_zone(&mut self, previous: &str) {
+        let tz = self.state.zone();
+        let w = self.policy.contact_window.clone();
+        let misplaced: Vec<Task> = self
+            .open
+            .iter()
+            .filter(|t| t.kind.contacts_customer() && !window::is_allowed(t.due_at, &tz, &w))
+            .cloned()
+            .collect();
+        if misplaced.is_empty() {
+            return;
+        }
+        self.note(
+            "decision",
+            format!(
+                "customer's zone is {} (tasks were planned in {previous}): {} open task(s) \
+                 outside the contact window planned again",
+                self.state.timezone,
+                misplaced.len()
+            ),
+        );
+        let ids: Vec<Uuid> = misplaced.iter().map(|t| t.task_id).collect();
+        self.cancel_where("planned again in the customer's zone", |t| {
+            ids.contains(&t.task_id)
+        });
+        for t in misplaced {
+            let due = if t.kind == TaskKind::PromiseReminder {
+                let promised = t
+                    .promise_id
+                    .as_deref()
+                    .and_then(|id| self.state.promises.iter().find(|p| p.promise_id == id))
+                    .and_then(|p| p.promised_at);
+                let back = window::last_allowed_before(t.due_at, &tz, &w);
+                let fwd = window::next_allowed(t.due_at.max(self.now), &tz, &w);
+                if back > self.now {
+                    Some(back)
+                } else {
+                    Some(fwd).filter(|f| promised.is_none_or(|p| *f < p))
+                }
+            } else {
+                Some(window::next_allowed(t.due_at.max(self.now), &tz, &w))
+            };
+            let Some(due) = due else {
+                self.note(
+                    "decision",
+                    format!(
+                        "{} {} dropped: no allowed minute before the promise in the customer's zone",
+                        t.kind, t.task_id
+                    ),
+                );
+                continue;
+            };
+            self.plan(
+                t.kind,
+                t.channel,
+                due,
+                format!("{} (planned again in the customer's zone)", t.reason),
+                t.promise_id.as_deref(),
+            );
+            if let Some(planned) = self.schedule.last_mut() {
+                planned.attempt = t.attempt;
+            }
+        }
+    }
+
     fn payment_failed(&mut self, d: &PaymentFailed) -> Result<(), DomainError> {
         self.check_currency(d.overdue_amount)?;
         if let Some(tz) = &d.customer.timezone {
-            self.state.timezone.clone_from(tz);
+            if *tz != self.state.timezone {
+                let previous = std::mem::replace(&mut self.state.timezone, tz.clone());
+                self.replan_for_zone(&previous);
+            }
         }
         self.state.status = Status::Delinquent;
         self.state.overdue_minor = d.overdue_amount.minor;
@@ -523,8 +591,10 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn promise_made(&mut self, d: &PromiseMade) {
-        let _ = self.check_currency(d.amount);
+    fn promise_made(&mut self, d: &PromiseMade) -> Result<(), DomainError> {
+        // A promise in another currency than the account's contradicts it: refused (to
+        // the dead-letter queue) like a payment in another currency.
+        self.check_currency(d.amount)?;
         if let Some(existing) = self.state.promise_mut(&d.promise_id) {
             let status = existing.status;
             if existing.amount.is_none() {
@@ -544,7 +614,7 @@ impl Planner<'_> {
                 )
             };
             self.note("event_applied", detail);
-            return;
+            return Ok(());
         }
         if self.state.status == Status::Current {
             self.state.status = Status::Delinquent;
@@ -591,7 +661,7 @@ impl Planner<'_> {
                     d.promise_id, self.event_time
                 ),
             );
-            return;
+            return Ok(());
         }
         let superseded: Vec<String> = self
             .state
@@ -622,6 +692,7 @@ impl Planner<'_> {
             made_at: Some(self.event_time),
         });
         self.plan_promise_tasks(d);
+        Ok(())
     }
 
     fn plan_promise_tasks(&mut self, d: &PromiseMade) {
@@ -630,7 +701,6 @@ impl Planner<'_> {
         let rules = self.policy.promise.clone();
         let local = d.promised_at.to_zoned(tz.clone());
         let at_text = format!("{} {}", local.date(), local.time().strftime("%H:%M"));
-        let priority = self.priority(true);
 
         let remind_at = d.promised_at - rules.reminder_before;
         if remind_at <= self.now {
@@ -673,7 +743,6 @@ impl Planner<'_> {
                         TaskKind::PromiseReminder,
                         rules.reminder_channel,
                         due,
-                        priority,
                         format!(
                             "remind of promise {} to pay {} at {at_text} local{moved}",
                             d.promise_id, d.amount
@@ -700,7 +769,6 @@ impl Planner<'_> {
             TaskKind::PromiseCheck,
             rules.check_channel,
             due,
-            priority,
             format!(
                 "check that {} promised for {at_text} local arrived (promise {}){moved}",
                 d.amount, d.promise_id
@@ -713,7 +781,6 @@ impl Planner<'_> {
             TaskKind::PromiseExpiry,
             Channel::None,
             d.promised_at + rules.grace,
-            priority,
             format!(
                 "promise {} expires unless kept by promised time + {:#}",
                 d.promise_id, rules.grace
@@ -728,7 +795,6 @@ impl Planner<'_> {
                 TaskKind::SupervisorReview,
                 Channel::None,
                 self.now,
-                priority,
                 format!(
                     "promise {} is {hours} h ahead, beyond the {:#} horizon: possible delay tactic",
                     d.promise_id, rules.max_horizon
@@ -960,12 +1026,10 @@ impl Planner<'_> {
             return;
         };
         let due = self.next_allowed(at);
-        let priority = self.priority(false);
         self.plan(
             TaskKind::PreDueReminder,
             pd.channel,
             due,
-            priority,
             format!("pre-due reminder {days} day(s) before {due_date}: {segment}{late}"),
             None,
         );
@@ -980,7 +1044,7 @@ impl Planner<'_> {
             .iter()
             .filter(|t| !t.kind.is_internal())
             .filter_map(|t| {
-                let p = self.priority(t.promise_id.is_some());
+                let p = self.priority(t.due_at);
                 (p != t.priority).then(|| Task {
                     priority: p,
                     ..t.clone()

@@ -539,6 +539,24 @@ fn promise_tasks_rank_as_promise_due_today_without_first_instalment_default() {
 }
 
 #[test]
+fn promise_due_today_is_judged_on_the_day_each_task_is_due() {
+    let (mut a, _) = delinquent_later_instalment();
+    let now = "2026-11-03T10:12:30+08:00";
+    // Three days ahead: the review is due now, the reminder and check on the promise day.
+    let d = a.apply(
+        &promise_made(2, now, "ptp-far", 125_000, "2026-11-06T15:00:00+08:00"),
+        now,
+    );
+    assert_eq!(only(&d, TaskKind::PromiseReminder).priority, 2);
+    assert_eq!(only(&d, TaskKind::PromiseCheck).priority, 2);
+    let review = only(&d, TaskKind::SupervisorReview);
+    assert_ne!(
+        review.priority, 2,
+        "a review due today is not work on a promise due today"
+    );
+}
+
+#[test]
 fn promise_cancels_open_collection_calls() {
     let (mut a, first) = delinquent_first_instalment();
     let call = only(&first, TaskKind::CollectionCall).task_id;
@@ -1272,6 +1290,68 @@ fn payment_in_another_currency_is_a_domain_error() {
     let ev = payment_received(2, now, 25_000, "USD", None);
     let err = decide(a.state.as_ref(), &a.open, &ev, &a.policy, ts(now))
         .expect_err("USD payment on a CNY account");
+    assert!(err.to_string().contains("USD"), "{err}");
+}
+
+#[test]
+fn tasks_planned_before_the_customers_zone_was_known_are_planned_again_inside_its_window() {
+    // The promise arrives first: the account is kept in the default zone (Shanghai), where
+    // 15:00 is a fine hour. The customer is in New York, where it is 02:00.
+    let mut a = Account::new();
+    let t0 = "2026-11-03T10:00:00+08:00";
+    a.apply(
+        &promise_made(1, t0, "ptp-ny", 20_000, "2026-11-03T15:00:00+08:00"),
+        t0,
+    );
+    assert_eq!(a.open_of(TaskKind::PromiseReminder).len(), 1);
+    let t1 = "2026-11-03T10:05:00+08:00";
+    let d = a.apply(
+        &payment_failed(2, t1, NEW_YORK, 2, "2026-11-01", 20_000),
+        t1,
+    );
+    let ny = jiff::tz::TimeZone::get(NEW_YORK).expect("zone");
+    for t in a.open.iter().filter(|t| t.kind.contacts_customer()) {
+        assert!(
+            window::is_allowed(t.due_at, &ny, &a.policy.contact_window),
+            "{} at {} is outside New York's window",
+            t.kind,
+            t.due_at.to_zoned(ny.clone())
+        );
+    }
+    // The check moves to 08:00 New York time; the reminder cannot precede the promise
+    // (02:00 New York) inside the window, so it is dropped.
+    let check = a.open_of(TaskKind::PromiseCheck);
+    assert_eq!(check.len(), 1);
+    assert_eq!(check[0].due_at, ts("2026-11-03T08:00:00-05:00"));
+    assert!(check[0]
+        .reason
+        .contains("planned again in the customer's zone"));
+    assert!(a.open_of(TaskKind::PromiseReminder).is_empty());
+    assert_eq!(
+        a.open_of(TaskKind::PromiseExpiry).len(),
+        1,
+        "internal tasks stay"
+    );
+    assert!(d
+        .journal
+        .iter()
+        .any(|j| j.detail.contains("customer's zone is America/New_York")));
+}
+
+#[test]
+fn a_promise_in_another_currency_is_a_domain_error_and_changes_nothing() {
+    let (a, _) = delinquent_later_instalment();
+    let now = "2026-11-03T12:00:00+08:00";
+    let ev = promise_made_in(
+        2,
+        now,
+        "ptp-usd",
+        25_000,
+        "2026-11-04T15:00:00+08:00",
+        "USD",
+    );
+    let err = decide(a.state.as_ref(), &a.open, &ev, &a.policy, ts(now))
+        .expect_err("USD promise on a CNY account");
     assert!(err.to_string().contains("USD"), "{err}");
 }
 

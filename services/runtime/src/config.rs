@@ -51,11 +51,24 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// A URL that carries credentials: required, never defaulted in code.
+/// A URL that carries credentials: required, never defaulted in code. It comes from the
+/// variable itself or, for secrets mounted as files (Kubernetes, Docker secrets), from the
+/// file named by `<KEY>_FILE`.
 fn env_required(key: &str, example: &str) -> anyhow::Result<String> {
-    match std::env::var(key) {
-        Ok(v) if !v.trim().is_empty() => Ok(v),
-        _ => bail!("{key} is not set (for example {example})"),
+    let file_key = format!("{key}_FILE");
+    match (std::env::var(key), std::env::var(&file_key)) {
+        (Ok(v), Err(_)) if !v.trim().is_empty() => Ok(v),
+        (Ok(_), Ok(_)) => bail!("set {key} or {file_key}, not both"),
+        (_, Ok(path)) => {
+            let v = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {file_key} ({path})"))?;
+            let v = v.trim();
+            if v.is_empty() {
+                bail!("{file_key} ({path}) is empty");
+            }
+            Ok(v.to_owned())
+        }
+        _ => bail!("{key} is not set (for example {example}; or {file_key} naming a file)"),
     }
 }
 
@@ -69,6 +82,20 @@ where
             .map_err(|e| anyhow::anyhow!("{key}={v:?} is not a valid number: {e}")),
         Err(_) => Ok(default),
     }
+}
+
+/// Heartbeat interval asked of the broker unless the URL names one (`?heartbeat=N`).
+/// RabbitMQ's own default (60 s) lets a link that stalls without closing go unnoticed
+/// for two minutes; with 10 s a dead link ends the session (and readiness) in about 20.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
+fn with_default_heartbeat(url: &str) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if query.split('&').any(|p| p.starts_with("heartbeat=")) {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
 }
 
 impl Config {
@@ -99,7 +126,10 @@ impl Config {
                 "DATABASE_URL",
                 "postgres://user:password@127.0.0.1:5432/collections",
             )?,
-            amqp_url: env_required("AMQP_URL", "amqp://user:password@127.0.0.1:5672/%2f")?,
+            amqp_url: with_default_heartbeat(&env_required(
+                "AMQP_URL",
+                "amqp://user:password@127.0.0.1:5672/%2f",
+            )?),
             policy,
             concurrency,
             batch_max,
@@ -109,5 +139,26 @@ impl Config {
             shutdown_timeout: Duration::from_secs(env_num("SHUTDOWN_TIMEOUT_SECS", 20)?),
             db_timeout: Duration::from_secs(env_num("DB_TIMEOUT_SECS", 30)?.max(1)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_heartbeat;
+
+    #[test]
+    fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
+        assert_eq!(
+            with_default_heartbeat("amqp://u:p@h:5672/%2f"),
+            "amqp://u:p@h:5672/%2f?heartbeat=10"
+        );
+        assert_eq!(
+            with_default_heartbeat("amqps://u:p@h/%2f?channel_max=8"),
+            "amqps://u:p@h/%2f?channel_max=8&heartbeat=10"
+        );
+        assert_eq!(
+            with_default_heartbeat("amqp://h/%2f?heartbeat=30"),
+            "amqp://h/%2f?heartbeat=30"
+        );
     }
 }

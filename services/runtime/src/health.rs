@@ -129,20 +129,51 @@ impl Metrics {
     }
 }
 
+/// What readiness looks at besides the database: the broker connection of the current
+/// session (none between sessions).
+fn broker() -> &'static Mutex<Option<lapin::ConnectionStatus>> {
+    static B: OnceLock<Mutex<Option<lapin::ConnectionStatus>>> = OnceLock::new();
+    B.get_or_init(|| Mutex::new(None))
+}
+
+/// Records the broker connection readiness should watch (`None` when the session ended).
+pub fn set_broker(status: Option<&lapin::ConnectionStatus>) {
+    if let Ok(mut b) = broker().lock() {
+        *b = status.cloned();
+    }
+}
+
+fn broker_connected() -> bool {
+    broker()
+        .lock()
+        .ok()
+        .and_then(|b| b.as_ref().map(lapin::ConnectionStatus::connected))
+        .unwrap_or(false)
+}
+
 /// Serves the health and metrics routes on `addr` until cancelled. `addr` port 0 picks a
 /// free port; the bound address is logged.
 ///
+/// The routes use a pool of their own (one connection, opened on first use): readiness
+/// must not report the database down because the workers' connections are all busy, and
+/// `/health/live` answers before the database is reachable at all.
+///
 /// # Errors
-/// When the address cannot be bound.
+/// When the address cannot be bound or the database URL is malformed.
 pub async fn serve(
     addr: SocketAddr,
-    store: Store,
+    database_url: &str,
     token: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
+    let opts: sqlx::postgres::PgConnectOptions = database_url.parse()?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy_with(opts);
+    let store = Arc::new(Store::from_pool(pool));
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "health and metrics listening");
-    let store = Arc::new(store);
     tokio::spawn(async move {
         loop {
             let (mut sock, _) = tokio::select! {
@@ -176,20 +207,20 @@ async fn route(path: &str, store: &Store) -> (&'static str, String) {
     match path {
         "/health/live" => ("200 OK", "live\n".to_owned()),
         "/health/ready" => {
-            let db = tokio::time::timeout(Duration::from_secs(1), store.ping())
+            let db = tokio::time::timeout(Duration::from_secs(2), store.ping())
                 .await
                 .is_ok_and(|r| r.is_ok());
+            let broker = broker_connected();
             let consuming = metrics().consuming.load(Ordering::Relaxed);
-            if db && consuming {
-                ("200 OK", "ready\n".to_owned())
+            let body = format!(
+                "database={} broker={} consuming={consuming}\n",
+                if db { "ok" } else { "down" },
+                if broker { "connected" } else { "down" },
+            );
+            if db && broker && consuming {
+                ("200 OK", format!("ready\n{body}"))
             } else {
-                (
-                    "503 Service Unavailable",
-                    format!(
-                        "database={} broker_consuming={consuming}\n",
-                        if db { "ok" } else { "down" }
-                    ),
-                )
+                ("503 Service Unavailable", body)
             }
         }
         "/metrics" => {
@@ -204,15 +235,16 @@ async fn route(path: &str, store: &Store) -> (&'static str, String) {
 }
 
 /// Starts the listener when `HEALTH_ADDR` is set (e.g. `0.0.0.0:9100`; port 0 picks one).
+/// Call it first thing: liveness answers while the database and broker are still away.
 ///
 /// # Errors
 /// A malformed address or a port in use.
-pub async fn serve_from_env(store: &Store, token: &CancellationToken) -> anyhow::Result<()> {
+pub async fn serve_from_env(database_url: &str, token: &CancellationToken) -> anyhow::Result<()> {
     if let Ok(addr) = std::env::var("HEALTH_ADDR") {
         let addr: SocketAddr = addr
             .parse()
             .map_err(|e| anyhow::anyhow!("HEALTH_ADDR={addr:?}: {e}"))?;
-        serve(addr, store.clone(), token.clone()).await?;
+        serve(addr, database_url, token.clone()).await?;
     }
     Ok(())
 }

@@ -27,6 +27,9 @@ pub async fn publish_rows(
         .map(|(r, id)| OutMessage::cloudevent(&r.exchange, &r.routing_key, &r.body, id))
         .collect();
     publisher.publish_confirmed(&msgs).await?;
+    for r in rows {
+        crate::worker::count_task_event(&r.routing_key);
+    }
     let row_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     store.mark_published(&row_ids).await?;
     Ok(())

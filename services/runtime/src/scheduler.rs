@@ -20,6 +20,7 @@ use collections_store::{
 use jiff::Timestamp;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{backoff, config::Config, health::metrics, relay};
 
@@ -71,10 +72,10 @@ pub async fn run_scheduler() -> anyhow::Result<()> {
     let settings = SchedulerSettings::from_env()?;
     tracing::info!(?config, ?settings, "configuration loaded");
     let token = crate::shutdown_token();
+    crate::health::serve_from_env(&config.database_url, &token).await?;
     let Some(store) = crate::worker::connect_store(&config, &token).await? else {
         return Ok(());
     };
-    crate::health::serve_from_env(&store, &token).await?;
     let ctx = Arc::new((config, settings, store));
     let mut attempt = 0;
     let mut sessions = 0u64;
@@ -162,16 +163,22 @@ async fn session(
     });
 
     metrics().consuming.store(true, Ordering::Relaxed);
+    crate::health::set_broker(Some(conn.status()));
     tracing::info!("scheduling");
-    let result = fire_loop(
-        store,
-        &config.policy,
-        settings,
-        &publisher,
-        &mut listener,
-        token,
-    )
-    .await;
+    // After SIGTERM the batch being fired has SHUTDOWN_TIMEOUT_SECS to finish; claims
+    // left behind are rescued and fired again (same event ids).
+    let shutdown_deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(config.shutdown_timeout).await;
+    };
+    let result = tokio::select! {
+        r = fire_loop(store, &config.policy, settings, &publisher, &mut listener, token) => r,
+        () = shutdown_deadline => {
+            tracing::warn!("the batch being fired did not finish in time after SIGTERM; its claims will be rescued");
+            Ok(())
+        }
+    };
+    crate::health::set_broker(None);
     session_token.cancel();
     let _ = relay.await;
     let _ = rescuer.await;
@@ -187,6 +194,7 @@ async fn fire_loop(
     listener: &mut PgListener,
     token: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut claim_failures = 0u32;
     loop {
         // Drain everything due. Claiming the next batch overlaps firing the previous one
         // (publish, confirms, completion), which roughly doubles the drain rate.
@@ -199,10 +207,24 @@ async fn fire_loop(
                 .claim_due_tasks(Timestamp::now(), settings.batch)
                 .await
             {
-                Ok(c) => c,
+                Ok(c) => {
+                    if claim_failures > 0 {
+                        tracing::info!(attempts = claim_failures, "database back; claiming again");
+                    }
+                    claim_failures = 0;
+                    c
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "claim failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    claim_failures += 1;
+                    let wait = backoff(claim_failures, Duration::from_secs(5));
+                    // One line when the outage starts, then one every ten attempts.
+                    if claim_failures == 1 || claim_failures.is_multiple_of(10) {
+                        tracing::warn!(error = %crate::telemetry::mask_pii(&e.to_string()), attempts = claim_failures, ?wait, "claim failed; retrying");
+                    }
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
                     break;
                 }
             };
@@ -212,8 +234,9 @@ async fn fire_loop(
             let full = i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= settings.batch;
             if !claimed.is_empty() {
                 let (store, policy, publisher) = (store.clone(), policy.clone(), publisher.clone());
+                let token = token.clone();
                 firing = Some(tokio::spawn(async move {
-                    fire(&store, &policy, &publisher, claimed).await
+                    fire(&store, &policy, &publisher, claimed, &token).await
                 }));
             }
             if !full {
@@ -258,6 +281,20 @@ async fn fire(
     policy: &Policy,
     publisher: &Publisher,
     claimed: Vec<Claimed>,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
+    let span = tracing::info_span!("fire", tasks = claimed.len());
+    fire_batch(store, policy, publisher, claimed, token)
+        .instrument(span)
+        .await
+}
+
+async fn fire_batch(
+    store: &Store,
+    policy: &Policy,
+    publisher: &Publisher,
+    claimed: Vec<Claimed>,
+    token: &CancellationToken,
 ) -> anyhow::Result<()> {
     let now = Timestamp::now();
     let mut publish: Vec<OutboundMessage> = Vec::with_capacity(claimed.len());
@@ -305,8 +342,8 @@ async fn fire(
         }
     }
     let version = policy.version();
-    let mut follow_ups = with_retry(|| store.complete_fired(&fired, policy, now)).await?;
-    follow_ups.extend(with_retry(|| store.reschedule_claimed(&moves, &version, now)).await?);
+    let mut follow_ups = with_retry(token, || store.complete_fired(&fired, policy, now)).await?;
+    follow_ups.extend(with_retry(token, || store.reschedule_claimed(&moves, &version, now)).await?);
     if !moves.is_empty() {
         tracing::info!(
             count = moves.len(),
@@ -318,22 +355,30 @@ async fn fire(
     Ok(())
 }
 
-async fn with_retry<T, F, Fut>(mut f: F) -> anyhow::Result<T>
+/// Retries a completion until it succeeds or the scheduler shuts down. The batch is
+/// published already: giving up would leave its claims to the rescuer, which fires them
+/// again, so a database outage is waited out instead (with capped backoff).
+async fn with_retry<T, F, Fut>(token: &CancellationToken, mut f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, collections_store::StoreError>>,
 {
-    let mut attempt = 0;
+    let mut attempt = 0u32;
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < 8 => {
+            Err(e) => {
                 attempt += 1;
-                tracing::warn!(error = %e, attempt, "database failed; retrying");
-                tokio::time::sleep(backoff(attempt, Duration::from_secs(2))).await;
+                let wait = backoff(attempt, Duration::from_secs(5));
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    tracing::warn!(error = %crate::telemetry::mask_pii(&e.to_string()), attempt, ?wait, "database failed while completing fired tasks; retrying");
+                }
+                tokio::select! {
+                    // Shutting down: the claims are rescued and fired again (same ids).
+                    () = token.cancelled() => return Err(e.into()),
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
-            // Give up: the claims are rescued after the timeout and fired again.
-            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -43,9 +43,9 @@ pub async fn run_worker(event_type: EventType, binary: &str) -> anyhow::Result<(
     let config = Config::from_env()?;
     tracing::info!(?config, queue = event_type.queue(), "configuration loaded");
     let token = crate::shutdown_token();
+    crate::health::serve_from_env(&config.database_url, &token).await?;
     let store = connect_store(&config, &token).await?;
     let Some(store) = store else { return Ok(()) };
-    crate::health::serve_from_env(&store, &token).await?;
     let ctx = Arc::new(Ctx {
         config,
         store,
@@ -174,6 +174,7 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
         r = setup => r?,
     };
     metrics().consuming.store(true, Ordering::Relaxed);
+    crate::health::set_broker(Some(conn.status()));
     tracing::info!(
         queue = ctx.event_type.queue(),
         consumers = ctx.config.concurrency,
@@ -181,8 +182,22 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
     );
 
     // The first pipeline to stop ends the session: on shutdown all stop; on a broker
-    // failure the others are stopped and the supervisor starts a fresh session.
-    let first = tasks.join_next().await;
+    // failure the others are stopped and the supervisor starts a fresh session. After
+    // SIGTERM the in-flight batch has SHUTDOWN_TIMEOUT_SECS to finish; whatever is not
+    // acked by then is redelivered to another consumer.
+    let shutdown_deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(ctx.config.shutdown_timeout).await;
+    };
+    let first = tokio::select! {
+        r = tasks.join_next() => r,
+        () = shutdown_deadline => {
+            tracing::warn!("in-flight work did not finish in time after SIGTERM; unacked messages will be redelivered");
+            tasks.abort_all();
+            None
+        }
+    };
+    crate::health::set_broker(None);
     session_token.cancel();
     let drain = async {
         while let Some(r) = tasks.join_next().await {
@@ -217,6 +232,24 @@ pub(crate) async fn close(conn: &Connection) {
     {
         tracing::warn!("the broker did not confirm closing the connection; leaving");
     }
+}
+
+/// How often the broker delivered this message before (quorum queues count returns in
+/// `x-delivery-count`; a classic queue only says `redelivered`).
+fn delivery_count(d: &Delivery) -> i64 {
+    let counted = d
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| match v {
+            collections_bus::lapin::types::AMQPValue::LongLongInt(n) => Some(n),
+            collections_bus::lapin::types::AMQPValue::LongInt(n) => Some(i64::from(n)),
+            collections_bus::lapin::types::AMQPValue::ShortInt(n) => Some(i64::from(n)),
+            collections_bus::lapin::types::AMQPValue::LongUInt(n) => Some(i64::from(n)),
+            _ => None,
+        });
+    counted.unwrap_or(i64::from(d.redelivered))
 }
 
 struct Pipeline {
@@ -357,6 +390,31 @@ impl Pipeline {
         batch: Vec<Delivery>,
         token: &CancellationToken,
     ) -> anyhow::Result<()> {
+        let kind = self.ctx.event_type.as_str();
+        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        metrics().inc("collections_events_consumed_total", &[("type", kind)], n);
+        // A batch holding a message delivered twice before may hold one that crashes its
+        // consumer: apply it message by message, each acked as soon as it commits, so the
+        // others are not redelivered with it until the delivery limit dead-letters them too.
+        if batch.len() > 1 && batch.iter().any(|d| delivery_count(d) >= 2) {
+            tracing::warn!(
+                batch = batch.len(),
+                "redelivered messages in the batch; applying them one by one"
+            );
+            for d in batch {
+                self.apply_and_ack(vec![d], token).await?;
+            }
+            return Ok(());
+        }
+        self.apply_and_ack(batch, token).await
+    }
+
+    async fn apply_and_ack(
+        &self,
+        batch: Vec<Delivery>,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         let last_tag = batch.last().map(|d| d.acker.clone());
         let items: Vec<Item> = batch.into_iter().map(|d| self.parse(d)).collect();
         let mut events = Vec::new();
@@ -368,7 +426,21 @@ impl Pipeline {
                     deliveries.push(d);
                 }
                 Item::Reject(e, d) => {
-                    self.dead_letter(&d, e.code.as_str(), &e.detail).await?;
+                    // Not an event we could read: the span names the message as the broker
+                    // knows it (its id property, if the publisher set one).
+                    let span = tracing::info_span!(
+                        "message",
+                        message_id = d
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map_or("", |m| m.as_str()),
+                        routing_key = d.routing_key.as_str(),
+                        delivery_tag = d.delivery_tag,
+                    );
+                    self.dead_letter(&d, e.code.as_str(), &e.detail)
+                        .instrument(span)
+                        .await?;
                 }
             }
         }
@@ -382,7 +454,7 @@ impl Pipeline {
                     // The database refuses something in this batch for what it contains
                     // (not for being down): apply the events one by one so that only the
                     // offending one is dead-lettered and the queue never blocks.
-                    tracing::warn!(error = %why, batch = events.len(), "database refused the batch's data; isolating");
+                    tracing::warn!(error = %crate::telemetry::mask_pii(&why), batch = events.len(), "database refused the batch's data; isolating");
                     for (e, d) in events.iter().zip(&deliveries) {
                         let one = std::slice::from_ref(e);
                         match self.apply_with_retry(one, token).await? {
@@ -410,6 +482,11 @@ impl Pipeline {
                 .ack(BasicAckOptions { multiple: true })
                 .await
                 .context("ack")?;
+            metrics().inc(
+                "collections_events_acked_total",
+                &[("type", self.ctx.event_type.as_str())],
+                n,
+            );
         }
         // Published by this pipeline's publisher task, in batch order, while the next
         // batch is applied. Committed rows it cannot publish stay in the outbox for the relay.
@@ -449,9 +526,6 @@ impl Pipeline {
                 Outcome::Applied(rows) => {
                     span.in_scope(|| tracing::info!(task_events = rows.len(), "applied"));
                     self.count(event.event_type(), "applied", "");
-                    for r in &rows {
-                        count_task_event(&r.routing_key);
-                    }
                     to_publish.extend(rows);
                 }
                 Outcome::Duplicate => {

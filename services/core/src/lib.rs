@@ -17,6 +17,7 @@ pub mod policy;
 pub mod sim;
 pub mod state;
 pub mod task;
+pub mod task_event;
 pub mod window;
 
 pub use decide::{channel_for_attempt, decide, on_call_fired, Decision, DomainError, JournalEntry};
@@ -26,3 +27,4 @@ pub use money::{Currency, Money};
 pub use policy::Policy;
 pub use state::AccountState;
 pub use task::{Channel, Task, TaskKind, Tone};
+pub use task_event::{parse_task_event, TaskEvent, TaskEventData};

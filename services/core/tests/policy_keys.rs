@@ -179,8 +179,83 @@ fn delinquent(policy: Policy, now: &str) -> (Account, Decision) {
 }
 
 // ---------------------------------------------------------------------------------------
+// default_timezone
+// ---------------------------------------------------------------------------------------
+
+/// A later instalment failed at `now` for a customer whose event names no zone.
+fn delinquent_without_zone(policy: Policy, now: &str) -> (Account, Decision) {
+    let mut a = Account::new(policy);
+    let d = a.apply(
+        &event(
+            "payment.failed",
+            1,
+            now,
+            json!({"account_id": ACC, "customer": {},
+                   "installment": {"number": 3, "due_date": "2026-11-03", "amount": cny(125_000)},
+                   "overdue_amount": cny(125_000), "failure_reason": "insufficient_funds",
+                   "attempted_at": now}),
+        ),
+        now,
+    );
+    (a, d)
+}
+
+#[test]
+fn default_timezone_decides_the_call_time_of_a_customer_with_no_zone() {
+    // 22:00 in Shanghai is 14:00 in London (GMT in November).
+    let now = "2026-11-03T22:00:00+08:00";
+    let (a, d) = delinquent_without_zone(Policy::default(), now);
+    assert_eq!(a.state().timezone, SHANGHAI);
+    assert_eq!(
+        only(&d, TaskKind::CollectionCall).due_at,
+        ts("2026-11-04T08:00:00+08:00"),
+        "after 21:00 in Shanghai: the next morning"
+    );
+    let london = policy(&[(
+        "default_timezone = \"Asia/Shanghai\"",
+        "default_timezone = \"Europe/London\"",
+    )]);
+    let (a, d) = delinquent_without_zone(london.clone(), now);
+    assert_eq!(a.state().timezone, "Europe/London");
+    assert_eq!(
+        only(&d, TaskKind::CollectionCall).due_at,
+        ts(now),
+        "14:00 in London: at once"
+    );
+    // A zone named by the event wins over the default.
+    let (a, d) = delinquent(london, now);
+    assert_eq!(a.state().timezone, SHANGHAI);
+    assert_eq!(
+        only(&d, TaskKind::CollectionCall).due_at,
+        ts("2026-11-04T08:00:00+08:00")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // contact_window
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn contact_window_end_moves_a_late_call() {
+    // 20:45: inside the default 08:00-21:00, outside with an end of 20:30.
+    let now = "2026-11-03T20:45:00+08:00";
+    let (_, d) = delinquent(Policy::default(), now);
+    assert_eq!(only(&d, TaskKind::CollectionCall).due_at, ts(now));
+    let (_, d) = delinquent(policy(&[("end = \"21:00\"", "end = \"20:30\"")]), now);
+    assert_eq!(
+        only(&d, TaskKind::CollectionCall).due_at,
+        ts("2026-11-04T08:00:00+08:00")
+    );
+    // 21:30: the default moves it to the next morning; an end of 22:00 calls at once.
+    let now = "2026-11-03T21:30:00+08:00";
+    let (_, d) = delinquent(Policy::default(), now);
+    assert_eq!(
+        only(&d, TaskKind::CollectionCall).due_at,
+        ts("2026-11-04T08:00:00+08:00")
+    );
+    let (_, d) = delinquent(policy(&[("end = \"21:00\"", "end = \"22:00\"")]), now);
+    assert_eq!(only(&d, TaskKind::CollectionCall).due_at, ts(now));
+}
 
 #[test]
 fn contact_window_start_moves_an_early_call() {
@@ -272,6 +347,35 @@ fn promise_timings_follow_the_policy() {
 }
 
 #[test]
+fn promise_grace_decides_whether_a_late_payment_keeps_the_promise() {
+    // The promised amount arrives 90 minutes after the promised 15:00.
+    let late_payment = |p: Policy| {
+        let now = "2026-11-03T10:00:00+08:00";
+        let (mut a, _) = delinquent(p, now);
+        a.apply(&promise(2, now, "ptp-1", "2026-11-04T15:00:00+08:00"), now);
+        let check = a
+            .open
+            .iter()
+            .find(|t| t.kind == TaskKind::PromiseCheck)
+            .expect("a check")
+            .task_id;
+        let d = a.apply(
+            &paid(3, "2026-11-04T16:30:00+08:00", 100_000, None, None),
+            "2026-11-04T16:30:00+08:00",
+        );
+        (d, check)
+    };
+    // Within the default 2 h: kept, its check cancelled.
+    let (d, check) = late_payment(Policy::default());
+    assert!(d.journal.iter().any(|j| j.kind == "promise_kept"));
+    assert!(d.cancel.iter().any(|c| c.task_id == check));
+    // A 1 h grace has passed: not kept, the check stays.
+    let (d, _) = late_payment(policy(&[("grace = \"2h\"", "grace = \"1h\"")]));
+    assert!(d.journal.iter().all(|j| j.kind != "promise_kept"));
+    assert!(d.cancel.is_empty(), "{:?}", d.cancel);
+}
+
+#[test]
 fn promise_max_horizon_decides_the_supervisor_review() {
     let now = "2026-11-03T10:00:00+08:00";
     let at = "2026-11-06T10:00:00+08:00";
@@ -340,6 +444,37 @@ fn cadence_attempts_per_day_and_days_between_attempts_push_to_a_later_day() {
 }
 
 #[test]
+fn cadence_days_between_attempts_is_read_for_the_accounts_bucket() {
+    let now = "2026-11-03T10:00:00+08:00";
+    // Due dates putting the account in each bucket on 2026-11-03 (DPD 0, 14, 44, 75, 125).
+    let buckets = [
+        ("M0", "M0 = 1,", "M0 = 4,", "2026-11-03"),
+        ("M1", "M1 = 1,", "M1 = 4,", "2026-10-20"),
+        ("M2", "M2 = 1,", "M2 = 4,", "2026-09-20"),
+        ("M3", "M3 = 1,", "M3 = 4,", "2026-08-20"),
+        ("M3+", "\"M3+\" = 1 }", "\"M3+\" = 4 }", "2026-07-01"),
+    ];
+    for (changed, from, to, _) in buckets {
+        let p = policy(&[("attempts_per_day = 3", "attempts_per_day = 1"), (from, to)]);
+        for (bucket, _, _, due) in buckets {
+            let mut a = Account::new(p.clone());
+            a.apply(&failed(1, now, 3, due, 125_000), now);
+            let d = a.fire(TaskKind::CollectionCall, now);
+            let want = if bucket == changed {
+                "2026-11-07T10:00:00+08:00"
+            } else {
+                "2026-11-04T10:00:00+08:00"
+            };
+            assert_eq!(
+                only(&d, TaskKind::CollectionCall).due_at,
+                ts(want),
+                "{bucket} account with {changed} set to 4 days"
+            );
+        }
+    }
+}
+
+#[test]
 fn channel_mix_picks_the_phone_of_each_attempt() {
     let now = "2026-11-03T10:00:00+08:00";
     let (mut a, _) = delinquent(
@@ -354,6 +489,55 @@ fn channel_mix_picks_the_phone_of_each_attempt() {
         only(&d, TaskKind::CollectionCall).channel,
         Channel::PhoneWork
     );
+}
+
+/// Fires each call at its due instant until attempt `last` is planned: (attempt, phone).
+fn attempts_up_to(p: Policy, last: u32) -> Vec<(u32, Channel)> {
+    let (mut a, d) = delinquent(p, "2026-11-03T10:00:00+08:00");
+    let first = only(&d, TaskKind::CollectionCall);
+    let mut out = vec![(first.attempt, first.channel)];
+    while out.last().is_some_and(|(n, _)| *n < last) {
+        let due = a
+            .open
+            .iter()
+            .find(|t| t.kind == TaskKind::CollectionCall)
+            .expect("an open call")
+            .due_at;
+        let d = a.fire(TaskKind::CollectionCall, &due.to_string());
+        let t = only(&d, TaskKind::CollectionCall);
+        out.push((t.attempt, t.channel));
+    }
+    out
+}
+
+#[test]
+fn channel_mix_phone_home_takes_the_ninth_attempt() {
+    use Channel::{PhoneHome as H, PhoneMobile as M, PhoneWork as W};
+    // The golden-ratio sequence over 75/15/10: attempt 4 lands in the work share, attempt
+    // 9 (0.944) in the home share.
+    let got = attempts_up_to(Policy::default(), 9);
+    let want: Vec<(u32, Channel)> = (1..=9).zip([M, M, M, W, M, M, M, M, H]).collect();
+    assert_eq!(got, want);
+    // Without a home share attempt 9 goes to the work phone; the rest is unchanged.
+    let got = attempts_up_to(
+        policy(&[
+            ("phone_work = 0.15", "phone_work = 0.25"),
+            ("phone_home = 0.10", "phone_home = 0.0"),
+        ]),
+        9,
+    );
+    let want: Vec<(u32, Channel)> = (1..=9).zip([M, M, M, W, M, M, M, M, W]).collect();
+    assert_eq!(got, want);
+    // A larger home share takes attempt 4 as well (0.854 >= 0.75).
+    let got = attempts_up_to(
+        policy(&[
+            ("phone_mobile = 0.75", "phone_mobile = 0.70"),
+            ("phone_work = 0.15", "phone_work = 0.05"),
+            ("phone_home = 0.10", "phone_home = 0.25"),
+        ]),
+        4,
+    );
+    assert_eq!(got[3], (4, H));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -373,6 +557,48 @@ fn escalation_by_broken_promises_sets_tone_and_opens_tasks() {
     let letter = only(&d, TaskKind::FormalLetter);
     assert_eq!(letter.channel, Channel::Letter);
     assert_eq!(only(&d, TaskKind::SupervisorReview).channel, Channel::None);
+}
+
+/// Promises broken one after another (ids never seen: recorded as broken); the decision
+/// of each.
+fn broken_in_a_row(p: Policy, n: u32) -> Vec<Decision> {
+    let (mut a, _) = delinquent(p, "2026-11-03T10:00:00+08:00");
+    (1..=n)
+        .map(|i| {
+            let now = format!("2026-11-04T{:02}:00:00+08:00", 9 + i);
+            a.apply(&broken(1 + i, &now, &format!("ptp-{i}")), &now)
+        })
+        .collect()
+}
+
+#[test]
+fn escalation_step_from_decides_at_which_broken_promise_tasks_open() {
+    let d = broken_in_a_row(Policy::default(), 3);
+    none_of(&d[0], TaskKind::ThirdPartyCall);
+    assert_eq!(only(&d[1], TaskKind::CollectionCall).tone, Tone::Serious);
+    only(&d[1], TaskKind::ThirdPartyCall);
+    only(&d[2], TaskKind::FieldVisit);
+    // Each step one broken promise later: the second is only firm and opens nothing, the
+    // third opens the third-party call, the fourth the visit.
+    let later = policy(&[("from = 3", "from = 4"), ("from = 2", "from = 3")]);
+    let d = broken_in_a_row(later, 4);
+    assert_eq!(only(&d[1], TaskKind::CollectionCall).tone, Tone::Firm);
+    none_of(&d[1], TaskKind::ThirdPartyCall);
+    assert_eq!(only(&d[2], TaskKind::CollectionCall).tone, Tone::Serious);
+    only(&d[2], TaskKind::ThirdPartyCall);
+    none_of(&d[2], TaskKind::FieldVisit);
+    only(&d[3], TaskKind::FieldVisit);
+    // The first step moved to 2: the first broken promise leaves the tone gentle.
+    let d = broken_in_a_row(
+        policy(&[
+            ("from = 3", "from = 4"),
+            ("from = 2", "from = 3"),
+            ("from = 1", "from = 2"),
+        ]),
+        2,
+    );
+    assert_eq!(only(&d[0], TaskKind::CollectionCall).tone, Tone::Gentle);
+    assert_eq!(only(&d[1], TaskKind::CollectionCall).tone, Tone::Firm);
 }
 
 #[test]
@@ -433,6 +659,32 @@ fn caps_max_call_attempts_defers_the_next_call_and_says_so() {
     assert_eq!(
         only(&d, TaskKind::CollectionCall).due_at,
         ts("2026-11-04T10:00:00+08:00")
+    );
+}
+
+#[test]
+fn caps_window_days_sets_how_long_the_cap_holds() {
+    // The same three calls on 2026-11-03 under a 3-call cap: the fourth waits until the
+    // first (10:00) leaves a 2-day, then a 5-day window.
+    let fourth = |p: Policy| {
+        let now = "2026-11-03T10:00:00+08:00";
+        let (mut a, _) = delinquent(p, now);
+        a.fire(TaskKind::CollectionCall, now);
+        a.fire(TaskKind::CollectionCall, "2026-11-03T13:00:00+08:00");
+        let d = a.fire(TaskKind::CollectionCall, "2026-11-03T17:00:00+08:00");
+        only(&d, TaskKind::CollectionCall).clone()
+    };
+    let t = fourth(capped_policy());
+    assert_eq!(t.due_at, ts("2026-11-05T10:00:00+08:00"));
+    let t = fourth(policy(&[
+        ("max_call_attempts = 0", "max_call_attempts = 3"),
+        ("window_days = 7", "window_days = 5"),
+    ]));
+    assert_eq!(t.due_at, ts("2026-11-08T10:00:00+08:00"));
+    assert!(
+        t.reason.contains("at most 3 call attempts in 5 days"),
+        "{}",
+        t.reason
     );
 }
 
@@ -673,6 +925,54 @@ fn partial_payer_last_period_is_reminded_the_day_before() {
     none_of(&d, TaskKind::PreDueReminder);
 }
 
+/// Part paid on 2026-11-03, the rest on 2026-11-05 with the next due date 2026-12-03.
+fn partial_then_paid(p: Policy) -> Decision {
+    let now = "2026-11-03T10:00:00+08:00";
+    let (mut a, _) = delinquent(p, now);
+    a.apply(
+        &paid(2, "2026-11-03T12:00:00+08:00", 25_000, None, None),
+        "2026-11-03T12:00:00+08:00",
+    );
+    a.apply(
+        &paid(
+            3,
+            "2026-11-05T12:00:00+08:00",
+            100_000,
+            Some(0),
+            Some("2026-12-03"),
+        ),
+        "2026-11-05T12:00:00+08:00",
+    )
+}
+
+#[test]
+fn partial_payer_last_period_days_moves_the_reminder() {
+    let d = partial_then_paid(Policy::default());
+    assert_eq!(
+        only(&d, TaskKind::PreDueReminder).due_at,
+        ts("2026-12-02T10:00:00+08:00")
+    );
+    let d = partial_then_paid(policy(&[(
+        "partial_payer_last_period_days = 1",
+        "partial_payer_last_period_days = 5",
+    )]));
+    let t = only(&d, TaskKind::PreDueReminder);
+    assert_eq!(t.due_at, ts("2026-11-28T10:00:00+08:00"));
+    assert!(
+        t.reason.contains("5 day(s) before 2026-12-03"),
+        "{}",
+        t.reason
+    );
+    let d = partial_then_paid(policy(&[(
+        "partial_payer_last_period_days = 1",
+        "partial_payer_last_period_days = 0",
+    )]));
+    none_of(&d, TaskKind::PreDueReminder);
+    assert!(d.journal.iter().any(|j| j
+        .detail
+        .contains("no pre-due reminder for 2026-12-03: paid only part")));
+}
+
 #[test]
 fn a_failed_payment_cancels_the_pending_pre_due_reminder() {
     let mut a = Account::new(Policy::default());
@@ -711,6 +1011,48 @@ fn priority_order_and_large_balance_follow_the_policy() {
         "large_balance_minor = 5000000",
     )]));
     assert_eq!(only(&d, TaskKind::CollectionCall).priority, 6);
+}
+
+#[test]
+fn priority_order_reranks_open_tasks_when_the_account_changes() {
+    // A partial payment makes the account a partial payer: the open call is re-ranked
+    // at the criterion's position in the order, and re-announced.
+    let rerank = |p: Policy| {
+        let now = "2026-11-03T10:00:00+08:00";
+        let (mut a, d) = delinquent(p, now);
+        let call = only(&d, TaskKind::CollectionCall).clone();
+        let d = a.apply(
+            &paid(2, "2026-11-03T12:00:00+08:00", 25_000, None, None),
+            "2026-11-03T12:00:00+08:00",
+        );
+        let announced: Vec<u64> = d
+            .outbox
+            .iter()
+            .map(|m| m.json())
+            .filter(|v| v["data"]["task_id"] == json!(call.task_id))
+            .filter_map(|v| v["data"]["priority"].as_u64())
+            .collect();
+        (call.priority, d.reprioritise, call.task_id, announced)
+    };
+    let (before, re, id, announced) = rerank(Policy::default());
+    assert_eq!(before, 6);
+    assert_eq!(re, vec![(id, 3)]);
+    assert_eq!(announced, vec![3]);
+    let (before, re, id, announced) = rerank(policy(&[(
+        "order = [\"first_instalment_default\", \"promise_due_today\", \"partial_payer\", \"large_balance\", \"lost_contact\"]",
+        "order = [\"partial_payer\", \"first_instalment_default\"]",
+    )]));
+    assert_eq!(before, 3);
+    assert_eq!(re, vec![(id, 1)]);
+    assert_eq!(announced, vec![1]);
+    // Without the criterion in the order nothing changes and nothing is re-announced.
+    let (before, re, _, announced) = rerank(policy(&[(
+        "order = [\"first_instalment_default\", \"promise_due_today\", \"partial_payer\", \"large_balance\", \"lost_contact\"]",
+        "order = [\"first_instalment_default\", \"large_balance\"]",
+    )]));
+    assert_eq!(before, 3);
+    assert!(re.is_empty(), "{re:?}");
+    assert!(announced.is_empty(), "{announced:?}");
 }
 
 // ---------------------------------------------------------------------------------------

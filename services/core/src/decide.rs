@@ -454,15 +454,38 @@ impl Planner<'_> {
     }
 
     fn plan_collection_call(&mut self, why: String) {
-        let due = self.next_allowed(self.now);
-        let moved = if due == self.now {
+        let mut due = self.next_allowed(self.now);
+        let mut moved = if due == self.now {
             String::new()
         } else {
             " (moved into the contact window)".to_owned()
         };
+        // The daily attempt cap holds for calls an event plans too, not only for the
+        // cadence: over it, the call waits for tomorrow's first cadence hour.
+        let tz = self.state.zone();
+        let day = due.to_zoned(tz.clone()).date();
+        if self.state.calls_day == Some(day)
+            && self.state.calls_today >= self.policy.cadence.attempts_per_day
+        {
+            let first = self.policy.cadence.hours[0];
+            if let Some(at) = day
+                .tomorrow()
+                .ok()
+                .and_then(|d| d.to_datetime(first).to_zoned(tz).ok())
+            {
+                due = self.next_allowed(at.timestamp());
+                moved = format!(
+                    " (daily attempt cap of {} reached: tomorrow {} local)",
+                    self.policy.cadence.attempts_per_day,
+                    first.strftime("%H:%M")
+                );
+            }
+        }
+        // The first attempt of a run takes the phone the channel mix gives attempt 1.
+        let channel = channel_for_attempt(1, &self.policy.channel_mix);
         self.plan(
             TaskKind::CollectionCall,
-            Channel::PhoneMobile,
+            channel,
             due,
             format!("{why}{moved}"),
             None,

@@ -491,6 +491,91 @@ fn channel_mix_picks_the_phone_of_each_attempt() {
     );
 }
 
+#[test]
+fn channel_mix_also_picks_the_phone_of_the_first_call() {
+    let now = "2026-11-03T10:00:00+08:00";
+    let (_, d) = delinquent(
+        policy(&[
+            ("phone_mobile = 0.75", "phone_mobile = 0.0"),
+            ("phone_work = 0.15", "phone_work = 0.90"),
+        ]),
+        now,
+    );
+    assert_eq!(
+        only(&d, TaskKind::CollectionCall).channel,
+        Channel::PhoneWork,
+        "no mobile share: not even the first call goes to the mobile"
+    );
+}
+
+#[test]
+fn cadence_attempts_per_day_also_holds_for_a_call_a_broken_promise_plans() {
+    // Three attempts fired on 11-03 (the daily cap), then a promise is made and broken the
+    // same evening: the escalated call waits for tomorrow's first cadence hour.
+    let (mut a, _) = delinquent(Policy::default(), "2026-11-03T09:00:00+08:00");
+    for _ in 0..3 {
+        let due = a
+            .open
+            .iter()
+            .find(|t| t.kind == TaskKind::CollectionCall)
+            .expect("an open call")
+            .due_at;
+        a.fire(TaskKind::CollectionCall, &due.to_string());
+    }
+    assert_eq!(a.state().calls_today, 3);
+    a.apply(
+        &promise(
+            7,
+            "2026-11-03T18:00:00+08:00",
+            "ptp-1",
+            "2026-11-03T19:00:00+08:00",
+        ),
+        "2026-11-03T18:00:00+08:00",
+    );
+    let d = a.apply(
+        &broken(8, "2026-11-03T19:30:00+08:00", "ptp-1"),
+        "2026-11-03T19:30:00+08:00",
+    );
+    let call = only(&d, TaskKind::CollectionCall);
+    assert_eq!(call.due_at, ts("2026-11-04T10:00:00+08:00"));
+    assert!(
+        call.reason.contains("daily attempt cap of 3 reached"),
+        "{}",
+        call.reason
+    );
+    // With a cap of 4 the same call goes out at once.
+    let (mut b, _) = delinquent(
+        policy(&[("attempts_per_day = 3", "attempts_per_day = 4")]),
+        "2026-11-03T09:00:00+08:00",
+    );
+    for _ in 0..3 {
+        let due = b
+            .open
+            .iter()
+            .find(|t| t.kind == TaskKind::CollectionCall)
+            .expect("an open call")
+            .due_at;
+        b.fire(TaskKind::CollectionCall, &due.to_string());
+    }
+    b.apply(
+        &promise(
+            7,
+            "2026-11-03T18:00:00+08:00",
+            "ptp-1",
+            "2026-11-03T19:00:00+08:00",
+        ),
+        "2026-11-03T18:00:00+08:00",
+    );
+    let d = b.apply(
+        &broken(8, "2026-11-03T19:30:00+08:00", "ptp-1"),
+        "2026-11-03T19:30:00+08:00",
+    );
+    assert_eq!(
+        only(&d, TaskKind::CollectionCall).due_at,
+        ts("2026-11-03T19:30:00+08:00")
+    );
+}
+
 /// Fires each call at its due instant until attempt `last` is planned: (attempt, phone).
 fn attempts_up_to(p: Policy, last: u32) -> Vec<(u32, Channel)> {
     let (mut a, d) = delinquent(p, "2026-11-03T10:00:00+08:00");

@@ -183,7 +183,7 @@ impl Env {
             .await?;
         collections_store_migrate(&database_url).await?;
         let amqp = collections_bus::connect(&amqp_url, "bench").await?;
-        collections_bus::declare_topology(&amqp.create_channel().await?).await?;
+        collections_bus::declare_topology_on(&amqp).await?;
         Ok(Self {
             name,
             admin_url,

@@ -10,6 +10,7 @@ use lapin::{
         BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
         ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
+    protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
 };
@@ -22,6 +23,11 @@ pub const EVENTS_EXCHANGE: &str = "collections.events";
 pub const TASKS_EXCHANGE: &str = "collections.tasks";
 /// Dead-letter exchange (direct; routing key `<queue>.dlq`).
 pub const DEAD_LETTER_EXCHANGE: &str = "collections.dead-letter";
+/// Alternate exchange of [`EVENTS_EXCHANGE`] (fanout): an event whose routing key matches
+/// no binding (an unknown type) lands here instead of being dropped by the broker.
+pub const UNROUTED_EXCHANGE: &str = "collections.unrouted";
+/// The queue bound to [`UNROUTED_EXCHANGE`]; operators list and replay it like a DLQ.
+pub const UNROUTED_QUEUE: &str = "collections.unrouted";
 /// Deliveries of one message before the broker dead-letters it by itself (a worker that
 /// crashes on a message must not crash forever).
 pub const DELIVERY_LIMIT: i64 = 10;
@@ -78,23 +84,109 @@ fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 
-/// Declares every exchange, queue and binding of the contract. Idempotent, so every
+/// Declares every exchange, queue and binding of the contract on a channel of its own
+/// (two if `collections.events` predates its alternate exchange). Idempotent, so every
 /// binary does it at start and start order never matters.
 ///
 /// # Errors
 /// When the broker refuses (for instance a queue exists with other arguments).
-pub async fn declare_topology(ch: &Channel) -> Result<(), BusError> {
-    let durable = ExchangeDeclareOptions {
+pub async fn declare_topology_on(conn: &Connection) -> Result<EventsExchange, BusError> {
+    let ch = conn.create_channel().await?;
+    declare_unbound(&ch).await?;
+    let events = declare_events_exchange(&ch).await?;
+    let ch = match events {
+        EventsExchange::WithAlternateExchange => ch,
+        // The refusal closed that channel; the exchange exists, so bind on a new one.
+        EventsExchange::PredatesAlternateExchange => conn.create_channel().await?,
+    };
+    bind_inbound_queues(&ch).await?;
+    Ok(events)
+}
+
+/// [`declare_topology_on`] for callers that hold only a channel. If `collections.events`
+/// predates its alternate exchange, the broker closes `ch` when it is declared (last), so
+/// the inbound queues' bindings to it (made when it was created) are not re-declared:
+/// a queue deleted and re-created stays unbound. Prefer [`declare_topology_on`].
+///
+/// # Errors
+/// When the broker refuses (for instance a queue exists with other arguments).
+pub async fn declare_topology(ch: &Channel) -> Result<EventsExchange, BusError> {
+    declare_unbound(ch).await?;
+    let events = declare_events_exchange(ch).await?;
+    if events == EventsExchange::WithAlternateExchange {
+        bind_inbound_queues(ch).await?;
+    }
+    Ok(events)
+}
+
+/// How `collections.events` stands once the topology is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsExchange {
+    /// Declared with `alternate-exchange: collections.unrouted`: nothing unroutable is lost.
+    WithAlternateExchange,
+    /// Created by an older version without the argument, which cannot be added to an
+    /// existing exchange: unroutable events are dropped unless a policy sets one.
+    PredatesAlternateExchange,
+}
+
+static WARN_NO_ALTERNATE: std::sync::Once = std::sync::Once::new();
+
+/// Declares `collections.events` with its alternate exchange. A broker where it already
+/// exists without one refuses with 406 (closing `ch`): that is reported, not an error.
+async fn declare_events_exchange(ch: &Channel) -> Result<EventsExchange, BusError> {
+    let mut args = FieldTable::default();
+    args.insert("alternate-exchange".into(), long(UNROUTED_EXCHANGE));
+    let declared = ch
+        .exchange_declare(
+            EVENTS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange(),
+            args,
+        )
+        .await;
+    match declared {
+        Ok(()) => Ok(EventsExchange::WithAlternateExchange),
+        Err(e) if is_alternate_exchange_mismatch(&e) => {
+            // Once per process: every reconnect would repeat it.
+            WARN_NO_ALTERNATE.call_once(|| {
+                tracing::warn!(
+                    broker = %e,
+                    "exchange {EVENTS_EXCHANGE} predates its alternate exchange (it has no \
+                     alternate-exchange argument): unless a policy sets one, events whose \
+                     routing key matches no queue are dropped. Add it with a policy: \
+                     rabbitmqctl set_policy -p <vhost> collections-unrouted \
+                     '^collections\\.events$' '{{\"alternate-exchange\":\"{UNROUTED_EXCHANGE}\"}}' \
+                     --apply-to exchanges (deploy/README.md)"
+                );
+            });
+            Ok(EventsExchange::PredatesAlternateExchange)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A 406 about `alternate-exchange` only: any other mismatch (type, durability) is a
+/// real misconfiguration and stays an error.
+fn is_alternate_exchange_mismatch(e: &lapin::Error) -> bool {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => {
+            *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+                && amqp.get_message().as_str().contains("alternate-exchange")
+        }
+        _ => false,
+    }
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
-    };
-    ch.exchange_declare(
-        EVENTS_EXCHANGE.into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
+    }
+}
+
+/// Everything but `collections.events` and the bindings to it.
+async fn declare_unbound(ch: &Channel) -> Result<(), BusError> {
+    let durable = durable_exchange();
     ch.exchange_declare(
         TASKS_EXCHANGE.into(),
         ExchangeKind::Topic,
@@ -109,17 +201,38 @@ pub async fn declare_topology(ch: &Channel) -> Result<(), BusError> {
         FieldTable::default(),
     )
     .await?;
+    ch.exchange_declare(
+        UNROUTED_EXCHANGE.into(),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
     let qopts = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    // Quorum: replicated, and it counts deliveries (needed for x-delivery-limit).
+    let quorum = || {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long("quorum"));
+        args
+    };
+    // No delivery limit and no dead-lettering: like a DLQ, it only waits for an operator.
+    ch.queue_declare(UNROUTED_QUEUE.into(), qopts, quorum())
+        .await?;
+    ch.queue_bind(
+        UNROUTED_QUEUE.into(),
+        UNROUTED_EXCHANGE.into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     for t in EventType::ALL {
         let queue = t.queue();
         let dlq = dlq_name(queue);
-        let mut dl_args = FieldTable::default();
-        // Quorum: replicated, and it counts deliveries (needed for x-delivery-limit).
-        dl_args.insert("x-queue-type".into(), long("quorum"));
-        ch.queue_declare(dlq.as_str().into(), qopts, dl_args)
+        ch.queue_declare(dlq.as_str().into(), qopts, quorum())
             .await?;
         ch.queue_bind(
             dlq.as_str().into(),
@@ -130,8 +243,7 @@ pub async fn declare_topology(ch: &Channel) -> Result<(), BusError> {
         )
         .await?;
 
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), long("quorum"));
+        let mut args = quorum();
         // A message that keeps crashing its consumer is dead-lettered by the broker after
         // this many deliveries instead of blocking the queue forever.
         args.insert(
@@ -141,8 +253,14 @@ pub async fn declare_topology(ch: &Channel) -> Result<(), BusError> {
         args.insert("x-dead-letter-exchange".into(), long(DEAD_LETTER_EXCHANGE));
         args.insert("x-dead-letter-routing-key".into(), long(&dlq));
         ch.queue_declare(queue.into(), qopts, args).await?;
+    }
+    Ok(())
+}
+
+async fn bind_inbound_queues(ch: &Channel) -> Result<(), BusError> {
+    for t in EventType::ALL {
         ch.queue_bind(
-            queue.into(),
+            t.queue().into(),
             EVENTS_EXCHANGE.into(),
             t.as_str().into(),
             QueueBindOptions::default(),

@@ -1,5 +1,6 @@
 //! `collectionsctl`: the operator's tool.
 
+mod dlq;
 mod simulate;
 
 use std::{path::PathBuf, time::Duration};
@@ -9,14 +10,15 @@ use clap::{Parser, Subcommand};
 use collections_bus::{
     lapin::{
         options::{
-            BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-            BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+            BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+            QueueDeclareOptions,
         },
         types::FieldTable,
-        BasicProperties, Channel, Connection,
+        BasicProperties, Channel, Confirmation, Connection,
     },
-    EVENTS_EXCHANGE, TASKS_EXCHANGE,
+    EventsExchange, EVENTS_EXCHANGE, TASKS_EXCHANGE,
 };
+use dlq::DlqCmd;
 use futures::StreamExt;
 use jiff::{tz::TimeZone, SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -82,27 +84,6 @@ enum PolicyCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum DlqCmd {
-    /// Message counts of every dead-letter queue.
-    List,
-    /// Show up to N dead letters of a queue (they stay in the queue).
-    Show {
-        /// Source queue, e.g. collections.payment-failed.
-        queue: String,
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
-    },
-    /// Re-publish up to N dead letters of a queue to `collections.events` with their
-    /// original routing key, removing them from the dead-letter queue.
-    Replay {
-        /// Source queue, e.g. collections.payment-failed.
-        queue: String,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -128,8 +109,16 @@ async fn main() -> anyhow::Result<()> {
     let conn = collections_bus::connect(amqp_url, "collectionsctl")
         .await
         .context("connect to RabbitMQ (AMQP_URL)")?;
-    let ch = conn.create_channel().await?;
-    collections_bus::declare_topology(&ch).await?;
+    if collections_bus::declare_topology_on(&conn).await?
+        == EventsExchange::PredatesAlternateExchange
+    {
+        eprintln!(
+            "note: exchange {EVENTS_EXCHANGE} has no alternate-exchange argument (it predates \
+             it): unless a policy sets one, events with an unbound routing key are dropped \
+             instead of kept in {}; see deploy/README.md",
+            collections_bus::UNROUTED_QUEUE
+        );
+    }
     match cli.cmd {
         Cmd::Watch => {
             let mut rx = listen(&conn).await?;
@@ -139,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Demo { follow } => demo(&conn, follow).await?,
-        Cmd::Dlq { cmd } => dlq(&conn, cmd).await?,
+        Cmd::Dlq { cmd } => dlq::run(&conn, cmd).await?,
         Cmd::Simulate { .. } | Cmd::Policy { .. } => {}
     }
     Ok(())
@@ -239,18 +228,28 @@ async fn publish(ch: &Channel, ty: &str, account: &str, data: Value) -> anyhow::
 }
 
 async fn publish_raw(ch: &Channel, rk: &str, body: &[u8]) -> anyhow::Result<()> {
-    ch.basic_publish(
-        EVENTS_EXCHANGE.into(),
-        rk.into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/cloudevents+json".into()),
-    )
-    .await?
-    .await?;
-    Ok(())
+    let confirm = ch
+        .basic_publish(
+            EVENTS_EXCHANGE.into(),
+            rk.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/cloudevents+json".into()),
+        )
+        .await?;
+    match tokio::time::timeout(collections_bus::CONFIRM_TIMEOUT, confirm).await?? {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+            anyhow::bail!("no queue is bound to routing key {rk}")
+        }
+        Confirmation::Nack(None) => anyhow::bail!("the broker refused the {rk} event"),
+        Confirmation::NotRequested => anyhow::bail!("publish channel is not in confirm mode"),
+    }
 }
 
 async fn demo(conn: &Connection, follow: bool) -> anyhow::Result<()> {
@@ -329,7 +328,7 @@ async fn demo(conn: &Connection, follow: bool) -> anyhow::Result<()> {
     println!("A malformed message goes to the dead-letter queue with its reason:");
     publish_raw(&ch, "payment.failed", b"{not json").await?;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    dlq(
+    dlq::run(
         conn,
         DlqCmd::Show {
             queue: "collections.payment-failed".into(),
@@ -360,92 +359,4 @@ async fn drain_for(rx: &mut tokio::sync::mpsc::Receiver<Value>, d: Duration) {
     if first {
         println!("   (no task events)");
     }
-}
-
-async fn dlq(conn: &Connection, cmd: DlqCmd) -> anyhow::Result<()> {
-    let ch = conn.create_channel().await?;
-    match cmd {
-        DlqCmd::List => {
-            for t in collections_core::EventType::ALL {
-                let name = collections_bus::dlq_name(t.queue());
-                let q = ch
-                    .queue_declare(
-                        name.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
-                println!("{name:<40} {:>8}", q.message_count());
-            }
-        }
-        DlqCmd::Show { queue, limit } => {
-            let name = collections_bus::dlq_name(&queue);
-            let mut held = Vec::new();
-            for _ in 0..limit {
-                let Some(m) = ch
-                    .basic_get(name.as_str().into(), BasicGetOptions::default())
-                    .await?
-                else {
-                    break;
-                };
-                let p = &m.delivery.properties;
-                let h = |k| collections_bus::header_str(p, k).unwrap_or_else(|| "-".into());
-                let body = String::from_utf8_lossy(&m.delivery.data);
-                let preview: String = body.chars().take(160).collect();
-                println!(
-                    "reason={} detail={:?} routing_key={} bytes={}\n  {preview}",
-                    h(collections_bus::HEADER_ERROR),
-                    h(collections_bus::HEADER_ERROR_DETAIL),
-                    h(collections_bus::HEADER_ORIGINAL_ROUTING_KEY),
-                    m.delivery.data.len()
-                );
-                held.push(m);
-            }
-            // Put them back: showing must not consume.
-            for m in held {
-                m.delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
-            }
-        }
-        DlqCmd::Replay { queue, limit } => {
-            let name = collections_bus::dlq_name(&queue);
-            let pubch = conn.create_channel().await?;
-            pubch
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            let mut n = 0;
-            while n < limit {
-                let Some(m) = ch
-                    .basic_get(name.as_str().into(), BasicGetOptions::default())
-                    .await?
-                else {
-                    break;
-                };
-                let rk = collections_bus::header_str(
-                    &m.delivery.properties,
-                    collections_bus::HEADER_ORIGINAL_ROUTING_KEY,
-                )
-                .or_else(|| {
-                    collections_core::EventType::ALL
-                        .into_iter()
-                        .find(|t| t.queue() == queue)
-                        .map(|t| t.as_str().to_owned())
-                })
-                .context("cannot tell the original routing key")?;
-                publish_raw(&pubch, &rk, &m.delivery.data).await?;
-                m.delivery.acker.ack(BasicAckOptions::default()).await?;
-                n += 1;
-            }
-            println!("replayed {n} message(s) from {name}");
-        }
-    }
-    Ok(())
 }

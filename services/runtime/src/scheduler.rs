@@ -121,8 +121,9 @@ async fn session(
         let conn = collections_bus::connect(&config.amqp_url, "task-scheduler")
             .await
             .context("connect to broker")?;
-        let setup = conn.create_channel().await?;
-        collections_bus::declare_topology(&setup).await?;
+        collections_bus::declare_topology_on(&conn)
+            .await
+            .context("declare topology")?;
         let publisher = Publisher::open(&conn).await?;
         let relay_publisher = Publisher::open(&conn).await?;
         let mut listener = PgListener::connect(&config.database_url).await?;

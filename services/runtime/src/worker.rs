@@ -151,8 +151,7 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
         let conn = collections_bus::connect(&ctx.config.amqp_url, &ctx.binary)
             .await
             .context("connect to broker")?;
-        let setup = conn.create_channel().await?;
-        collections_bus::declare_topology(&setup)
+        collections_bus::declare_topology_on(&conn)
             .await
             .context("declare topology")?;
         let mut tasks = tokio::task::JoinSet::new();

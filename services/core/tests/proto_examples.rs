@@ -261,22 +261,41 @@ enum Expect {
 /// from passing because it is refused for some other mistake.
 ///
 /// The codes follow `RejectCode`'s split: a wrong type, shape or missing field in `data`
-/// is `schema` (negative money too: `Money` refuses it while deserializing), a
-/// well-formed but absurd value is `invalid_value` (zero amounts, instalment 0, an empty
-/// id, a subject over 128 characters, a zone that does not exist), and a broken envelope
-/// is `not_cloudevent`.
+/// is `schema` (negative money too: `Money` refuses it while deserializing; so are a
+/// malformed instant or date, `null` where the schema's type has no null, an object
+/// written as an array, and a missing `data`), a well-formed but absurd value is
+/// `invalid_value` (zero amounts, instalment 0, an empty string where text is required, a
+/// subject over 128 characters, a zone that does not exist or is not of the contract's
+/// form), and a broken envelope is `not_cloudevent` (including an `id` that is not a
+/// canonical UUID and a `time` that is not RFC 3339).
 const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     (
         "payment.failed--amount-is-float.json",
         Expect::Inbound(RejectCode::Schema, "floating point"),
     ),
     (
+        "payment.failed--attempted-at-with-space.json",
+        Expect::Inbound(RejectCode::Schema, "attempted_at is not an RFC 3339"),
+    ),
+    (
         "payment.failed--due-date-not-iso.json",
-        Expect::Inbound(RejectCode::Schema, "month"),
+        Expect::Inbound(RejectCode::Schema, "installment.due_date"),
+    ),
+    (
+        "payment.failed--due-date-with-time.json",
+        Expect::Inbound(RejectCode::Schema, "installment.due_date is not a date"),
+    ),
+    (
+        "payment.failed--empty-failure-reason.json",
+        Expect::Inbound(RejectCode::InvalidValue, "failure_reason is empty"),
     ),
     (
         "payment.failed--id-not-uuid.json",
         Expect::Inbound(RejectCode::NotCloudEvent, "not a UUID"),
+    ),
+    (
+        "payment.failed--id-without-hyphens.json",
+        Expect::Inbound(RejectCode::NotCloudEvent, "8-4-4-4-12"),
     ),
     (
         "payment.failed--installment-number-zero.json",
@@ -294,9 +313,17 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
         "payment.failed--negative-overdue-minor.json",
         Expect::Inbound(RejectCode::Schema, "negative"),
     ),
-    // The schema refuses the space by its pattern; the parser does not check the shape
-    // of a zone name, only that the zone exists (proto/README.md), so this one is an
-    // unknown zone to it.
+    (
+        "payment.failed--timezone-legacy-name.json",
+        Expect::Inbound(RejectCode::InvalidValue, "time zone"),
+    ),
+    (
+        "payment.failed--timezone-null.json",
+        Expect::Inbound(RejectCode::Schema, "customer.timezone is null"),
+    ),
+    // The schema refuses the space by its pattern. The parser checks a zone name's shape
+    // and that the zone exists together, as `invalid_value` (proto/README.md), so a legacy
+    // name of the tz database and a name that is no zone at all get the same code.
     (
         "payment.failed--timezone-with-space.json",
         Expect::Inbound(RejectCode::InvalidValue, "time zone"),
@@ -310,6 +337,30 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
         Expect::Inbound(RejectCode::Schema, "missing field `currency`"),
     ),
     (
+        "payment.received--empty-payment-id.json",
+        Expect::Inbound(RejectCode::InvalidValue, "payment_id is empty"),
+    ),
+    (
+        "payment.received--id-as-urn.json",
+        Expect::Inbound(RejectCode::NotCloudEvent, "8-4-4-4-12"),
+    ),
+    (
+        "payment.received--next-due-date-basic-format.json",
+        Expect::Inbound(RejectCode::Schema, "next_due_date is not a date"),
+    ),
+    (
+        "payment.received--next-due-date-null.json",
+        Expect::Inbound(RejectCode::Schema, "next_due_date is null"),
+    ),
+    (
+        "payment.received--overdue-amount-after-null.json",
+        Expect::Inbound(RejectCode::Schema, "overdue_amount_after is null"),
+    ),
+    (
+        "payment.received--received-at-without-seconds.json",
+        Expect::Inbound(RejectCode::Schema, "received_at is not an RFC 3339"),
+    ),
+    (
         "payment.received--subject-too-long.json",
         Expect::Inbound(RejectCode::InvalidValue, "subject"),
     ),
@@ -317,15 +368,31 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
         "payment.received--wrong-datacontenttype.json",
         Expect::Inbound(RejectCode::NotCloudEvent, "datacontenttype"),
     ),
-    // `parse_event` reads `data` as part of the envelope, so a message without it is
-    // refused before its type's schema is consulted.
+    (
+        "promise.broken--data-as-array.json",
+        Expect::Inbound(RejectCode::Schema, "data is not a JSON object"),
+    ),
+    // CloudEvents makes `data` optional, so the envelope is fine: it is the type's schema
+    // that requires it.
     (
         "promise.broken--data-missing.json",
-        Expect::Inbound(RejectCode::NotCloudEvent, "missing field `data`"),
+        Expect::Inbound(RejectCode::Schema, "data is missing"),
     ),
     (
         "promise.broken--empty-promise-id.json",
         Expect::Inbound(RejectCode::InvalidValue, "promise_id is empty"),
+    ),
+    (
+        "promise.broken--empty-reason.json",
+        Expect::Inbound(RejectCode::InvalidValue, "reason is empty"),
+    ),
+    (
+        "promise.broken--time-with-zone-suffix.json",
+        Expect::Inbound(RejectCode::NotCloudEvent, "time is not an RFC 3339"),
+    ),
+    (
+        "promise.made--amount-as-array.json",
+        Expect::Inbound(RejectCode::Schema, "amount is not a JSON object"),
     ),
     (
         "promise.made--amount-as-string.json",
@@ -334,6 +401,22 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     (
         "promise.made--amount-zero.json",
         Expect::Inbound(RejectCode::InvalidValue, "amount must be positive"),
+    ),
+    (
+        "promise.made--empty-captured-by.json",
+        Expect::Inbound(RejectCode::InvalidValue, "captured_by is empty"),
+    ),
+    (
+        "promise.made--empty-channel.json",
+        Expect::Inbound(RejectCode::InvalidValue, "channel is empty"),
+    ),
+    (
+        "promise.made--id-in-braces.json",
+        Expect::Inbound(RejectCode::NotCloudEvent, "8-4-4-4-12"),
+    ),
+    (
+        "promise.made--promised-at-offset-without-colon.json",
+        Expect::Inbound(RejectCode::Schema, "promised_at is not an RFC 3339"),
     ),
     (
         "promise.made--promised-at-without-offset.json",
@@ -476,6 +559,559 @@ fn invalid_examples_are_rejected_by_their_schema_and_the_parser_for_the_named_re
         all.len(),
         failures.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Inbound events: parse_event enforces what the schemas say
+// ---------------------------------------------------------------------------------------
+
+/// A valid inbound example by file name, as JSON.
+fn valid_example(file: &str) -> Value {
+    examples("valid")
+        .into_iter()
+        .find(|e| e.file == format!("valid/{file}"))
+        .unwrap_or_else(|| panic!("valid/{file} is missing"))
+        .json
+}
+
+/// A name, the valid example it edits, the edits (`None` removes the member) and the
+/// verdict expected from the schema and `parse_event`.
+type InboundCase<'a> = (&'a str, &'a str, Vec<(&'a str, Option<Value>)>, Verdict);
+
+#[test]
+fn schema_and_parse_event_agree_on_edge_cases() {
+    use Verdict::{Invalid, OnlyCodeRejects, RustStricter, Valid};
+    const PF: &str = "payment.failed--first-installment-default.json";
+    const PM: &str = "promise.made--tomorrow-afternoon-by-mobile.json";
+    const PB: &str = "promise.broken--no-payment.json";
+    const PR: &str = "payment.received--cure-with-next-due-date.json";
+    let schemas = schema_files();
+    let uuid = "7f3e2a10-5b6c-4d8e-9a1f-0b2c3d4e5f60";
+    let both = |id: &str| {
+        vec![
+            ("/subject", Some(json!(id))),
+            ("/data/account_id", Some(json!(id))),
+        ]
+    };
+    let (max_ascii, long_ascii) = ("a".repeat(128), "a".repeat(129));
+    // 128 characters, 384 bytes: the schema counts characters.
+    let (max_wide, long_wide) = ("账".repeat(128), "账".repeat(129));
+    let long_zone = format!("A/{}", "b".repeat(63));
+    let usd = json!({ "minor": 125_000, "currency": "USD" });
+    let mut cases: Vec<InboundCase> = vec![
+        ("unchanged", PM, vec![], Valid),
+        // Envelope: id
+        (
+            "id upper case",
+            PM,
+            vec![("/id", Some(json!(uuid.to_uppercase())))],
+            Valid,
+        ),
+        (
+            "id in simple form",
+            PM,
+            vec![("/id", Some(json!(uuid.replace('-', ""))))],
+            Invalid,
+        ),
+        (
+            "id braced",
+            PM,
+            vec![("/id", Some(json!(format!("{{{uuid}}}"))))],
+            Invalid,
+        ),
+        (
+            "id as URN",
+            PM,
+            vec![("/id", Some(json!(format!("urn:uuid:{uuid}"))))],
+            Invalid,
+        ),
+        (
+            "id with a trailing space",
+            PM,
+            vec![("/id", Some(json!(format!("{uuid} "))))],
+            Invalid,
+        ),
+        // Envelope: time
+        (
+            "time lower-case t and z",
+            PM,
+            vec![("/time", Some(json!("2026-11-03t02:12:30z")))],
+            Valid,
+        ),
+        (
+            "time with nanoseconds",
+            PM,
+            vec![("/time", Some(json!("2026-11-03T02:12:30.123456789Z")))],
+            Valid,
+        ),
+        (
+            "time offset -00:00",
+            PM,
+            vec![("/time", Some(json!("2026-11-03T02:12:30-00:00")))],
+            Valid,
+        ),
+        // The pattern allows any number of fraction digits; jiff keeps nanoseconds.
+        (
+            "time with ten fraction digits",
+            PM,
+            vec![("/time", Some(json!("2026-11-03T02:12:30.1234567891Z")))],
+            RustStricter,
+        ),
+        (
+            "time with a space",
+            PM,
+            vec![("/time", Some(json!("2026-11-03 10:12:30+08:00")))],
+            Invalid,
+        ),
+        (
+            "time +0800",
+            PM,
+            vec![("/time", Some(json!("2026-11-03T10:12:30+0800")))],
+            Invalid,
+        ),
+        (
+            "time without seconds",
+            PM,
+            vec![("/time", Some(json!("2026-11-03T10:12+08:00")))],
+            Invalid,
+        ),
+        (
+            "time with a bracketed zone",
+            PM,
+            vec![(
+                "/time",
+                Some(json!("2026-11-03T10:12:30+08:00[Asia/Shanghai]")),
+            )],
+            Invalid,
+        ),
+        (
+            "time in basic format",
+            PM,
+            vec![("/time", Some(json!("20261103T021230Z")))],
+            Invalid,
+        ),
+        (
+            "time without offset",
+            PM,
+            vec![("/time", Some(json!("2026-11-03T10:12:30")))],
+            Invalid,
+        ),
+        (
+            "time impossible",
+            PM,
+            vec![("/time", Some(json!("2026-02-30T10:12:30+08:00")))],
+            Invalid,
+        ),
+        (
+            "time offset +24:00",
+            PM,
+            vec![("/time", Some(json!("2026-11-03T10:12:30+24:00")))],
+            Invalid,
+        ),
+        (
+            "time as a number",
+            PM,
+            vec![("/time", Some(json!(1_794_000_000)))],
+            Invalid,
+        ),
+        (
+            "time in 1999",
+            PM,
+            vec![("/time", Some(json!("1999-11-03T10:12:30+08:00")))],
+            RustStricter,
+        ),
+        // Envelope: subject and the rest
+        ("subject 128 characters", PM, both(&max_ascii), Valid),
+        ("subject 128 wide characters", PM, both(&max_wide), Valid),
+        ("subject 129 characters", PM, both(&long_ascii), Invalid),
+        ("subject 129 wide characters", PM, both(&long_wide), Invalid),
+        ("subject empty", PM, both(""), Invalid),
+        (
+            "subject differs from account_id",
+            PM,
+            vec![("/subject", Some(json!("acc-999999")))],
+            OnlyCodeRejects,
+        ),
+        (
+            "source empty",
+            PM,
+            vec![("/source", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "CloudEvents extension",
+            PM,
+            vec![("/traceparent", Some(json!("00-abc-def-01")))],
+            Valid,
+        ),
+        ("data missing", PB, vec![("/data", None)], Invalid),
+        ("data null", PB, vec![("/data", Some(Value::Null))], Invalid),
+        (
+            "data an array",
+            PB,
+            vec![(
+                "/data",
+                Some(json!(["acc-000123", "ptp-20261103-0001", "no_payment"])),
+            )],
+            Invalid,
+        ),
+        (
+            "unknown data field",
+            PB,
+            vec![("/data/collector_note", Some(json!("call after 6")))],
+            Valid,
+        ),
+        // promise.made
+        (
+            "promised_at with a space",
+            PM,
+            vec![(
+                "/data/promised_at",
+                Some(json!("2026-11-04 15:00:00+08:00")),
+            )],
+            Invalid,
+        ),
+        (
+            "promised_at +0800",
+            PM,
+            vec![("/data/promised_at", Some(json!("2026-11-04T15:00:00+0800")))],
+            Invalid,
+        ),
+        (
+            "promised_at in 1999",
+            PM,
+            vec![(
+                "/data/promised_at",
+                Some(json!("1999-11-04T15:00:00+08:00")),
+            )],
+            RustStricter,
+        ),
+        (
+            "amount as an array",
+            PM,
+            vec![("/data/amount", Some(json!([125_000, "CNY"])))],
+            Invalid,
+        ),
+        (
+            "amount null",
+            PM,
+            vec![("/data/amount", Some(Value::Null))],
+            Invalid,
+        ),
+        // JSON Schema cannot tell 125000.0 from 125000; serde's integers refuse a fraction.
+        (
+            "amount minor written 125000.0",
+            PM,
+            vec![("/data/amount/minor", Some(json!(125_000.0)))],
+            RustStricter,
+        ),
+        (
+            "captured_by empty",
+            PM,
+            vec![("/data/captured_by", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "captured_by null",
+            PM,
+            vec![("/data/captured_by", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "channel empty",
+            PM,
+            vec![("/data/channel", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "promise_id empty",
+            PM,
+            vec![("/data/promise_id", Some(json!("")))],
+            Invalid,
+        ),
+        // promise.broken
+        (
+            "reason empty",
+            PB,
+            vec![("/data/reason", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "reason null",
+            PB,
+            vec![("/data/reason", Some(Value::Null))],
+            Invalid,
+        ),
+        // payment.failed
+        (
+            "timezone absent",
+            PF,
+            vec![("/data/customer/timezone", None)],
+            Valid,
+        ),
+        (
+            "timezone null",
+            PF,
+            vec![("/data/customer/timezone", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "timezone empty",
+            PF,
+            vec![("/data/customer/timezone", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "timezone with a number part",
+            PF,
+            vec![("/data/customer/timezone", Some(json!("Etc/GMT+8")))],
+            Valid,
+        ),
+        (
+            "timezone of three parts",
+            PF,
+            vec![(
+                "/data/customer/timezone",
+                Some(json!("America/Argentina/Buenos_Aires")),
+            )],
+            Valid,
+        ),
+        (
+            "timezone longer than 64",
+            PF,
+            vec![("/data/customer/timezone", Some(json!(long_zone)))],
+            Invalid,
+        ),
+        (
+            "timezone that does not exist",
+            PF,
+            vec![("/data/customer/timezone", Some(json!("Mars/Olympus_Mons")))],
+            OnlyCodeRejects,
+        ),
+        (
+            "customer as an array",
+            PF,
+            vec![("/data/customer", Some(json!(["Asia/Shanghai"])))],
+            Invalid,
+        ),
+        (
+            "installment as an array",
+            PF,
+            vec![(
+                "/data/installment",
+                Some(json!([1, "2026-11-03", { "minor": 125_000, "currency": "CNY" }])),
+            )],
+            Invalid,
+        ),
+        (
+            "due_date with a time",
+            PF,
+            vec![(
+                "/data/installment/due_date",
+                Some(json!("2026-11-03T00:00:00+08:00")),
+            )],
+            Invalid,
+        ),
+        (
+            "due_date in basic format",
+            PF,
+            vec![("/data/installment/due_date", Some(json!("20261103")))],
+            Invalid,
+        ),
+        (
+            "due_date with a signed year",
+            PF,
+            vec![("/data/installment/due_date", Some(json!("+002026-11-03")))],
+            Invalid,
+        ),
+        (
+            "due_date impossible",
+            PF,
+            vec![("/data/installment/due_date", Some(json!("2026-02-30")))],
+            Invalid,
+        ),
+        (
+            "due_date in 1999",
+            PF,
+            vec![("/data/installment/due_date", Some(json!("1999-11-03")))],
+            RustStricter,
+        ),
+        (
+            "installment number written 1.0",
+            PF,
+            vec![("/data/installment/number", Some(json!(1.0)))],
+            RustStricter,
+        ),
+        (
+            "installment number beyond u32",
+            PF,
+            vec![("/data/installment/number", Some(json!(4_294_967_296_u64)))],
+            RustStricter,
+        ),
+        (
+            "installment in another currency than the overdue amount",
+            PF,
+            vec![("/data/installment/amount", Some(usd.clone()))],
+            RustStricter,
+        ),
+        (
+            "failure_reason empty",
+            PF,
+            vec![("/data/failure_reason", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "attempted_at with a bracketed zone",
+            PF,
+            vec![(
+                "/data/attempted_at",
+                Some(json!("2026-11-03T09:15:00+08:00[Asia/Shanghai]")),
+            )],
+            Invalid,
+        ),
+        // payment.received
+        (
+            "overdue_amount_after absent",
+            PR,
+            vec![("/data/overdue_amount_after", None)],
+            Valid,
+        ),
+        (
+            "overdue_amount_after null",
+            PR,
+            vec![("/data/overdue_amount_after", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "overdue_amount_after as an array",
+            PR,
+            vec![("/data/overdue_amount_after", Some(json!([0, "CNY"])))],
+            Invalid,
+        ),
+        (
+            "overdue_amount_after in another currency than the payment",
+            PR,
+            vec![("/data/overdue_amount_after", Some(usd))],
+            RustStricter,
+        ),
+        (
+            "next_due_date absent",
+            PR,
+            vec![("/data/next_due_date", None)],
+            Valid,
+        ),
+        (
+            "next_due_date null",
+            PR,
+            vec![("/data/next_due_date", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "next_due_date in basic format",
+            PR,
+            vec![("/data/next_due_date", Some(json!("20261203")))],
+            Invalid,
+        ),
+        (
+            "next_due_date in 1999",
+            PR,
+            vec![("/data/next_due_date", Some(json!("1999-12-03")))],
+            RustStricter,
+        ),
+        (
+            "payment_id empty",
+            PR,
+            vec![("/data/payment_id", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "received_at without seconds",
+            PR,
+            vec![("/data/received_at", Some(json!("2026-11-04T14:30+08:00")))],
+            Invalid,
+        ),
+    ];
+    // The tz database's legacy names outside the schema's Area/Location pattern.
+    for zone in ["EST5EDT", "GMT+0", "GMT0", "W-SU", "NZ-CHAT"] {
+        cases.push((
+            "legacy tz database name",
+            PF,
+            vec![("/data/customer/timezone", Some(json!(zone)))],
+            Invalid,
+        ));
+    }
+    let mut failures = Vec::new();
+    for (name, base, edits, expected) in &cases {
+        let mut doc = valid_example(base);
+        for (pointer, to) in edits {
+            edit(&mut doc, pointer, to.clone());
+        }
+        let ty = base.split_once("--").map(|(t, _)| t).unwrap_or_default();
+        let v = validator(&schemas, &schema_name_for(ty));
+        let schema_ok = v.is_valid(&doc);
+        let parsed = parse_event(&serde_json::to_vec(&doc).expect("serialise"), None);
+        let agrees = match expected {
+            Valid => schema_ok && parsed.is_ok(),
+            Invalid => !schema_ok && parsed.is_err(),
+            OnlyCodeRejects => {
+                schema_ok
+                    && parsed
+                        .as_ref()
+                        .is_err_and(|e| e.code == RejectCode::InvalidValue)
+            }
+            RustStricter => schema_ok && parsed.is_err(),
+        };
+        if !agrees {
+            failures.push(format!(
+                "{name} ({base}, {edits:?}): expected {expected:?}, but the schema {} and \
+                 parse_event {}",
+                if schema_ok { "accepts" } else { "rejects" },
+                match &parsed {
+                    Ok(_) => "accepts".to_owned(),
+                    Err(e) => format!("rejects: {e}"),
+                }
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn parse_event_reports_what_is_wrong_without_the_value() {
+    let base = valid_example("payment.failed--first-installment-default.json");
+    let reject = |doc: &Value| {
+        parse_event(&serde_json::to_vec(doc).expect("serialise"), None)
+            .expect_err("should be refused")
+    };
+    let secret = "acc-secret-42";
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("/id", json!(format!("urn:{secret}")), "id"),
+        ("/time", json!(format!("{secret} 2026")), "time"),
+        ("/data/attempted_at", json!(secret), "attempted_at"),
+        ("/data/installment/due_date", json!(secret), "due_date"),
+        (
+            "/data/customer/timezone",
+            json!(secret),
+            "customer.timezone",
+        ),
+        (
+            "/data/customer/timezone",
+            json!("Asia/acc_secret_42"),
+            "time zone",
+        ),
+        ("/subject", json!("账".repeat(129)), "subject"),
+    ];
+    for (pointer, value, mention) in cases {
+        let mut doc = base.clone();
+        edit(&mut doc, pointer, Some(value.clone()));
+        let e = reject(&doc);
+        assert!(e.detail.contains(mention), "{pointer}: {e}");
+        let shown = value.as_str().unwrap_or_default();
+        assert!(
+            !e.detail.contains("secret") && !e.detail.contains(shown),
+            "{pointer}: the detail repeats the value: {e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -800,7 +1436,8 @@ enum Verdict {
     /// The schema accepts it; the code-only rule of proto/README.md rejects it.
     OnlyCodeRejects,
     /// A known, accepted difference: the schema accepts it and Rust refuses it. Listed
-    /// so that it stays deliberate; the core never writes such values.
+    /// so that it stays deliberate: the core never writes such values, and proto/README.md
+    /// names each one the inbound parser refuses.
     RustStricter,
 }
 

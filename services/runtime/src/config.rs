@@ -15,6 +15,9 @@ pub struct Config {
     pub database_url: String,
     /// AMQP URL (`AMQP_URL`).
     pub amqp_url: String,
+    /// PEM certificates of a private CA that signs the broker's TLS certificate
+    /// (`AMQP_CA_FILE`), trusted beside the system's roots.
+    pub amqp_ca: Option<String>,
     /// The policy in force (`POLICY_FILE`, else the built-in default).
     pub policy: Policy,
     /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 1:
@@ -130,6 +133,13 @@ impl Config {
                 "AMQP_URL",
                 "amqp://user:password@127.0.0.1:5672/%2f",
             )?),
+            amqp_ca: match std::env::var("AMQP_CA_FILE") {
+                Ok(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read AMQP_CA_FILE ({path})"))?,
+                ),
+                Err(_) => None,
+            },
             policy,
             concurrency,
             batch_max,

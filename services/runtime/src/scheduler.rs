@@ -118,9 +118,13 @@ async fn session(
     let (config, settings, store) = &**ctx;
     // Shutdown must not wait for a broker or database that is slow to answer set-up.
     let setup = async {
-        let conn = collections_bus::connect(&config.amqp_url, "task-scheduler")
-            .await
-            .context("connect to broker")?;
+        let conn = collections_bus::connect_with_ca(
+            &config.amqp_url,
+            "task-scheduler",
+            config.amqp_ca.as_deref(),
+        )
+        .await
+        .context("connect to broker")?;
         collections_bus::declare_topology_on(&conn)
             .await
             .context("declare topology")?;

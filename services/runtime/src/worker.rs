@@ -148,9 +148,13 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
     // Setting up talks to the broker without a deadline of its own: shutdown must not
     // wait for a broker that is slow to answer.
     let setup = async {
-        let conn = collections_bus::connect(&ctx.config.amqp_url, &ctx.binary)
-            .await
-            .context("connect to broker")?;
+        let conn = collections_bus::connect_with_ca(
+            &ctx.config.amqp_url,
+            &ctx.binary,
+            ctx.config.amqp_ca.as_deref(),
+        )
+        .await
+        .context("connect to broker")?;
         collections_bus::declare_topology_on(&conn)
             .await
             .context("declare topology")?;

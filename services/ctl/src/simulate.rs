@@ -1,6 +1,9 @@
 //! `collectionsctl simulate` and `collectionsctl policy check`: offline, pure core.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context};
 use collections_core::{
@@ -82,27 +85,29 @@ pub fn run(
                 "timeline": t.entries,
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&out)?));
         return Ok(());
     }
-    println!("scenario {}", scenario.name);
+    let mut out = String::new();
+    let _ = writeln!(out, "scenario {}", scenario.name);
     if !scenario.description.is_empty() {
         for l in scenario.description.lines() {
-            println!("  {l}");
+            let _ = writeln!(out, "  {l}");
         }
     }
     match timelines.as_slice() {
         [(name, t)] => {
-            println!("policy   {name} ({})\n", t.policy_version);
-            print_table(t);
+            let _ = writeln!(out, "policy   {name} ({})\n", t.policy_version);
+            print_table(&mut out, t);
         }
         [(a_name, a), (b_name, b)] => {
-            println!("A: {a_name} ({})", a.policy_version);
-            println!("B: {b_name} ({})\n", b.policy_version);
-            print_side_by_side(a, b);
+            let _ = writeln!(out, "A: {a_name} ({})", a.policy_version);
+            let _ = writeln!(out, "B: {b_name} ({})\n", b.policy_version);
+            print_side_by_side(&mut out, a, b);
         }
         _ => {}
     }
+    emit(&out);
     Ok(())
 }
 
@@ -111,13 +116,15 @@ fn local(t: Timestamp, zone: &str) -> String {
     t.to_zoned(tz).strftime("%a %m-%d %H:%M %Z").to_string()
 }
 
-fn print_table(t: &Timeline) {
-    println!(
+fn print_table(out: &mut String, t: &Timeline) {
+    let _ = writeln!(
+        out,
         "{:<20} {:<10} {:<10} {:<18} {:<13} {:<8} {:>3} {:<20} why",
         "when (local)", "account", "state", "kind", "channel", "tone", "pri", "due (local)"
     );
     for e in &t.entries {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<20} {:<10} {:<10} {:<18} {:<13} {:<8} {:>3} {:<20} {}",
             local(e.at, &e.timezone),
             short(&e.account_id, 10),
@@ -153,9 +160,9 @@ fn cell(e: &Entry) -> String {
 
 /// Walks both timelines in time order; a line the two runs share shows in both columns,
 /// a line only one run has shows in its column alone, marked with `*`.
-fn print_side_by_side(a: &Timeline, b: &Timeline) {
+fn print_side_by_side(out: &mut String, a: &Timeline, b: &Timeline) {
     let w = 62;
-    println!("  {:<20} {:<w$} {:<w$}", "when (local)", "A", "B");
+    let _ = writeln!(out, "  {:<20} {:<w$} {:<w$}", "when (local)", "A", "B");
     let (mut i, mut j) = (0, 0);
     let (ea, eb) = (&a.entries, &b.entries);
     while i < ea.len() || j < eb.len() {
@@ -163,7 +170,8 @@ fn print_side_by_side(a: &Timeline, b: &Timeline) {
         let y = eb.get(j);
         match (x, y) {
             (Some(x), Some(y)) if x.at == y.at && cell(x) == cell(y) => {
-                println!(
+                let _ = writeln!(
+                    out,
                     "  {:<20} {:<w$} {:<w$}",
                     local(x.at, &x.timezone),
                     cell(x),
@@ -173,7 +181,8 @@ fn print_side_by_side(a: &Timeline, b: &Timeline) {
                 j += 1;
             }
             (Some(x), Some(y)) if x.at <= y.at => {
-                println!(
+                let _ = writeln!(
+                    out,
                     "* {:<20} {:<w$} {:<w$}",
                     local(x.at, &x.timezone),
                     cell(x),
@@ -182,7 +191,8 @@ fn print_side_by_side(a: &Timeline, b: &Timeline) {
                 i += 1;
             }
             (Some(_), Some(y)) | (None, Some(y)) => {
-                println!(
+                let _ = writeln!(
+                    out,
                     "* {:<20} {:<w$} {:<w$}",
                     local(y.at, &y.timezone),
                     "",
@@ -191,7 +201,8 @@ fn print_side_by_side(a: &Timeline, b: &Timeline) {
                 j += 1;
             }
             (Some(x), None) => {
-                println!(
+                let _ = writeln!(
+                    out,
                     "* {:<20} {:<w$} {:<w$}",
                     local(x.at, &x.timezone),
                     cell(x),
@@ -200,6 +211,21 @@ fn print_side_by_side(a: &Timeline, b: &Timeline) {
                 i += 1;
             }
             (None, None) => break,
+        }
+    }
+}
+
+/// Writes the whole output at once; a reader that went away (`simulate … | head`) is not
+/// an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cannot write the timeline: {e}");
         }
     }
 }

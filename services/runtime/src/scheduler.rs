@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::{backoff, config::Config, health::metrics, relay};
 
 /// Claims older than this are presumed dead and returned to `scheduled`.
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(15);
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(collections_store::CLAIM_TIMEOUT_SECS);
 
 /// Scheduler settings from the environment.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use collections_bus::{
     OutMessage, Publisher, DEAD_LETTER_EXCHANGE,
 };
 use collections_core::{parse_event, Event, EventType, ParseError, RejectCode};
-use collections_store::{Outcome, Store};
+use collections_store::{Outcome, Store, StoreError};
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -563,6 +563,7 @@ impl Pipeline {
         token: &CancellationToken,
     ) -> anyhow::Result<Applied> {
         let mut attempt = 0;
+        let mut waited_for_firing = Duration::ZERO;
         loop {
             let started = std::time::Instant::now();
             // Dropping the transaction on timeout rolls it back; the pool tests the
@@ -582,6 +583,26 @@ impl Pipeline {
             let error = match result {
                 Ok(Ok(o)) => return Ok(Applied::Batch(o)),
                 Ok(Err(e)) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
+                Ok(Err(StoreError::TaskFiring(task))) => {
+                    // A scheduler is firing a task this batch would cancel or re-rank: it
+                    // settles within a publish confirm, or its claim goes stale within
+                    // the claim timeout and the next attempt takes the task back.
+                    if waited_for_firing.is_zero() {
+                        tracing::debug!(%task, "a task of this batch is being fired; retrying shortly");
+                    }
+                    metrics().inc(
+                        "collections_batch_retries_total",
+                        &[("reason", "task_firing")],
+                        1,
+                    );
+                    let wait = Duration::from_millis(20);
+                    waited_for_firing += wait;
+                    tokio::select! {
+                        () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while waiting for a task being fired")),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!(
                     "no answer within {:?} (DB_TIMEOUT_SECS)",

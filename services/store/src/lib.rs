@@ -18,6 +18,10 @@ use uuid::Uuid;
 
 pub mod scheduler;
 
+/// A claim older than this is presumed dead (its scheduler died between claim and
+/// confirm): the rescuer, or a worker that needs the task, returns it to `scheduled`.
+pub const CLAIM_TIMEOUT_SECS: u64 = 15;
+
 /// How long a worker owns the outbox rows it just wrote before a relay may publish them.
 pub const OUTBOX_LEASE_SECS: f64 = 10.0;
 
@@ -31,6 +35,11 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The rules would cancel or re-rank a task a scheduler is firing at this moment
+    /// (claimed, not yet confirmed). Nothing was committed: retry the batch shortly, once
+    /// the firing has settled (the task emitted, or its claim returned).
+    #[error("task {0} is being fired; retry once the firing settles")]
+    TaskFiring(Uuid),
 }
 
 impl StoreError {
@@ -155,7 +164,8 @@ impl Store {
     ) -> Result<Batch, StoreError> {
         let mut tx = self.pool.begin().await?;
         let opened = open_batch(&mut tx, events).await?;
-        let (fresh, mut states, mut open) = (opened.fresh, opened.states, opened.open);
+        let (fresh, mut states, mut open, firing) =
+            (opened.fresh, opened.states, opened.open, opened.firing);
 
         let version = policy.version();
         let mut w = Writes::default();
@@ -189,6 +199,12 @@ impl Store {
                     outcomes.push(None);
                 }
             }
+        }
+        // A task being fired is neither cancelled nor re-ranked under the scheduler's
+        // feet: the batch is rolled back (dropping `tx`) and retried once the firing has
+        // settled, so the decision sees the task emitted, or scheduled again.
+        if let Some(id) = w.touched().find(|id| firing.contains(id)) {
+            return Err(StoreError::TaskFiring(id));
         }
         let earliest_due = w.earliest_due();
         let (rows, origins) = w.write(&mut tx, &states, &version, now).await?;
@@ -337,6 +353,14 @@ impl Writes {
         self.journal
             .extend(journal.into_iter().map(|j| (account.to_owned(), cause, j)));
         self.outbox.extend(outbox.into_iter().map(|m| (origin, m)));
+    }
+
+    /// Existing tasks this batch cancels or re-ranks.
+    pub(crate) fn touched(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.cancel
+            .iter()
+            .map(|c| c.0)
+            .chain(self.reprioritise.keys().copied())
     }
 
     /// Earliest `due_at` among the new tasks that stay scheduled.
@@ -531,12 +555,18 @@ pub(crate) struct Opened {
     pub(crate) fresh: HashSet<Uuid>,
     pub(crate) states: HashMap<String, Option<AccountState>>,
     pub(crate) open: HashMap<String, Vec<Task>>,
+    /// Open tasks a scheduler is firing right now (claimed within the claim timeout).
+    pub(crate) firing: HashSet<Uuid>,
 }
 
 /// The read half of the batch transaction (`collections_open_batch`, migration 0003):
 /// records the event ids in the inbox, creates and locks the accounts of the new ones (in
-/// account-id order: no deadlocks between batches) and loads their open tasks. Claimed
-/// tasks (being fired right now) are not open for planning and are dropped here.
+/// account-id order: no deadlocks between batches) and loads their open tasks.
+///
+/// Tasks a scheduler claimed before the accounts were locked are open (a call being fired
+/// still counts as the account's open call) and listed in [`Opened::firing`]. Claims older
+/// than [`CLAIM_TIMEOUT_SECS`] belong to a scheduler presumed dead: they are returned to
+/// `scheduled` here, as the rescuer would, so a worker never waits on a dead scheduler.
 async fn open_batch(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Event],
@@ -551,30 +581,68 @@ async fn open_batch(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
     let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    let result = sqlx::query("SELECT * FROM collections_open_batch($1, $2, $3)")
+    let result = sqlx::query("SELECT * FROM collections_open_batch($1, $2, $3, $4)")
         .bind(&ids)
         .bind(&types)
         .bind(&accounts)
+        .bind(CLAIM_TIMEOUT_SECS as f64)
         .fetch_all(&mut **tx)
         .await?;
     let mut opened = Opened {
         fresh: HashSet::new(),
         states: HashMap::new(),
         open: HashMap::new(),
+        firing: HashSet::new(),
     };
+    let mut stale = Vec::new();
     for r in &result {
         if let Some(id) = r.try_get::<Option<Uuid>, _>("fresh")? {
             opened.fresh.insert(id);
         } else if r.try_get::<Option<Uuid>, _>("task_id")?.is_some() {
-            if r.try_get::<String, _>("status")? != "scheduled" {
-                continue;
-            }
             let t = task_from_row(r)?;
+            match r.try_get::<&str, _>("status")? {
+                "claimed" => {
+                    opened.firing.insert(t.task_id);
+                }
+                "stale" => stale.push(t.task_id),
+                _ => {}
+            }
             opened.open.entry(t.account_id.clone()).or_default().push(t);
         } else {
             let id: String = r.try_get("account_id")?;
             let state = parse_state(&id, r.try_get::<Option<&str>, _>("state")?)?;
             opened.states.insert(id, state);
+        }
+    }
+    if !stale.is_empty() {
+        // Rare: a scheduler died holding these claims. The account locks keep new claims
+        // off them; what the dead scheduler's completion or a rescuer did meanwhile is
+        // read back after the update.
+        sqlx::query(
+            "UPDATE tasks SET status = 'scheduled', claimed_at = NULL
+             WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
+               AND claimed_at < now() - make_interval(secs => $2)",
+        )
+        .bind(&stale)
+        .bind(CLAIM_TIMEOUT_SECS as f64)
+        .execute(&mut **tx)
+        .await?;
+        let still_open: HashSet<Uuid> = sqlx::query_scalar(
+            "SELECT task_id FROM tasks WHERE task_id = ANY($1) AND (status = 'scheduled') IS TRUE",
+        )
+        .bind(&stale)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+        let gone: HashSet<Uuid> = stale
+            .into_iter()
+            .filter(|id| !still_open.contains(id))
+            .collect();
+        if !gone.is_empty() {
+            for tasks in opened.open.values_mut() {
+                tasks.retain(|t| !gone.contains(&t.task_id));
+            }
         }
     }
     Ok(opened)

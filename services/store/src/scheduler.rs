@@ -44,6 +44,12 @@ impl Store {
     /// Claims up to `limit` tasks due at or before `now`, earliest first, in one statement.
     /// Several schedulers may run this at once: `SKIP LOCKED` hands each row to one.
     ///
+    /// Tasks whose account a worker (or a completion) holds locked are passed over until
+    /// it commits: the lightest row lock on the account (`KEY SHARE`) still conflicts
+    /// with their `FOR UPDATE`. So a task a worker read as scheduled cannot be claimed
+    /// before the worker's cancellation or re-rank lands, and one claimed before is seen
+    /// by the worker as being fired (`StoreError::TaskFiring`).
+    ///
     /// `task_id = ANY(ARRAY(SELECT …))` rather than `task_id IN (SELECT …)`: the array is
     /// computed once and the rows are fetched through the primary key. With `IN` the
     /// generic plan hash-joins the ids against a sequential scan of the whole table
@@ -60,11 +66,13 @@ impl Store {
             "WITH claimed AS (
                  UPDATE tasks SET status = 'claimed', claimed_at = now()
                  WHERE task_id = ANY(ARRAY(
-                     SELECT task_id FROM tasks
-                     WHERE status = 'scheduled' AND due_at <= $1
-                     ORDER BY due_at
+                     SELECT t.task_id FROM tasks t
+                     JOIN accounts a ON a.account_id = t.account_id
+                     WHERE t.status = 'scheduled' AND t.due_at <= $1
+                     ORDER BY t.due_at
                      LIMIT $2
-                     FOR UPDATE SKIP LOCKED))
+                     FOR UPDATE OF t SKIP LOCKED
+                     FOR KEY SHARE OF a SKIP LOCKED))
                    AND (status = 'scheduled') IS TRUE
                  RETURNING *)
              SELECT c.task_id, c.account_id, c.kind, c.channel, c.due_at, c.priority, c.tone,

@@ -1,0 +1,63 @@
+-- Tasks being fired and the workers (see ARCHITECTURE.md, "Tasks being fired").
+--
+-- A scheduler's claim skips tasks whose account a worker has locked, so a task a worker
+-- read as scheduled stays scheduled until the worker commits. A worker sees the tasks
+-- claimed before it locked the account with their status: 'claimed' (a scheduler is firing
+-- it right now: the worker must not cancel or re-rank it and retries the batch shortly) or
+-- 'stale' (claimed longer ago than the claim timeout: its scheduler is presumed dead and
+-- the worker returns it to 'scheduled' itself, as the rescuer would).
+--
+-- Same rows as 0003's version (kept for binaries of the previous release during a rolling
+-- upgrade); the open tasks' status is one of scheduled, claimed, stale.
+
+CREATE OR REPLACE FUNCTION collections_open_batch(
+    event_ids uuid[], event_types text[], event_accounts text[], stale_claim_secs float8)
+RETURNS TABLE (
+    fresh uuid, account_id text, state text, task_id uuid, kind text, channel text,
+    due_at timestamptz, priority smallint, tone text, reason text, promise_id text,
+    cause_event_id uuid, attempt integer, policy_version text, status text)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    fresh_ids uuid[];
+    locked text[];
+BEGIN
+    -- The caller passes ids sorted, so two batches sharing ids lock them in one order.
+    WITH ins AS (
+        INSERT INTO inbox (event_id, event_type, account_id)
+        SELECT * FROM unnest(event_ids, event_types, event_accounts)
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING inbox.event_id, inbox.account_id)
+    SELECT coalesce(array_agg(ins.event_id), '{}'),
+           coalesce(array_agg(DISTINCT ins.account_id), '{}')
+    INTO fresh_ids, locked
+    FROM ins;
+    IF cardinality(fresh_ids) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT f, NULL::text, NULL::text, NULL::uuid, NULL::text, NULL::text,
+        NULL::timestamptz, NULL::smallint, NULL::text, NULL::text, NULL::text, NULL::uuid,
+        NULL::integer, NULL::text, NULL::text
+    FROM unnest(fresh_ids) f;
+    -- A row created here is ours until commit; one another transaction is creating makes
+    -- this wait for it and then skip it (it is locked just below).
+    INSERT INTO accounts (account_id)
+    SELECT a FROM unnest(locked) a ORDER BY a
+    ON CONFLICT (account_id) DO NOTHING;
+    RETURN QUERY SELECT NULL::uuid, a.account_id, a.state::text, NULL::uuid, NULL::text,
+        NULL::text, NULL::timestamptz, NULL::smallint, NULL::text, NULL::text, NULL::text,
+        NULL::uuid, NULL::integer, NULL::text, NULL::text
+    FROM accounts a WHERE a.account_id = ANY(locked)
+    ORDER BY a.account_id FOR UPDATE;
+    -- The predicate is `tasks_open_by_account`'s own, so that index serves it.
+    RETURN QUERY SELECT NULL::uuid, t.account_id, NULL::text, t.task_id, t.kind, t.channel,
+        t.due_at, t.priority, t.tone, t.reason, t.promise_id, t.cause_event_id, t.attempt,
+        t.policy_version,
+        CASE WHEN t.status = 'claimed'
+                  AND t.claimed_at < now() - make_interval(secs => stale_claim_secs)
+             THEN 'stale' ELSE t.status END
+    FROM tasks t
+    WHERE t.account_id = ANY(locked) AND t.status IN ('scheduled', 'claimed')
+    ORDER BY t.created_at, t.task_id;
+END
+$$;

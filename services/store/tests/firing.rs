@@ -1,0 +1,248 @@
+//! A task the scheduler is firing and a worker that would cancel it, on a real Postgres
+//! (its own database per test). The end-to-end race is in `tests/e2e/faults.rs`
+//! (`a_task_cancelled_as_it_comes_due_is_never_also_fired`); these pin each rule down.
+
+use collections_core::{parse_event, Event, Policy};
+use collections_store::{Outcome, Store, StoreError};
+use jiff::Timestamp;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, migrated database of this test's own (see [`drop_store`]).
+async fn store(test: &str) -> Store {
+    let name = format!("store_test_{test}");
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    let url = admin_url();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    let store = Store::connect(&format!("{base}/{name}"), 4)
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// Drops the test's database; one a failed test left is dropped by the next run's
+/// [`store`].
+async fn drop_store(store: Store, test: &str) {
+    store.pool().close().await;
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS store_test_{test} WITH (FORCE)"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("drop");
+}
+
+fn event(ty: &str, account: &str, data: serde_json::Value) -> Event {
+    let body = serde_json::json!({
+        "specversion": "1.0",
+        "id": Uuid::new_v4().to_string(),
+        "source": "/tests",
+        "type": ty,
+        "time": Timestamp::now().to_string(),
+        "subject": account,
+        "datacontenttype": "application/json",
+        "data": data,
+    });
+    parse_event(body.to_string().as_bytes(), None).expect("valid event")
+}
+
+fn failed(account: &str) -> Event {
+    event(
+        "payment.failed",
+        account,
+        serde_json::json!({
+            "account_id": account,
+            "customer": {"timezone": "Asia/Shanghai"},
+            "installment": {"number": 2, "due_date": "2026-11-03",
+                            "amount": {"minor": 125_000, "currency": "CNY"}},
+            "overdue_amount": {"minor": 125_000, "currency": "CNY"},
+            "failure_reason": "insufficient_funds",
+            "attempted_at": Timestamp::now().to_string(),
+        }),
+    )
+}
+
+fn paid_in_full(account: &str) -> Event {
+    event(
+        "payment.received",
+        account,
+        serde_json::json!({
+            "account_id": account,
+            "payment_id": format!("pay-{}", Uuid::new_v4()),
+            "amount": {"minor": 125_000, "currency": "CNY"},
+            "received_at": Timestamp::now().to_string(),
+        }),
+    )
+}
+
+/// Plans the account's first call and makes it due now; returns its id.
+async fn due_call(store: &Store, policy: &Policy, account: &str) -> Uuid {
+    let batch = store
+        .apply_batch(&[failed(account)], policy, Timestamp::now())
+        .await
+        .expect("applied");
+    assert!(matches!(batch.outcomes[0], Outcome::Applied(_)));
+    let id: Uuid = sqlx::query_scalar(
+        "UPDATE tasks SET due_at = now() - interval '1 minute'
+         WHERE account_id = $1 AND kind = 'collection_call' RETURNING task_id",
+    )
+    .bind(account)
+    .fetch_one(store.pool())
+    .await
+    .expect("one call");
+    id
+}
+
+async fn status(store: &Store, task: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM tasks WHERE task_id = $1")
+        .bind(task)
+        .fetch_one(store.pool())
+        .await
+        .expect("task")
+}
+
+async fn cancellations_announced(store: &Store, task: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM outbox
+         WHERE routing_key LIKE 'task.cancelled.%' AND body->'data'->>'task_id' = $1",
+    )
+    .bind(task.to_string())
+    .fetch_one(store.pool())
+    .await
+    .expect("count")
+}
+
+#[tokio::test]
+async fn a_payment_waits_for_the_call_being_fired_and_leaves_it_fired() {
+    let store = store("waits_for_firing").await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f1").await;
+    let claimed = store
+        .claim_due_tasks(Timestamp::now(), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+
+    let payment = paid_in_full("acc-f1");
+    let r = store
+        .apply_batch(std::slice::from_ref(&payment), &policy, Timestamp::now())
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::TaskFiring(id)) if id == call),
+        "the payment would cancel the call being fired: {r:?}"
+    );
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = $1")
+        .bind(payment.id)
+        .fetch_one(store.pool())
+        .await
+        .expect("inbox");
+    assert_eq!(inbox, 0, "nothing of the refused attempt was committed");
+    assert_eq!(status(&store, call).await, "claimed");
+
+    // The firing settles (confirmed, marked emitted); the retried payment cures the
+    // account and leaves the fired call alone.
+    let task = claimed[0].task.clone();
+    store
+        .complete_fired(&[(task, Uuid::new_v4())], &policy, Timestamp::now())
+        .await
+        .expect("complete");
+    let batch = store
+        .apply_batch(&[payment], &policy, Timestamp::now())
+        .await
+        .expect("applied after the firing");
+    assert!(matches!(batch.outcomes[0], Outcome::Applied(_)));
+    assert_eq!(status(&store, call).await, "emitted");
+    assert_eq!(cancellations_announced(&store, call).await, 0);
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE account_id = 'acc-f1' AND status = 'scheduled'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("open");
+    assert_eq!(
+        open, 0,
+        "the next attempt the firing planned is cancelled by the cure"
+    );
+    drop_store(store, "waits_for_firing").await;
+}
+
+#[tokio::test]
+async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
+    let store = store("stale_claim").await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f2").await;
+    assert_eq!(
+        store
+            .claim_due_tasks(Timestamp::now(), 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    // Its scheduler died before the confirm, and no rescuer ran since.
+    sqlx::query("UPDATE tasks SET claimed_at = now() - interval '20 seconds' WHERE task_id = $1")
+        .bind(call)
+        .execute(store.pool())
+        .await
+        .expect("age the claim");
+    let batch = store
+        .apply_batch(&[paid_in_full("acc-f2")], &policy, Timestamp::now())
+        .await
+        .expect("a dead scheduler's claim does not hold the payment up");
+    assert!(matches!(batch.outcomes[0], Outcome::Applied(_)));
+    assert_eq!(status(&store, call).await, "cancelled");
+    assert_eq!(cancellations_announced(&store, call).await, 1);
+    let claimed = store
+        .claim_due_tasks(Timestamp::now(), 10)
+        .await
+        .expect("claim");
+    assert!(
+        claimed.is_empty(),
+        "a cancelled task is never claimed again"
+    );
+    drop_store(store, "stale_claim").await;
+}
+
+#[tokio::test]
+async fn a_claim_passes_over_an_account_a_worker_holds() {
+    let store = store("passes_over_locked").await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f3").await;
+    let mut worker = store.pool().begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM accounts WHERE account_id = 'acc-f3' FOR UPDATE")
+        .execute(&mut *worker)
+        .await
+        .expect("lock");
+    let claimed = store
+        .claim_due_tasks(Timestamp::now(), 10)
+        .await
+        .expect("claim");
+    assert!(
+        claimed.is_empty(),
+        "the task of an account a worker holds is not claimed under its feet"
+    );
+    assert_eq!(status(&store, call).await, "scheduled");
+    worker.commit().await.expect("commit");
+    let claimed = store
+        .claim_due_tasks(Timestamp::now(), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "claimed once the worker committed");
+    assert_eq!(claimed[0].task.task_id, call);
+    drop_store(store, "passes_over_locked").await;
+}

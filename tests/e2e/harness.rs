@@ -82,6 +82,20 @@ fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// Runs `rabbitmqctl` and returns its standard output.
+pub fn rabbitmqctl_output(args: &[&str]) -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// One test's private world.
 pub struct TestEnv {
     pub name: String,
@@ -153,19 +167,72 @@ impl TestEnv {
 
     /// Starts one binary with this test's URLs; its logs go to the test's log directory.
     pub async fn spawn(&mut self, bin: &str) {
+        self.spawn_with(bin, &[]).await;
+    }
+
+    /// [`TestEnv::spawn`] with variables of this process only (they win over `extra_env`),
+    /// e.g. a scheduler whose link to the broker goes through a proxy while the workers'
+    /// do not.
+    pub async fn spawn_with(&mut self, bin: &str, overrides: &[(String, String)]) {
         let n = self.children.iter().filter(|(b, _)| b == bin).count();
-        let log = std::fs::File::create(self.log_dir.join(format!("{bin}-{n}.log"))).expect("log");
+        let child = self.start(bin, overrides, &format!("{bin}-{n}"));
+        self.children.push((bin.to_owned(), child));
+    }
+
+    /// Starts one binary and hands the process to the caller (who kills or stops it; it is
+    /// killed when dropped). Logs go to `<log_name>.log` in the test's log directory.
+    pub fn start(&self, bin: &str, overrides: &[(String, String)], log_name: &str) -> Child {
+        let log = std::fs::File::create(self.log_dir.join(format!("{log_name}.log"))).expect("log");
         let mut cmd = Command::new(bin_path(bin));
         cmd.env("DATABASE_URL", &self.database_url)
             .env("AMQP_URL", &self.amqp_url)
             .env("WORKER_CONCURRENCY", "2")
             .env("RUST_LOG", "info")
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
-        let child = cmd.spawn().expect("spawn binary");
-        self.children.push((bin.to_owned(), child));
+        cmd.spawn().expect("spawn binary")
+    }
+
+    /// The broker-side ids (`pid`) of the connections a binary opened in this test's vhost,
+    /// found by the connection name it announces (its binary name). (`list_connections`
+    /// lists every vhost's connections whatever `-p` says: filtered here.)
+    pub fn broker_connections(&self, connection_name: &str) -> Vec<String> {
+        let out = rabbitmqctl_output(&[
+            "list_connections",
+            "--quiet",
+            "--no-table-headers",
+            "pid",
+            "vhost",
+            "client_properties",
+        ]);
+        // client_properties prints as [{"capabilities",[...]},{"connection_name","<name>"},...]
+        let needle = format!("{{\"connection_name\",\"{connection_name}\"}}");
+        out.lines()
+            .filter_map(|l| {
+                let mut cols = l.split('\t');
+                let (pid, vhost, props) = (cols.next()?, cols.next()?, cols.next()?);
+                (vhost == self.name && props.contains(&needle)).then(|| pid.to_owned())
+            })
+            .collect()
+    }
+
+    /// Makes the broker close a connection (`rabbitmqctl close_connection`), as an
+    /// operator or a broker under memory pressure does. False when the broker refused (the
+    /// connection was already gone, say).
+    pub fn close_broker_connection(&self, pid: &str, reason: &str) -> bool {
+        std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, reason])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// The log of a binary started by [`TestEnv::spawn`] (`<bin>-<n>`) or
+    /// [`TestEnv::start`] (`log_name`); empty when there is none.
+    pub fn log(&self, log_name: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{log_name}.log"))).unwrap_or_default()
     }
 
     pub async fn start_workers(&mut self) {

@@ -7,6 +7,7 @@
 
 mod faults;
 mod harness;
+mod invariants;
 mod scheduler;
 mod simulator;
 mod workers;

@@ -10,4 +10,5 @@ mod harness;
 mod invariants;
 mod scheduler;
 mod simulator;
+mod tls;
 mod workers;

@@ -262,8 +262,8 @@ fn replay_properties(p: &BasicProperties) -> BasicProperties {
     out
 }
 
-/// What became of one re-publish.
-enum Published {
+/// What became of one publish.
+pub(crate) enum Published {
     Stored,
     /// basic.return: the routing key reaches no queue.
     Returned(String),
@@ -271,7 +271,8 @@ enum Published {
     Nacked,
 }
 
-async fn republish(
+/// Publishes to `collections.events`, mandatory, and waits for the confirm (bounded).
+pub(crate) async fn republish(
     ch: &Channel,
     rk: &str,
     body: &[u8],

@@ -10,11 +10,10 @@ use clap::{Parser, Subcommand};
 use collections_bus::{
     lapin::{
         options::{
-            BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-            QueueDeclareOptions,
+            BasicConsumeOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
         },
         types::FieldTable,
-        BasicProperties, Channel, Confirmation, Connection,
+        BasicProperties, Channel, Connection,
     },
     EventsExchange, EVENTS_EXCHANGE, TASKS_EXCHANGE,
 };
@@ -228,27 +227,13 @@ async fn publish(ch: &Channel, ty: &str, account: &str, data: Value) -> anyhow::
 }
 
 async fn publish_raw(ch: &Channel, rk: &str, body: &[u8]) -> anyhow::Result<()> {
-    let confirm = ch
-        .basic_publish(
-            EVENTS_EXCHANGE.into(),
-            rk.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/cloudevents+json".into()),
-        )
-        .await?;
-    match tokio::time::timeout(collections_bus::CONFIRM_TIMEOUT, confirm).await?? {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
-            anyhow::bail!("no queue is bound to routing key {rk}")
-        }
-        Confirmation::Nack(None) => anyhow::bail!("the broker refused the {rk} event"),
-        Confirmation::NotRequested => anyhow::bail!("publish channel is not in confirm mode"),
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/cloudevents+json".into());
+    match dlq::republish(ch, rk, body, props).await? {
+        dlq::Published::Stored => Ok(()),
+        dlq::Published::Returned(_) => anyhow::bail!("no queue is bound to routing key {rk}"),
+        dlq::Published::Nacked => anyhow::bail!("the broker refused the {rk} event"),
     }
 }
 

@@ -563,7 +563,7 @@ impl Pipeline {
         token: &CancellationToken,
     ) -> anyhow::Result<Applied> {
         let mut attempt = 0;
-        let mut waited_for_firing = Duration::ZERO;
+        let mut waiting_for_firing = false;
         loop {
             let started = std::time::Instant::now();
             // Dropping the transaction on timeout rolls it back; the pool tests the
@@ -587,8 +587,9 @@ impl Pipeline {
                     // A scheduler is firing a task this batch would cancel or re-rank: it
                     // settles within a publish confirm, or its claim goes stale within
                     // the claim timeout and the next attempt takes the task back.
-                    if waited_for_firing.is_zero() {
+                    if !waiting_for_firing {
                         tracing::debug!(%task, "a task of this batch is being fired; retrying shortly");
+                        waiting_for_firing = true;
                     }
                     metrics().inc(
                         "collections_batch_retries_total",
@@ -596,7 +597,6 @@ impl Pipeline {
                         1,
                     );
                     let wait = Duration::from_millis(20);
-                    waited_for_firing += wait;
                     tokio::select! {
                         () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while waiting for a task being fired")),
                         () = tokio::time::sleep(wait) => {}

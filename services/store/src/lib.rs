@@ -745,8 +745,11 @@ pub(crate) async fn load_open_tasks(
     }
     // The predicate matches `tasks_open_by_account` exactly, so the planner always takes
     // that index; with `status = 'scheduled'` alone it may prefer the scheduler's
-    // `tasks_due` index and scan every scheduled task once history piles up. Claimed rows
-    // (being fired right now) are not open for planning and are dropped here.
+    // `tasks_due` index and scan every scheduled task once history piles up. Rows another
+    // firing has claimed are dropped here: the completion that reads them must not cancel
+    // or re-rank them, and cannot wait for them (their batch may wait for this one). The
+    // scheduled rows it keeps stay scheduled: the caller holds their accounts' locks,
+    // which claims respect.
     let rows = sqlx::query(
         "SELECT task_id, account_id, kind, channel, due_at, priority, tone, reason, promise_id,
                 cause_event_id, attempt, policy_version, status = 'scheduled' AS open

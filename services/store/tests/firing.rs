@@ -3,7 +3,7 @@
 //! (`a_task_cancelled_as_it_comes_due_is_never_also_fired`); these pin each rule down.
 
 use collections_core::{parse_event, Event, Policy};
-use collections_store::{Outcome, Store, StoreError};
+use collections_store::{scheduler::Claimed, Outcome, Store, StoreError};
 use jiff::Timestamp;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -108,6 +108,14 @@ async fn due_call(store: &Store, policy: &Policy, account: &str) -> Uuid {
     id
 }
 
+/// Claims what is due now, as a scheduler does.
+async fn claim(store: &Store) -> Vec<Claimed> {
+    store
+        .claim_due_tasks(Timestamp::now(), 10)
+        .await
+        .expect("claim")
+}
+
 async fn status(store: &Store, task: Uuid) -> String {
     sqlx::query_scalar("SELECT status FROM tasks WHERE task_id = $1")
         .bind(task)
@@ -132,10 +140,7 @@ async fn a_payment_waits_for_the_call_being_fired_and_leaves_it_fired() {
     let store = store("waits_for_firing").await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f1").await;
-    let claimed = store
-        .claim_due_tasks(Timestamp::now(), 10)
-        .await
-        .expect("claim");
+    let claimed = claim(&store).await;
     assert_eq!(claimed.len(), 1);
 
     let payment = paid_in_full("acc-f1");
@@ -186,14 +191,7 @@ async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
     let store = store("stale_claim").await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f2").await;
-    assert_eq!(
-        store
-            .claim_due_tasks(Timestamp::now(), 10)
-            .await
-            .expect("claim")
-            .len(),
-        1
-    );
+    assert_eq!(claim(&store).await.len(), 1);
     // Its scheduler died before the confirm, and no rescuer ran since.
     sqlx::query("UPDATE tasks SET claimed_at = now() - interval '20 seconds' WHERE task_id = $1")
         .bind(call)
@@ -207,10 +205,7 @@ async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
     assert!(matches!(batch.outcomes[0], Outcome::Applied(_)));
     assert_eq!(status(&store, call).await, "cancelled");
     assert_eq!(cancellations_announced(&store, call).await, 1);
-    let claimed = store
-        .claim_due_tasks(Timestamp::now(), 10)
-        .await
-        .expect("claim");
+    let claimed = claim(&store).await;
     assert!(
         claimed.is_empty(),
         "a cancelled task is never claimed again"
@@ -228,20 +223,14 @@ async fn a_claim_passes_over_an_account_a_worker_holds() {
         .execute(&mut *worker)
         .await
         .expect("lock");
-    let claimed = store
-        .claim_due_tasks(Timestamp::now(), 10)
-        .await
-        .expect("claim");
+    let claimed = claim(&store).await;
     assert!(
         claimed.is_empty(),
         "the task of an account a worker holds is not claimed under its feet"
     );
     assert_eq!(status(&store, call).await, "scheduled");
     worker.commit().await.expect("commit");
-    let claimed = store
-        .claim_due_tasks(Timestamp::now(), 10)
-        .await
-        .expect("claim");
+    let claimed = claim(&store).await;
     assert_eq!(claimed.len(), 1, "claimed once the worker committed");
     assert_eq!(claimed[0].task.task_id, call);
     drop_store(store, "passes_over_locked").await;

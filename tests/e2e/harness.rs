@@ -71,15 +71,7 @@ fn amqp_user() -> String {
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs (tests create a vhost per test)");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rabbitmqctl_output(args);
 }
 
 /// Runs `rabbitmqctl` and returns its standard output.
@@ -87,7 +79,7 @@ pub fn rabbitmqctl_output(args: &[&str]) -> String {
     let out = std::process::Command::new("rabbitmqctl")
         .args(args)
         .output()
-        .expect("rabbitmqctl runs");
+        .expect("rabbitmqctl runs (tests create a vhost per test)");
     assert!(
         out.status.success(),
         "rabbitmqctl {args:?}: {}",

@@ -527,7 +527,7 @@ impl Pipeline {
             );
             match outcome {
                 Outcome::Applied(rows) => {
-                    span.in_scope(|| tracing::info!(task_events = rows.len(), "applied"));
+                    span.in_scope(|| tracing::debug!(task_events = rows.len(), "applied"));
                     self.count(event.event_type(), "applied", "");
                     to_publish.extend(rows);
                 }

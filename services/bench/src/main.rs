@@ -868,7 +868,21 @@ async fn ingest(
     latency_rate: Option<f64>,
     history: usize,
 ) -> anyhow::Result<()> {
+    // The private database and vhost go whatever happens, a failed run included.
     let mut env = Env::new().await?;
+    let result = ingest_in(&mut env, n, accounts, latency_secs, latency_rate, history).await;
+    env.teardown().await;
+    result
+}
+
+async fn ingest_in(
+    env: &mut Env,
+    n: usize,
+    accounts: usize,
+    latency_secs: u64,
+    latency_rate: Option<f64>,
+    history: usize,
+) -> anyhow::Result<()> {
     println!(
         "bench ingest: {n} events over {accounts} accounts, {history} historical tasks (db {}, vhost {})",
         env.name, env.name
@@ -914,7 +928,7 @@ async fn ingest(
     let concurrency = 4 * per_worker;
     // Start each phase without a checkpoint pending from the bulk inserts.
     sqlx::query("CHECKPOINT").execute(&env.db).await?;
-    let mut raw_cpu = Cpu::start(&env);
+    let mut raw_cpu = Cpu::start(env);
     let mut raw_pg_at = Vec::new();
     for c in [concurrency, 8] {
         if raw_pg_at.iter().any(|(k, _)| *k == c) {
@@ -924,7 +938,7 @@ async fn ingest(
         println!("raw Postgres: one transaction per event at concurrency {c}: {r:.0} events/s");
         raw_pg_at.push((c, r));
     }
-    let raw_cpu = raw_cpu.delta(&env);
+    let raw_cpu = raw_cpu.delta(env);
     let raw_pg = raw_pg_at.iter().map(|(_, r)| *r).fold(0.0, f64::max);
     let raw_scans = seq_scans(&env.db).await?;
     println!("raw Postgres phase: sequential scans / rows read: {raw_scans}");
@@ -963,7 +977,7 @@ async fn ingest(
 
     // Throughput phase.
     let events = mix(n, accounts, "");
-    let mut cpu = Cpu::start(&env);
+    let mut cpu = Cpu::start(env);
     let publisher = env.amqp.create_channel().await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
@@ -1003,7 +1017,7 @@ async fn ingest(
 
     // Latency phase at half the measured rate, same mix; latency is measured for the
     // events that cause a task event (a partial payment with nothing to re-rank causes none).
-    let throughput_cpu = cpu.delta(&env);
+    let throughput_cpu = cpu.delta(env);
     let stages_after_throughput = scrape_stages(&health).await;
     let half = latency_rate.unwrap_or(rate / 2.0).max(1.0);
     let total = (half * latency_secs as f64) as usize;
@@ -1049,7 +1063,7 @@ async fn ingest(
         });
     }
     let achieved = lat_events.len() as f64 / start.elapsed().as_secs_f64();
-    let latency_cpu = cpu.delta(&env);
+    let latency_cpu = cpu.delta(env);
     while let Some(nacked) = inflight.next().await {
         if nacked {
             nacks += 1;
@@ -1253,7 +1267,6 @@ async fn ingest(
         "| nothing lost or duplicated | {} |",
         if ok { "yes" } else { "NO" }
     );
-    env.teardown().await;
     if !ok {
         bail!("loss or duplication detected");
     }
@@ -1312,6 +1325,19 @@ struct Lateness {
 }
 
 async fn scheduler(l: Lateness, backlog: usize, batch: usize) -> anyhow::Result<()> {
+    // The private database and vhost go whatever happens, a failed run included.
+    let mut env = Env::new().await?;
+    let result = scheduler_in(&mut env, l, backlog, batch).await;
+    env.teardown().await;
+    result
+}
+
+async fn scheduler_in(
+    env: &mut Env,
+    l: Lateness,
+    backlog: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
     let Lateness {
         future,
         rate,
@@ -1321,7 +1347,6 @@ async fn scheduler(l: Lateness, backlog: usize, batch: usize) -> anyhow::Result<
     } = l;
     let batch = batch.to_string();
     let sched_env = [("SCHEDULER_BATCH", batch.as_str())];
-    let mut env = Env::new().await?;
     println!(
         "bench scheduler: {future} future tasks, {rate}/s due soon for {secs} s, backlog {backlog}"
     );
@@ -1412,7 +1437,7 @@ async fn scheduler(l: Lateness, backlog: usize, batch: usize) -> anyhow::Result<
     // A backlog left by an outage was planned over days and vacuumed meanwhile.
     sqlx::query("VACUUM ANALYZE tasks").execute(&env.db).await?;
     sqlx::query("CHECKPOINT").execute(&env.db).await?;
-    let mut cpu = Cpu::start(&env);
+    let mut cpu = Cpu::start(env);
     let t = Instant::now();
     env.spawn("task-scheduler", &sched_env, "scheduling")
         .await?;
@@ -1440,7 +1465,7 @@ async fn scheduler(l: Lateness, backlog: usize, batch: usize) -> anyhow::Result<
     let drain = backlog as f64 / drain_secs;
     // The scheduler is not yet among the children when `Cpu::start` ran; it counts
     // from its own start, which is what we want.
-    let drain_cpu = cpu.delta(&env);
+    let drain_cpu = cpu.delta(env);
     // Split: spawn to first task.due (start-up + first claim), and the rate in each
     // quarter of the backlog (does the claim slow down as the backlog drains?).
     let first = progress
@@ -1521,6 +1546,5 @@ async fn scheduler(l: Lateness, backlog: usize, batch: usize) -> anyhow::Result<
         "| check: emitted rows / fired, duplicate ids | {emitted} / {}, {dup} |",
         planned + backlog
     );
-    env.teardown().await;
     Ok(())
 }

@@ -107,6 +107,7 @@ pub async fn run_scheduler() -> anyhow::Result<()> {
             }
         }
     }
+    crate::worker::close_store(&ctx.2).await;
     tracing::info!("stopped");
     Ok(())
 }

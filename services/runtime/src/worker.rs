@@ -52,8 +52,20 @@ pub async fn run_worker(event_type: EventType, binary: &str) -> anyhow::Result<(
         event_type,
         binary: binary.to_owned(),
     });
-    supervise(ctx, token).await;
+    supervise(ctx.clone(), token).await;
+    close_store(&ctx.store).await;
     Ok(())
+}
+
+/// Closes the pool's connections politely (a Terminate message each, so the server does
+/// not log them as reset by peer), without waiting long for a database that does not answer.
+pub(crate) async fn close_store(store: &Store) {
+    if tokio::time::timeout(Duration::from_secs(2), store.pool().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database did not let the pool close in time; leaving");
+    }
 }
 
 /// Connects to Postgres and migrates, retrying while the database is away.

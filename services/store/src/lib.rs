@@ -738,21 +738,23 @@ async fn select_for_update(
 pub(crate) async fn load_open_tasks(
     tx: &mut Transaction<'_, Postgres>,
     accounts: &[&str],
-) -> Result<HashMap<String, Vec<Task>>, StoreError> {
+) -> Result<(HashMap<String, Vec<Task>>, HashSet<Uuid>), StoreError> {
     let mut out: HashMap<String, Vec<Task>> = HashMap::new();
+    let mut firing = HashSet::new();
     if accounts.is_empty() {
-        return Ok(out);
+        return Ok((out, firing));
     }
     // The predicate matches `tasks_open_by_account` exactly, so the planner always takes
     // that index; with `status = 'scheduled'` alone it may prefer the scheduler's
     // `tasks_due` index and scan every scheduled task once history piles up. Rows another
-    // firing has claimed are dropped here: the completion that reads them must not cancel
-    // or re-rank them, and cannot wait for them (their batch may wait for this one). The
-    // scheduled rows it keeps stay scheduled: the caller holds their accounts' locks,
-    // which claims respect.
+    // firing has claimed are open (a call being fired elsewhere is the account's open
+    // call) and also listed apart: the completion that reads them must not cancel or
+    // re-rank them, and cannot wait for them (their batch may wait for this one). The
+    // scheduled rows stay scheduled: the caller holds their accounts' locks, which claims
+    // respect.
     let rows = sqlx::query(
         "SELECT task_id, account_id, kind, channel, due_at, priority, tone, reason, promise_id,
-                cause_event_id, attempt, policy_version, status = 'scheduled' AS open
+                cause_event_id, attempt, policy_version, status = 'claimed' AS firing
          FROM tasks WHERE account_id = ANY($1) AND status IN ('scheduled', 'claimed')
          ORDER BY created_at, task_id",
     )
@@ -760,13 +762,13 @@ pub(crate) async fn load_open_tasks(
     .fetch_all(&mut **tx)
     .await?;
     for r in &rows {
-        if !r.try_get::<bool, _>("open")? {
-            continue;
-        }
         let t = task_from_row(r)?;
+        if r.try_get::<bool, _>("firing")? {
+            firing.insert(t.task_id);
+        }
         out.entry(t.account_id.clone()).or_default().push(t);
     }
-    Ok(out)
+    Ok((out, firing))
 }
 
 /// Reads a task row.

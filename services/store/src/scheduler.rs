@@ -229,7 +229,7 @@ impl Store {
         .await?
         .into_iter()
         .collect();
-        let mut open = load_open_tasks(&mut tx, &accounts).await?;
+        let (mut open, firing) = load_open_tasks(&mut tx, &accounts).await?;
         let version = policy.version();
         let mut w = Writes::default();
         for (task, due_id) in calls {
@@ -241,7 +241,17 @@ impl Store {
                 continue;
             };
             let tasks = open.entry(task.account_id.clone()).or_default();
-            let d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+            // A call another firing holds counts as the account's open call, so no second
+            // one is planned beside it. Should the rules want to cancel or re-rank a task
+            // being fired, decide without the tasks being fired instead: that firing
+            // settles them, and it cannot be waited for here.
+            let mut d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+            if d.cancel.iter().any(|c| firing.contains(&c.task_id))
+                || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
+            {
+                tasks.retain(|t| !firing.contains(&t.task_id));
+                d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+            }
             w.absorb(
                 tasks,
                 &task.account_id,

@@ -235,3 +235,76 @@ async fn a_claim_passes_over_an_account_a_worker_holds() {
     assert_eq!(claimed[0].task.task_id, call);
     drop_store(store, "passes_over_locked").await;
 }
+
+/// Scheduled collection calls of an account, not counting the ones given.
+async fn scheduled_calls(store: &Store, account: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM tasks
+         WHERE account_id = $1 AND kind = 'collection_call' AND status = 'scheduled'",
+    )
+    .bind(account)
+    .fetch_one(store.pool())
+    .await
+    .expect("count")
+}
+
+#[tokio::test]
+async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
+    let store = store("completion_sees_firing").await;
+    let policy = Policy::default();
+    let first = due_call(&store, &policy, "acc-f4").await;
+    // A second collection call of the same account, also due: two replicas claim one each.
+    let second = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason,
+                            promise_id, cause_event_id, attempt, policy_version)
+         SELECT $2, account_id, kind, channel, due_at, priority, tone, reason, promise_id,
+                cause_event_id, attempt + 1, policy_version
+         FROM tasks WHERE task_id = $1",
+    )
+    .bind(first)
+    .bind(second)
+    .execute(store.pool())
+    .await
+    .expect("second call");
+    let claimed = claim(&store).await;
+    assert_eq!(claimed.len(), 2);
+    let task = |id: Uuid| {
+        claimed
+            .iter()
+            .find(|c| c.task.task_id == id)
+            .map(|c| c.task.clone())
+            .expect("claimed")
+    };
+
+    // This replica fired the first; the other is still firing the second.
+    let rows = store
+        .complete_fired(&[(task(first), Uuid::new_v4())], &policy, Timestamp::now())
+        .await
+        .expect("completed");
+    assert_eq!(status(&store, first).await, "emitted");
+    assert_eq!(
+        status(&store, second).await,
+        "claimed",
+        "left to its firing"
+    );
+    assert_eq!(
+        scheduled_calls(&store, "acc-f4").await,
+        0,
+        "no next attempt while another call is being fired"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| !r.routing_key.starts_with("task.cancelled.")),
+        "nothing announced cancelled"
+    );
+
+    // When the other firing completes, it plans the next attempt: exactly one.
+    store
+        .complete_fired(&[(task(second), Uuid::new_v4())], &policy, Timestamp::now())
+        .await
+        .expect("completed");
+    assert_eq!(status(&store, second).await, "emitted");
+    assert_eq!(scheduled_calls(&store, "acc-f4").await, 1);
+    drop_store(store, "completion_sees_firing").await;
+}

@@ -154,6 +154,37 @@ pub fn on_call_fired(
     p.finish()
 }
 
+/// The rank (1 first) of the account's task due at `at`, by the policy's order (domain.md
+/// rule 2 by default: first-instalment default; promise due today; able to pay part; large
+/// balance; lost contact): the position of the first criterion the account meets, else
+/// one past the list. "Promise due today" is judged for the day the task is due, in the
+/// customer's calendar: a reminder due tomorrow for tomorrow's promise ranks as one, a
+/// call due today for a promise next week does not.
+#[must_use]
+pub fn priority_at(state: &AccountState, policy: &Policy, at: Timestamp) -> u8 {
+    let order = &policy.priority.order;
+    let hit = order.iter().position(|c| match c {
+        PriorityCriterion::FirstInstalmentDefault => state.first_installment_default,
+        PriorityCriterion::PromiseDueToday => promise_due_on(state, at),
+        PriorityCriterion::PartialPayer => state.partial_payer,
+        PriorityCriterion::LargeBalance => {
+            state.overdue_minor >= policy.priority.large_balance_minor
+        }
+        // No upstream event says a debtor is unreachable yet.
+        PriorityCriterion::LostContact => false,
+    });
+    u8::try_from(hit.unwrap_or(order.len()) + 1).unwrap_or(u8::MAX)
+}
+
+fn promise_due_on(state: &AccountState, at: Timestamp) -> bool {
+    let tz = state.zone();
+    let day = at.to_zoned(tz.clone()).date();
+    state
+        .open_promise()
+        .and_then(|p| p.promised_at)
+        .is_some_and(|promised| promised.to_zoned(tz).date() == day)
+}
+
 /// The phone for a call attempt (1-based): a golden-ratio sequence over the mix, so every
 /// run of attempts follows the configured shares closely and tests can predict it.
 #[must_use]
@@ -290,35 +321,8 @@ impl Planner<'_> {
             .tone(self.state.broken_promises, bucket)
     }
 
-    /// Priority by the policy's order (domain.md rule 2 by default: first-instalment
-    /// default; promise due today; able to pay part; large balance; lost contact): the
-    /// position of the first criterion the account meets, else one past the list.
-    /// "Promise due today" is judged for the day the task is due (`at`, in the customer's
-    /// calendar): a reminder due tomorrow for tomorrow's promise ranks as one, a call
-    /// due today for a promise next week does not.
     fn priority(&self, at: Timestamp) -> u8 {
-        let s = &self.state;
-        let order = &self.policy.priority.order;
-        let hit = order.iter().position(|c| match c {
-            PriorityCriterion::FirstInstalmentDefault => s.first_installment_default,
-            PriorityCriterion::PromiseDueToday => self.promise_due_on(at),
-            PriorityCriterion::PartialPayer => s.partial_payer,
-            PriorityCriterion::LargeBalance => {
-                s.overdue_minor >= self.policy.priority.large_balance_minor
-            }
-            // No upstream event says a debtor is unreachable yet.
-            PriorityCriterion::LostContact => false,
-        });
-        u8::try_from(hit.unwrap_or(order.len()) + 1).unwrap_or(u8::MAX)
-    }
-
-    fn promise_due_on(&self, at: Timestamp) -> bool {
-        let tz = self.state.zone();
-        let today = at.to_zoned(tz.clone()).date();
-        self.state
-            .open_promise()
-            .and_then(|p| p.promised_at)
-            .is_some_and(|at| at.to_zoned(tz).date() == today)
+        priority_at(&self.state, self.policy, at)
     }
 
     fn has_open(&self, kind: TaskKind) -> Option<&Task> {

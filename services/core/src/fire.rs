@@ -69,7 +69,7 @@ pub fn fire(
             due_at,
             "moved: came due outside the contact window",
             "outside the contact window at firing time",
-            &summary,
+            (&state, policy),
             now,
         );
     }
@@ -84,7 +84,7 @@ pub fn fire(
                 due_at,
                 &format!("moved at firing time: {why}"),
                 "over a frequency cap at firing time",
-                &summary,
+                (&state, policy),
                 now,
             );
         }
@@ -109,22 +109,37 @@ fn moved(
     due_at: Timestamp,
     suffix: &str,
     journal_why: &str,
-    summary: &crate::state::AccountSummary,
+    (state, policy): (&AccountState, &Policy),
     now: Timestamp,
 ) -> FireOutcome {
     let mut task = old.clone();
     task.due_at = due_at;
     task.reason = format!("{} ({suffix})", task.reason);
+    // The rank follows the day the task is now due ("promise due today" is judged for
+    // that day), as it does when a task is planned.
+    task.priority = crate::decide::priority_at(state, policy, due_at);
     // A new event, even if the new time equals an earlier plan: its id names the move.
     let id = Uuid::new_v5(
         &task.task_id,
         format!("moved-from:{}", old.due_at).as_bytes(),
     );
-    let message = task_message_with_id(id, TaskState::Scheduled, &task, summary, now, None);
+    let message = task_message_with_id(
+        id,
+        TaskState::Scheduled,
+        &task,
+        &state.summary(now),
+        now,
+        None,
+    );
+    let rank = if task.priority == old.priority {
+        String::new()
+    } else {
+        format!(", priority {} -> {}", old.priority, task.priority)
+    };
     let journal = JournalEntry {
         kind: "task_moved",
         detail: format!(
-            "{} {} moved to {due_at}: {journal_why}",
+            "{} {} moved to {due_at}{rank}: {journal_why}",
             task.kind, task.task_id
         ),
         task_id: Some(task.task_id),

@@ -20,7 +20,9 @@ pub mod task;
 pub mod task_event;
 pub mod window;
 
-pub use decide::{channel_for_attempt, decide, on_call_fired, Decision, DomainError, JournalEntry};
+pub use decide::{
+    channel_for_attempt, decide, on_call_fired, priority_at, Decision, DomainError, JournalEntry,
+};
 pub use event::{parse_event, Event, EventBody, EventType, ParseError, RejectCode};
 pub use fire::{fire, FireOutcome};
 pub use money::{Currency, Money};

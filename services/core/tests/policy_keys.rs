@@ -258,6 +258,58 @@ fn contact_window_end_moves_a_late_call() {
 }
 
 #[test]
+fn a_task_moved_at_firing_takes_the_rank_of_its_new_day() {
+    // A reminder for tomorrow's promise that came due late tonight (an outage): it moves
+    // to tomorrow 08:00, the promise's day, and ranks as "promise due today" there.
+    let p = Policy::default();
+    let (mut a, _) = delinquent(p.clone(), "2026-11-03T10:00:00+08:00");
+    a.apply(
+        &promise(
+            2,
+            "2026-11-03T10:10:00+08:00",
+            "ptp-1",
+            "2026-11-04T15:00:00+08:00",
+        ),
+        "2026-11-03T10:10:00+08:00",
+    );
+    let state = a.state().clone();
+    let mut late = a
+        .open
+        .iter()
+        .find(|t| t.kind == TaskKind::PromiseReminder)
+        .expect("a reminder")
+        .clone();
+    late.due_at = ts("2026-11-03T21:30:00+08:00");
+    late.priority = collections_core::priority_at(&state, &p, late.due_at);
+    let morning = ts("2026-11-04T08:00:00+08:00");
+    let promise_day = collections_core::priority_at(&state, &p, morning);
+    assert!(
+        promise_day < late.priority,
+        "the promise's day ranks higher"
+    );
+    match fire(&late, Some(&state), &p, late.due_at) {
+        FireOutcome::Moved {
+            task,
+            message,
+            journal,
+        } => {
+            assert_eq!(task.due_at, morning);
+            assert_eq!(task.priority, promise_day);
+            let body: Value = serde_json::from_slice(&message.body).expect("json");
+            assert_eq!(body["data"]["priority"], json!(promise_day));
+            assert!(
+                journal
+                    .detail
+                    .contains(&format!("priority {} -> {promise_day}", late.priority)),
+                "{}",
+                journal.detail
+            );
+        }
+        other => panic!("expected a move, got {other:?}"),
+    }
+}
+
+#[test]
 fn contact_window_start_moves_an_early_call() {
     let now = "2026-11-03T08:30:00+08:00";
     let (_, d) = delinquent(Policy::default(), now);

@@ -320,6 +320,7 @@ async fn fire_batch(
             } => moves.push(Move {
                 task_id: task.task_id,
                 due_at: task.due_at,
+                priority: task.priority,
                 why: journal.detail,
                 message,
             }),

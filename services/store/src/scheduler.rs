@@ -34,6 +34,8 @@ pub struct Move {
     pub task_id: Uuid,
     /// New due instant.
     pub due_at: Timestamp,
+    /// Its rank on the new day.
+    pub priority: u8,
     /// Journal line.
     pub why: String,
     /// Its re-emitted `task.scheduled`.
@@ -161,13 +163,16 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
         let due: Vec<Ts> = moves.iter().map(|m| Ts(m.due_at)).collect();
+        let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
         sqlx::query(
-            "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due
-             FROM unnest($1::uuid[], $2::timestamptz[]) AS m(id, due)
+            "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due,
+                    priority = m.priority
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[]) AS m(id, due, priority)
              WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE",
         )
         .bind(&ids)
         .bind(&due)
+        .bind(&priority)
         .execute(&mut *tx)
         .await?;
         let journal: Vec<_> = moves

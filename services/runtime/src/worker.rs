@@ -109,6 +109,10 @@ pub async fn connect_store(
     }
 }
 
+/// How long a worker keeps retrying a batch against a failing database before it gives
+/// the deliveries back to the broker and waits for the database without holding any.
+const RELEASE_AFTER_OUTAGE: Duration = Duration::from_secs(5);
+
 /// Tasks due sooner than this wake the scheduler at once; later ones it finds by polling
 /// (its poll interval must not exceed this).
 pub const NOTIFY_HORIZON: Duration = Duration::from_secs(1);
@@ -127,6 +131,9 @@ async fn supervise(ctx: Arc<Ctx>, token: CancellationToken) {
         let started = std::time::Instant::now();
         if sessions > 0 {
             metrics().reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        if sessions > 0 && !wait_for_database(&ctx.store, &token).await {
+            break;
         }
         sessions += 1;
         let result = session(&ctx, &token).await;
@@ -152,6 +159,33 @@ async fn supervise(ctx: Arc<Ctx>, token: CancellationToken) {
         }
     }
     tracing::info!("stopped");
+}
+
+/// Waits until the database answers, so that no session takes deliveries it cannot
+/// apply. Returns false when shut down meanwhile.
+async fn wait_for_database(store: &Store, token: &CancellationToken) -> bool {
+    let mut attempt = 0;
+    loop {
+        let ping = tokio::time::timeout(Duration::from_secs(5), store.ping());
+        let result = tokio::select! {
+            () = token.cancelled() => return false,
+            r = ping => r,
+        };
+        if matches!(result, Ok(Ok(()))) {
+            if attempt > 0 {
+                tracing::info!("database answers again; consuming");
+            }
+            return true;
+        }
+        if attempt == 0 {
+            tracing::warn!("database unavailable; not consuming until it answers");
+        }
+        attempt += 1;
+        tokio::select! {
+            () = token.cancelled() => return false,
+            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
+        }
+    }
 }
 
 /// One connection's life: declare, consume with N pipelines, relay stale outbox rows.
@@ -576,6 +610,7 @@ impl Pipeline {
     ) -> anyhow::Result<Applied> {
         let mut attempt = 0;
         let mut waiting_for_firing = false;
+        let mut failing_since: Option<std::time::Instant> = None;
         loop {
             let started = std::time::Instant::now();
             // Dropping the transaction on timeout rolls it back; the pool tests the
@@ -621,6 +656,17 @@ impl Pipeline {
                     self.ctx.config.db_timeout
                 ),
             };
+            let down_for = failing_since.get_or_insert(started).elapsed();
+            if down_for >= RELEASE_AFTER_OUTAGE {
+                // Held deliveries count one more delivery each time the broker link drops
+                // meanwhile, and the queue's delivery limit would dead-letter valid
+                // messages during a long outage. Give them back (one count) and consume
+                // again once the database answers (see `supervise`).
+                return Err(anyhow::anyhow!(
+                    "database unavailable for {down_for:?}: releasing {} deliveries until it answers ({error})",
+                    events.len()
+                ));
+            }
             attempt += 1;
             let wait = backoff(attempt, Duration::from_secs(5));
             tracing::warn!(error = %error, attempt, ?wait, batch = events.len(), "database failed; retrying batch (not acked)");

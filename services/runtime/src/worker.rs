@@ -627,7 +627,9 @@ impl Pipeline {
                 &[("type", self.ctx.event_type.as_str())],
                 started.elapsed().as_secs_f64(),
             );
-            let error = match result {
+            // `refused`: the database answered with an error (or the link to it failed);
+            // otherwise it did not answer in time.
+            let (error, refused) = match result {
                 Ok(Ok(o)) => return Ok(Applied::Batch(o)),
                 Ok(Err(e)) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
                 Ok(Err(StoreError::TaskFiring(task))) => {
@@ -650,22 +652,33 @@ impl Pipeline {
                     }
                     continue;
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!(
-                    "no answer within {:?} (DB_TIMEOUT_SECS)",
-                    self.ctx.config.db_timeout
+                Ok(Err(e)) => (e.to_string(), true),
+                Err(_) => (
+                    format!(
+                        "no answer within {:?} (DB_TIMEOUT_SECS)",
+                        self.ctx.config.db_timeout
+                    ),
+                    false,
                 ),
             };
-            let down_for = failing_since.get_or_insert(started).elapsed();
-            if down_for >= RELEASE_AFTER_OUTAGE {
-                // Held deliveries count one more delivery each time the broker link drops
-                // meanwhile, and the queue's delivery limit would dead-letter valid
-                // messages during a long outage. Give them back (one count) and consume
-                // again once the database answers (see `supervise`).
-                return Err(anyhow::anyhow!(
-                    "database unavailable for {down_for:?}: releasing {} deliveries until it answers ({error})",
-                    events.len()
-                ));
+            // Only a database that refuses us has its deliveries given back: one that
+            // stops answering keeps them, because ending the session would abandon
+            // statements in flight on the stalled link (the relay's), which can leave a
+            // server-side transaction holding row locks on a pooled connection.
+            if refused {
+                let down_for = failing_since.get_or_insert(started).elapsed();
+                if down_for >= RELEASE_AFTER_OUTAGE {
+                    // Held deliveries count one more delivery each time the broker link
+                    // drops meanwhile, and the queue's delivery limit would dead-letter
+                    // valid messages during a long outage. Give them back (one count) and
+                    // consume again once the database answers (see `supervise`).
+                    return Err(anyhow::anyhow!(
+                        "database unavailable for {down_for:?}: releasing {} deliveries until it answers ({error})",
+                        events.len()
+                    ));
+                }
+            } else {
+                failing_since = None;
             }
             attempt += 1;
             let wait = backoff(attempt, Duration::from_secs(5));

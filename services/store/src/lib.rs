@@ -11,8 +11,9 @@ use collections_core::{
 };
 use jiff::Timestamp;
 use sqlx::{
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool, Postgres, Row, Transaction,
+    Connection, PgConnection, PgPool, Postgres, Row, Transaction,
 };
 use uuid::Uuid;
 
@@ -156,77 +157,24 @@ impl Store {
     ///
     /// # Errors
     /// A database error: nothing was committed; retry the whole batch.
+    ///
+    /// Cancel-safe: a caller that gives up on it (a timeout) leaves no transaction behind.
+    /// The connection of abandoned work is closed, not returned to the pool, because the
+    /// server may still be running a statement of it, `BEGIN` included (sqlx does not roll
+    /// back a `BEGIN` it was cancelled while sending).
     pub async fn apply_batch(
         &self,
         events: &[Event],
         policy: &Policy,
         now: Timestamp,
     ) -> Result<Batch, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let opened = open_batch(&mut tx, events).await?;
-        let (fresh, mut states, mut open, firing) =
-            (opened.fresh, opened.states, opened.open, opened.firing);
-
-        let version = policy.version();
-        let mut w = Writes::default();
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
-        let mut seen = HashSet::new();
-        for (i, e) in events.iter().enumerate() {
-            if !fresh.contains(&e.id) || !seen.insert(e.id) {
-                outcomes.push(Some(Outcome::Duplicate));
-                continue;
-            }
-            let prev = states.get(&e.account_id).cloned().flatten();
-            let tasks = open.entry(e.account_id.clone()).or_default();
-            match decide(prev.as_ref(), tasks, e, policy, now) {
-                Err(rejection) => {
-                    w.rejected.push(e.id);
-                    outcomes.push(Some(Outcome::Rejected(rejection)));
-                }
-                Ok(d) => {
-                    w.absorb(
-                        tasks,
-                        &e.account_id,
-                        e.id,
-                        Some(i),
-                        d.schedule,
-                        d.cancel,
-                        &d.reprioritise,
-                        d.journal,
-                        d.outbox,
-                    );
-                    states.insert(e.account_id.clone(), Some(d.state));
-                    outcomes.push(None);
-                }
-            }
-        }
-        // A task being fired is neither cancelled nor re-ranked under the scheduler's
-        // feet: the batch is rolled back (dropping `tx`) and retried once the firing has
-        // settled, so the decision sees the task emitted, or scheduled again.
-        if let Some(id) = w.touched().find(|id| firing.contains(id)) {
-            return Err(StoreError::TaskFiring(id));
-        }
-        let earliest_due = w.earliest_due();
-        let (rows, origins) = w.write(&mut tx, &states, &version, now).await?;
-        tx.commit().await?;
-
-        let mut per_event: BTreeMap<usize, Vec<OutboxRow>> = BTreeMap::new();
-        for (origin, row) in origins.into_iter().zip(rows) {
-            if let Some(i) = origin {
-                per_event.entry(i).or_default().push(row);
-            }
-        }
-        let outcomes = outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| {
-                o.unwrap_or_else(|| Outcome::Applied(per_event.remove(&i).unwrap_or_default()))
-            })
-            .collect();
-        Ok(Batch {
-            outcomes,
-            earliest_due,
-        })
+        let mut conn = AbandonGuard(Some(self.pool.acquire().await?));
+        let result = match conn.0.as_mut() {
+            Some(c) => apply_batch_on(c, events, policy, now).await,
+            None => unreachable!("the guard holds its connection until released"),
+        };
+        conn.release();
+        result
     }
 
     /// Marks outbox rows published (after the broker confirmed them).
@@ -282,6 +230,98 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+/// The batch transaction of [`Store::apply_batch`] on one connection.
+async fn apply_batch_on(
+    conn: &mut PgConnection,
+    events: &[Event],
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Batch, StoreError> {
+    let mut tx = conn.begin().await?;
+    let opened = open_batch(&mut tx, events).await?;
+    let (fresh, mut states, mut open, firing) =
+        (opened.fresh, opened.states, opened.open, opened.firing);
+
+    let version = policy.version();
+    let mut w = Writes::default();
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
+    let mut seen = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        if !fresh.contains(&e.id) || !seen.insert(e.id) {
+            outcomes.push(Some(Outcome::Duplicate));
+            continue;
+        }
+        let prev = states.get(&e.account_id).cloned().flatten();
+        let tasks = open.entry(e.account_id.clone()).or_default();
+        match decide(prev.as_ref(), tasks, e, policy, now) {
+            Err(rejection) => {
+                w.rejected.push(e.id);
+                outcomes.push(Some(Outcome::Rejected(rejection)));
+            }
+            Ok(d) => {
+                w.absorb(
+                    tasks,
+                    &e.account_id,
+                    e.id,
+                    Some(i),
+                    d.schedule,
+                    d.cancel,
+                    &d.reprioritise,
+                    d.journal,
+                    d.outbox,
+                );
+                states.insert(e.account_id.clone(), Some(d.state));
+                outcomes.push(None);
+            }
+        }
+    }
+    // A task being fired is neither cancelled nor re-ranked under the scheduler's
+    // feet: the batch is rolled back (dropping `tx`) and retried once the firing has
+    // settled, so the decision sees the task emitted, or scheduled again.
+    if let Some(id) = w.touched().find(|id| firing.contains(id)) {
+        return Err(StoreError::TaskFiring(id));
+    }
+    let earliest_due = w.earliest_due();
+    let (rows, origins) = w.write(&mut tx, &states, &version, now).await?;
+    tx.commit().await?;
+
+    let mut per_event: BTreeMap<usize, Vec<OutboxRow>> = BTreeMap::new();
+    for (origin, row) in origins.into_iter().zip(rows) {
+        if let Some(i) = origin {
+            per_event.entry(i).or_default().push(row);
+        }
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            o.unwrap_or_else(|| Outcome::Applied(per_event.remove(&i).unwrap_or_default()))
+        })
+        .collect();
+    Ok(Batch {
+        outcomes,
+        earliest_due,
+    })
+}
+
+/// A pooled connection that goes back to the pool only when released: dropped while still
+/// held (its work abandoned mid-statement), it is closed instead.
+struct AbandonGuard(Option<PoolConnection<Postgres>>);
+
+impl AbandonGuard {
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
     }
 }
 

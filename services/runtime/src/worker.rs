@@ -613,8 +613,8 @@ impl Pipeline {
         let mut failing_since: Option<std::time::Instant> = None;
         loop {
             let started = std::time::Instant::now();
-            // Dropping the transaction on timeout rolls it back; the pool tests the
-            // connection before handing it out again.
+            // Abandoned on timeout, the batch's connection is closed rather than reused
+            // (`Store::apply_batch`), so nothing it began outlives it.
             let result = tokio::time::timeout(
                 self.ctx.config.db_timeout,
                 self.ctx

@@ -202,9 +202,12 @@ impl Env {
         env: &[(&str, &str)],
         ready_line: &str,
     ) -> anyhow::Result<Duration> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/release")
-            .join(bin);
+        // BENCH_BIN_DIR compares another build of the binaries (A/B runs).
+        let dir = std::env::var_os("BENCH_BIN_DIR").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release"),
+            PathBuf::from,
+        );
+        let path = dir.join(bin);
         if !path.exists() {
             bail!(
                 "{} is missing: run `cargo build --release --bins` first",

@@ -88,6 +88,22 @@ pub fn decide(
     policy: &Policy,
     now: Timestamp,
 ) -> Result<Decision, DomainError> {
+    decide_versioned(prev, open, event, policy, &policy.version(), now)
+}
+
+/// [`decide`] with the policy's [`Policy::version`] computed by the caller, which hashes
+/// the whole policy: a shell deciding a batch of events computes it once per batch.
+///
+/// # Errors
+/// As [`decide`].
+pub fn decide_versioned(
+    prev: Option<&AccountState>,
+    open: &[Task],
+    event: &Event,
+    policy: &Policy,
+    version: &str,
+    now: Timestamp,
+) -> Result<Decision, DomainError> {
     let state = prev.cloned().unwrap_or_else(|| {
         let tz = match &event.body {
             EventBody::PaymentFailed(d) => d.customer.timezone.clone(),
@@ -103,7 +119,7 @@ pub fn decide(
         policy,
         now,
         event_time: event.time.min(now),
-        version: policy.version(),
+        version: version.to_owned(),
         state,
         open: open.to_vec(),
         schedule: Vec::new(),
@@ -138,12 +154,35 @@ pub fn on_call_fired(
     policy: &Policy,
     now: Timestamp,
 ) -> Decision {
+    on_call_fired_versioned(
+        state,
+        open,
+        fired,
+        due_event_id,
+        policy,
+        &policy.version(),
+        now,
+    )
+}
+
+/// [`on_call_fired`] with the policy's [`Policy::version`] computed by the caller (once
+/// per firing batch rather than once per call).
+#[must_use]
+pub fn on_call_fired_versioned(
+    state: &AccountState,
+    open: &[Task],
+    fired: &Task,
+    due_event_id: Uuid,
+    policy: &Policy,
+    version: &str,
+    now: Timestamp,
+) -> Decision {
     let mut p = Planner {
         cause: due_event_id,
         policy,
         now,
         event_time: now,
-        version: policy.version(),
+        version: version.to_owned(),
         state: state.clone(),
         open: open.to_vec(),
         schedule: Vec::new(),

@@ -3,7 +3,7 @@
 //! Every instant is fixed: no test reads the clock.
 
 use collections_core::{
-    decide,
+    decide, decide_versioned,
     outbound::TASKS_EXCHANGE,
     parse_event,
     state::{PromiseStatus, Status},
@@ -1558,6 +1558,25 @@ fn a_different_event_id_gives_different_task_ids() {
     let d2 = decide(None, &[], &e2, &policy, ts(now)).expect("decide");
     assert_ne!(d1.schedule[0].task_id, d2.schedule[0].task_id);
     assert_ne!(d1.outbox[0].event_id, d2.outbox[0].event_id);
+}
+
+#[test]
+fn a_version_computed_once_per_batch_decides_as_the_policy_itself() {
+    let now = "2026-11-03T10:00:00+08:00";
+    let policy = Policy::default();
+    let e = payment_failed(1, now, SHANGHAI, 1, "2026-11-03", 125_000);
+    let d1 = decide(None, &[], &e, &policy, ts(now)).expect("decide");
+    let d2 = decide_versioned(None, &[], &e, &policy, &policy.version(), ts(now))
+        .expect("decide_versioned");
+    assert_eq!(format!("{d1:?}"), format!("{d2:?}"));
+    assert!(!d1.schedule.is_empty());
+    assert!(d1
+        .schedule
+        .iter()
+        .all(|t| t.policy_version == policy.version()));
+    // The version given is the one recorded: a shell passes the policy's own.
+    let d3 = decide_versioned(None, &[], &e, &policy, "p-test", ts(now)).expect("decide");
+    assert!(d3.schedule.iter().all(|t| t.policy_version == "p-test"));
 }
 
 // ---------------------------------------------------------------------------------------

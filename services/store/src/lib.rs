@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use collections_core::{
-    decide, outbound::OutboundMessage, AccountState, DomainError, Event, Policy, Task,
+    decide_versioned, outbound::OutboundMessage, AccountState, DomainError, Event, Policy, Task,
 };
 use jiff::Timestamp;
 use sqlx::{
@@ -256,7 +256,7 @@ async fn apply_batch_on(
         }
         let prev = states.get(&e.account_id).cloned().flatten();
         let tasks = open.entry(e.account_id.clone()).or_default();
-        match decide(prev.as_ref(), tasks, e, policy, now) {
+        match decide_versioned(prev.as_ref(), tasks, e, policy, &version, now) {
             Err(rejection) => {
                 w.rejected.push(e.id);
                 outcomes.push(Some(Outcome::Rejected(rejection)));

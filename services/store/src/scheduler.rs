@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use collections_core::{
-    on_call_fired, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
+    on_call_fired_versioned, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
 };
 use jiff::Timestamp;
 use sqlx::Row;
@@ -250,12 +250,13 @@ impl Store {
             // one is planned beside it. Should the rules want to cancel or re-rank a task
             // being fired, decide without the tasks being fired instead: that firing
             // settles them, and it cannot be waited for here.
-            let mut d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+            let mut d =
+                on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
             if d.cancel.iter().any(|c| firing.contains(&c.task_id))
                 || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
             {
                 tasks.retain(|t| !firing.contains(&t.task_id));
-                d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+                d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
             }
             w.absorb(
                 tasks,

@@ -168,11 +168,8 @@ impl Store {
         policy: &Policy,
         now: Timestamp,
     ) -> Result<Batch, StoreError> {
-        let mut conn = AbandonGuard(Some(self.pool.acquire().await?));
-        let result = match conn.0.as_mut() {
-            Some(c) => apply_batch_on(c, events, policy, now).await,
-            None => unreachable!("the guard holds its connection until released"),
-        };
+        let mut conn = AbandonGuard::acquire(&self.pool).await?;
+        let result = apply_batch_on(conn.conn(), events, policy, now).await;
         conn.release();
         result
     }
@@ -308,11 +305,23 @@ async fn apply_batch_on(
 }
 
 /// A pooled connection that goes back to the pool only when released: dropped while still
-/// held (its work abandoned mid-statement), it is closed instead.
-struct AbandonGuard(Option<PoolConnection<Postgres>>);
+/// held (its work abandoned mid-statement), it is closed instead. Every multi-statement
+/// transaction of the store runs on one, so no `BEGIN` outlives the work that sent it.
+pub(crate) struct AbandonGuard(Option<PoolConnection<Postgres>>);
 
 impl AbandonGuard {
-    fn release(mut self) {
+    pub(crate) async fn acquire(pool: &PgPool) -> Result<Self, StoreError> {
+        Ok(Self(Some(pool.acquire().await?)))
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        match self.0.as_deref_mut() {
+            Some(c) => c,
+            None => unreachable!("the guard holds its connection until released"),
+        }
+    }
+
+    pub(crate) fn release(mut self) {
         drop(self.0.take());
     }
 }

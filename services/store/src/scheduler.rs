@@ -7,12 +7,12 @@ use collections_core::{
     on_call_fired_versioned, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
 };
 use jiff::Timestamp;
-use sqlx::Row;
+use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::{
     insert_journal, insert_outbox, jiff_sqlx_ts::Ts, load_open_tasks, lock_accounts, task_from_row,
-    OutboxRow, Store, StoreError, Writes,
+    AbandonGuard, OutboxRow, Store, StoreError, Writes,
 };
 
 /// NOTIFY channel that wakes the scheduler when a task is planned due soon.
@@ -160,39 +160,10 @@ impl Store {
         if moves.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
-        let due: Vec<Ts> = moves.iter().map(|m| Ts(m.due_at)).collect();
-        let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
-        sqlx::query(
-            "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due,
-                    priority = m.priority
-             FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[]) AS m(id, due, priority)
-             WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE",
-        )
-        .bind(&ids)
-        .bind(&due)
-        .bind(&priority)
-        .execute(&mut *tx)
-        .await?;
-        let journal: Vec<_> = moves
-            .iter()
-            .map(|m| {
-                (
-                    m.message.account_id.clone(),
-                    m.message.event_id,
-                    collections_core::JournalEntry {
-                        kind: "task_moved",
-                        detail: m.why.clone(),
-                        task_id: Some(m.task_id),
-                    },
-                )
-            })
-            .collect();
-        insert_journal(&mut tx, &journal, version, now).await?;
-        let rows = insert_outbox(&mut tx, moves.iter().map(|m| &m.message)).await?;
-        tx.commit().await?;
-        Ok(rows)
+        let mut conn = AbandonGuard::acquire(&self.pool).await?;
+        let result = reschedule_claimed_on(conn.conn(), moves, version, now).await;
+        conn.release();
+        result
     }
 
     /// Marks published tasks emitted and, for each fired collection call, counts the
@@ -211,68 +182,122 @@ impl Store {
         if fired.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let calls: Vec<&(Task, Uuid)> = fired
-            .iter()
-            // Every call to the debtor counts towards the caps; collection calls also
-            // plan the next attempt (collections_core::on_call_fired).
-            .filter(|(t, _)| t.channel.is_phone() || t.kind == TaskKind::CollectionCall)
-            .collect();
-        let mut accounts: Vec<&str> = calls.iter().map(|(t, _)| t.account_id.as_str()).collect();
-        accounts.sort_unstable();
-        accounts.dedup();
-        // Accounts first, then task rows: the same lock order as the workers.
-        let mut states = lock_accounts(&mut tx, &accounts).await?;
-        let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
-        let emitted: HashSet<Uuid> = sqlx::query_scalar(
-            "UPDATE tasks SET status = 'emitted', emitted_at = now()
+        let mut conn = AbandonGuard::acquire(&self.pool).await?;
+        let result = complete_fired_on(conn.conn(), fired, policy, now).await;
+        conn.release();
+        result
+    }
+}
+
+/// [`Store::reschedule_claimed`] on one connection.
+async fn reschedule_claimed_on(
+    conn: &mut PgConnection,
+    moves: &[Move],
+    version: &str,
+    now: Timestamp,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut tx = conn.begin().await?;
+    let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
+    let due: Vec<Ts> = moves.iter().map(|m| Ts(m.due_at)).collect();
+    let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
+    sqlx::query(
+        "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due,
+                    priority = m.priority
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[]) AS m(id, due, priority)
+             WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE",
+    )
+    .bind(&ids)
+    .bind(&due)
+    .bind(&priority)
+    .execute(&mut *tx)
+    .await?;
+    let journal: Vec<_> = moves
+        .iter()
+        .map(|m| {
+            (
+                m.message.account_id.clone(),
+                m.message.event_id,
+                collections_core::JournalEntry {
+                    kind: "task_moved",
+                    detail: m.why.clone(),
+                    task_id: Some(m.task_id),
+                },
+            )
+        })
+        .collect();
+    insert_journal(&mut tx, &journal, version, now).await?;
+    let rows = insert_outbox(&mut tx, moves.iter().map(|m| &m.message)).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// [`Store::complete_fired`] on one connection.
+async fn complete_fired_on(
+    conn: &mut PgConnection,
+    fired: &[(Task, Uuid)],
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut tx = conn.begin().await?;
+    let calls: Vec<&(Task, Uuid)> = fired
+        .iter()
+        // Every call to the debtor counts towards the caps; collection calls also
+        // plan the next attempt (collections_core::on_call_fired).
+        .filter(|(t, _)| t.channel.is_phone() || t.kind == TaskKind::CollectionCall)
+        .collect();
+    let mut accounts: Vec<&str> = calls.iter().map(|(t, _)| t.account_id.as_str()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    // Accounts first, then task rows: the same lock order as the workers.
+    let mut states = lock_accounts(&mut tx, &accounts).await?;
+    let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
+    let emitted: HashSet<Uuid> = sqlx::query_scalar(
+        "UPDATE tasks SET status = 'emitted', emitted_at = now()
              WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
              RETURNING task_id",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        let (mut open, firing) = load_open_tasks(&mut tx, &accounts).await?;
-        let version = policy.version();
-        let mut w = Writes::default();
-        for (task, due_id) in calls {
-            // A claim rescued and fired by another scheduler is completed once.
-            if !emitted.contains(&task.task_id) {
-                continue;
-            }
-            let Some(Some(state)) = states.get(&task.account_id).cloned() else {
-                continue;
-            };
-            let tasks = open.entry(task.account_id.clone()).or_default();
-            // A call another firing holds counts as the account's open call, so no second
-            // one is planned beside it. Should the rules want to cancel or re-rank a task
-            // being fired, decide without the tasks being fired instead: that firing
-            // settles them, and it cannot be waited for here.
-            let mut d =
-                on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
-            if d.cancel.iter().any(|c| firing.contains(&c.task_id))
-                || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
-            {
-                tasks.retain(|t| !firing.contains(&t.task_id));
-                d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
-            }
-            w.absorb(
-                tasks,
-                &task.account_id,
-                *due_id,
-                None,
-                d.schedule,
-                d.cancel,
-                &d.reprioritise,
-                d.journal,
-                d.outbox,
-            );
-            states.insert(task.account_id.clone(), Some(d.state));
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let (mut open, firing) = load_open_tasks(&mut tx, &accounts).await?;
+    let version = policy.version();
+    let mut w = Writes::default();
+    for (task, due_id) in calls {
+        // A claim rescued and fired by another scheduler is completed once.
+        if !emitted.contains(&task.task_id) {
+            continue;
         }
-        let (rows, _) = w.write(&mut tx, &states, &version, now).await?;
-        tx.commit().await?;
-        Ok(rows)
+        let Some(Some(state)) = states.get(&task.account_id).cloned() else {
+            continue;
+        };
+        let tasks = open.entry(task.account_id.clone()).or_default();
+        // A call another firing holds counts as the account's open call, so no second
+        // one is planned beside it. Should the rules want to cancel or re-rank a task
+        // being fired, decide without the tasks being fired instead: that firing
+        // settles them, and it cannot be waited for here.
+        let mut d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
+        if d.cancel.iter().any(|c| firing.contains(&c.task_id))
+            || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
+        {
+            tasks.retain(|t| !firing.contains(&t.task_id));
+            d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
+        }
+        w.absorb(
+            tasks,
+            &task.account_id,
+            *due_id,
+            None,
+            d.schedule,
+            d.cancel,
+            &d.reprioritise,
+            d.journal,
+            d.outbox,
+        );
+        states.insert(task.account_id.clone(), Some(d.state));
     }
+    let (rows, _) = w.write(&mut tx, &states, &version, now).await?;
+    tx.commit().await?;
+    Ok(rows)
 }

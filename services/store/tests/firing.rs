@@ -308,3 +308,77 @@ async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
     assert_eq!(scheduled_calls(&store, "acc-f4").await, 1);
     drop_store(store, "completion_sees_firing").await;
 }
+
+#[tokio::test]
+async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
+    let store = store("completion_abandoned").await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f5").await;
+    let claimed = claim(&store).await;
+    assert_eq!(claimed.len(), 1);
+    let fired = [(claimed[0].task.clone(), Uuid::new_v4())];
+
+    // A worker holds the account: the completion's transaction begins, then waits for it.
+    let mut worker = store.pool().begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM accounts WHERE account_id = 'acc-f5' FOR UPDATE")
+        .execute(&mut *worker)
+        .await
+        .expect("lock");
+    let pooled = store.pool().size();
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        store.complete_fired(&fired, &policy, Timestamp::now()),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the completion waited for the lock");
+    assert_eq!(
+        store.pool().size(),
+        pooled - 1,
+        "the abandoned transaction's connection is closed, not handed to the next user"
+    );
+    worker.rollback().await.expect("rollback");
+
+    // Nothing of the abandoned completion was committed, and none of it stays open.
+    let mut probe = PgConnection::connect(&format!(
+        "{}/store_test_completion_abandoned",
+        admin_url()
+            .rsplit_once('/')
+            .map_or(admin_url().as_str(), |(b, _)| b)
+    ))
+    .await
+    .expect("probe");
+    let mut open = 1i64;
+    for _ in 0..50 {
+        open = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND (state LIKE 'idle in transaction%' OR wait_event_type = 'Lock')",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .expect("activity");
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        open, 0,
+        "no transaction of the abandoned completion stays open"
+    );
+    assert_eq!(status(&store, call).await, "claimed");
+
+    // Completed again (as the scheduler's retry does), it commits once.
+    store
+        .complete_fired(&fired, &policy, Timestamp::now())
+        .await
+        .expect("completed");
+    let seen: String = sqlx::query_scalar("SELECT status FROM tasks WHERE task_id = $1")
+        .bind(call)
+        .fetch_one(&mut probe)
+        .await
+        .expect("task");
+    assert_eq!(seen, "emitted", "committed, as another session sees it");
+    probe.close().await.expect("close");
+    drop_store(store, "completion_abandoned").await;
+}

@@ -415,36 +415,39 @@ impl Cpu {
 // ---------------------------------------------------------------------------------------
 // Raw limits.
 
-/// Publishes `bodies` persistently with confirms, keeping up to `window` unconfirmed.
+/// Publishes `items` persistently with confirms, `window` at a time: every publish of a
+/// window is queued on the connection first (its first poll registers the confirm tag and
+/// queues the frames, in order), then the writes and the confirms are awaited. Awaiting
+/// each publish before queueing the next would cost a hand-off to lapin's I/O thread and
+/// a socket write per message, and understate what the broker takes.
 async fn publish_confirmed(
     ch: &Channel,
     exchange: &str,
     items: &[(String, Vec<u8>)],
     window: usize,
 ) -> anyhow::Result<()> {
-    let mut pending = Vec::with_capacity(window);
-    for (rk, body) in items {
-        let c = ch
-            .basic_publish(
+    for chunk in items.chunks(window.max(1)) {
+        let mut sends = Vec::with_capacity(chunk.len());
+        for (rk, body) in chunk {
+            let mut send = Box::pin(futures::future::maybe_done(ch.basic_publish(
                 exchange.into(),
                 rk.as_str().into(),
                 BasicPublishOptions::default(),
                 body,
                 BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
-        pending.push(c);
-        if pending.len() >= window {
-            for c in pending.drain(..) {
-                if c.await?.is_nack() {
-                    bail!("nack");
-                }
-            }
+            )));
+            let _queued = futures::poll!(send.as_mut());
+            sends.push(send);
         }
-    }
-    for c in pending {
-        if c.await?.is_nack() {
-            bail!("nack");
+        let mut confirms = Vec::with_capacity(sends.len());
+        for mut send in sends {
+            send.as_mut().await;
+            confirms.push(send.as_mut().take_output().context("publish output")??);
+        }
+        for c in confirms {
+            if c.await?.is_nack() {
+                bail!("nack");
+            }
         }
     }
     Ok(())

@@ -316,7 +316,12 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
     let call = due_call(&store, &policy, "acc-f5").await;
     let claimed = claim(&store).await;
     assert_eq!(claimed.len(), 1);
-    let fired = [(claimed[0].task.clone(), Uuid::new_v4())];
+    let fired = vec![(claimed[0].task.clone(), Uuid::new_v4())];
+    let url = admin_url();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    let mut probe = PgConnection::connect(&format!("{base}/store_test_completion_abandoned"))
+        .await
+        .expect("probe");
 
     // A worker holds the account: the completion's transaction begins, then waits for it.
     let mut worker = store.pool().begin().await.expect("tx");
@@ -324,49 +329,57 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
         .execute(&mut *worker)
         .await
         .expect("lock");
-    let pooled = store.pool().size();
-    let abandoned = tokio::time::timeout(
-        std::time::Duration::from_millis(300),
-        store.complete_fired(&fired, &policy, Timestamp::now()),
-    )
-    .await;
-    assert!(abandoned.is_err(), "the completion waited for the lock");
-    assert_eq!(
-        store.pool().size(),
-        pooled - 1,
-        "the abandoned transaction's connection is closed, not handed to the next user"
-    );
-    worker.rollback().await.expect("rollback");
-
-    // Nothing of the abandoned completion was committed, and none of it stays open.
-    let mut probe = PgConnection::connect(&format!(
-        "{}/store_test_completion_abandoned",
-        admin_url()
-            .rsplit_once('/')
-            .map_or(admin_url().as_str(), |(b, _)| b)
-    ))
-    .await
-    .expect("probe");
-    let mut open = 1i64;
-    for _ in 0..50 {
-        open = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()
-               AND (state LIKE 'idle in transaction%' OR wait_event_type = 'Lock')",
+    let completion = tokio::spawn({
+        let (store, fired, policy) = (store.clone(), fired.clone(), policy.clone());
+        async move {
+            store
+                .complete_fired(&fired, &policy, Timestamp::now())
+                .await
+        }
+    });
+    let mut waiting: Option<i32> = None;
+    for _ in 0..100 {
+        waiting = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
-        .fetch_one(&mut probe)
+        .fetch_optional(&mut probe)
         .await
         .expect("activity");
-        if open == 0 {
+        if waiting.is_some() {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        open, 0,
-        "no transaction of the abandoned completion stays open"
+    let pid = waiting.expect("the completion waits for the worker's lock inside its transaction");
+    // Abandoned there (as the scheduler's shutdown deadline does), then the lock is freed.
+    completion.abort();
+    assert!(completion.await.is_err(), "the completion was abandoned");
+    worker.rollback().await.expect("rollback");
+
+    // The abandoned connection was closed, so its server session ends and rolls back,
+    // rather than going back to the pool with the transaction open.
+    let mut alive = true;
+    for _ in 0..100 {
+        alive = sqlx::query_scalar("SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&mut probe)
+            .await
+            .expect("activity");
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !alive,
+        "the session of the abandoned completion ended instead of returning to the pool"
     );
-    assert_eq!(status(&store, call).await, "claimed");
+    assert_eq!(
+        status(&store, call).await,
+        "claimed",
+        "nothing was committed"
+    );
 
     // Completed again (as the scheduler's retry does), it commits once.
     store

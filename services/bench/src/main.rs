@@ -415,11 +415,36 @@ impl Cpu {
 // ---------------------------------------------------------------------------------------
 // Raw limits.
 
-/// Publishes `items` persistently with confirms, `window` at a time: every publish of a
-/// window is queued on the connection first (its first poll registers the confirm tag and
-/// queues the frames, in order), then the writes and the confirms are awaited. Awaiting
-/// each publish before queueing the next would cost a hand-off to lapin's I/O thread and
-/// a socket write per message, and understate what the broker takes.
+/// Queues one persistent publish on the connection now, in call order (its first poll
+/// registers the confirm tag and queues the frames), and returns the wait for its write
+/// and confirm: `true` if the broker did not confirm it. Awaiting each publish before
+/// queueing the next would cost a hand-off to lapin's I/O thread and a socket write per
+/// message, and understate what the broker takes.
+async fn queue_publish<'a>(
+    ch: &'a Channel,
+    exchange: &'a str,
+    routing_key: &'a str,
+    body: &'a [u8],
+) -> impl std::future::Future<Output = bool> + 'a {
+    let mut send = Box::pin(futures::future::maybe_done(ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default().with_delivery_mode(2),
+    )));
+    let _queued = futures::poll!(send.as_mut());
+    async move {
+        send.as_mut().await;
+        match send.as_mut().take_output() {
+            Some(Ok(confirm)) => confirm.await.map(|c| c.is_nack()).unwrap_or(true),
+            _ => true,
+        }
+    }
+}
+
+/// Publishes `items` persistently with confirms, `window` at a time: the whole window is
+/// queued (see [`queue_publish`]), then its confirms are awaited.
 async fn publish_confirmed(
     ch: &Channel,
     exchange: &str,
@@ -427,26 +452,13 @@ async fn publish_confirmed(
     window: usize,
 ) -> anyhow::Result<()> {
     for chunk in items.chunks(window.max(1)) {
-        let mut sends = Vec::with_capacity(chunk.len());
+        let mut waits = Vec::with_capacity(chunk.len());
         for (rk, body) in chunk {
-            let mut send = Box::pin(futures::future::maybe_done(ch.basic_publish(
-                exchange.into(),
-                rk.as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default().with_delivery_mode(2),
-            )));
-            let _queued = futures::poll!(send.as_mut());
-            sends.push(send);
+            waits.push(queue_publish(ch, exchange, rk, body).await);
         }
-        let mut confirms = Vec::with_capacity(sends.len());
-        for mut send in sends {
-            send.as_mut().await;
-            confirms.push(send.as_mut().take_output().context("publish output")??);
-        }
-        for c in confirms {
-            if c.await?.is_nack() {
-                bail!("nack");
+        for wait in waits {
+            if wait.await {
+                bail!("a publish to {exchange} was not confirmed");
             }
         }
     }
@@ -1051,22 +1063,7 @@ async fn ingest_in(
             }
         }
         published_at.insert(id.to_string(), Timestamp::now());
-        let mut send = Box::pin(futures::future::maybe_done(publisher.basic_publish(
-            "collections.events".into(),
-            ty.as_str().into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )));
-        // The first poll queues the frames (and the confirm's tag) in order.
-        let _queued = futures::poll!(send.as_mut());
-        inflight.push(async move {
-            send.as_mut().await;
-            match send.as_mut().take_output() {
-                Some(Ok(confirm)) => confirm.await.map(|c| c.is_nack()).unwrap_or(true),
-                _ => true,
-            }
-        });
+        inflight.push(queue_publish(&publisher, "collections.events", ty.as_str(), body).await);
     }
     let achieved = lat_events.len() as f64 / start.elapsed().as_secs_f64();
     let latency_cpu = cpu.delta(env);

@@ -235,11 +235,7 @@ async fn pending(env: &TestEnv, expect: &Expect<'_>) -> Vec<String> {
     if missing > 0 {
         out.push(format!("{missing} inputs not applied yet"));
     }
-    let unpublished = count(
-        env,
-        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-    )
-    .await;
+    let unpublished = count(env, "SELECT count(*) FROM outbox_pending").await;
     if unpublished > 0 {
         out.push(format!("{unpublished} outbox rows unpublished"));
     }
@@ -339,8 +335,8 @@ pub async fn verify(env: &TestEnv, expect: &Expect<'_>) -> Observed {
             v.push("settled", format!("session left in a transaction: {s:?}"));
         }
         let waiting: Vec<(i64, Uuid, f64)> = sqlx::query_as(
-            "SELECT id, event_id, extract(epoch FROM lease_until - now())::float8
-             FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 5",
+            "SELECT o.id, o.event_id, extract(epoch FROM p.lease_until - now())::float8
+             FROM outbox_pending p JOIN outbox o ON o.id = p.id ORDER BY p.id LIMIT 5",
         )
         .fetch_all(&env.db)
         .await
@@ -491,11 +487,7 @@ async fn judge(
     // not a task.due came through the outbox.
     let outbox = ids(env, "SELECT event_id FROM outbox").await;
     s.outbox = outbox.len();
-    let unpublished = count(
-        env,
-        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-    )
-    .await;
+    let unpublished = count(env, "SELECT count(*) FROM outbox_pending").await;
     if unpublished > 0 {
         v.push(
             "every outbox row published",

@@ -174,7 +174,8 @@ impl Store {
         result
     }
 
-    /// Marks outbox rows published (after the broker confirmed them).
+    /// Marks outbox rows published (after the broker confirmed them): deletes their
+    /// `outbox_pending` entries. The outbox rows themselves are never updated.
     ///
     /// # Errors
     /// A database error; the rows stay unpublished and a relay publishes them again later.
@@ -193,20 +194,25 @@ impl Store {
 
     /// Claims up to `limit` unpublished outbox rows whose lease has run out (their writer
     /// crashed or lost the broker), leasing them to the caller, oldest first. Runs every
-    /// second in every process: the ids are computed once (`ANY(ARRAY(…))`) and fetched by
-    /// primary key, never by scanning the published history.
+    /// second in every process: it reads only `outbox_pending`, whose rows are the
+    /// unpublished ones, and fetches the bodies by primary key.
     ///
     /// # Errors
     /// A database error.
     pub async fn claim_stale_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        // Oldest first along the primary key (migration 0005 explains the scan); the
+        // bodies are fetched by id, so the outbox's history is never scanned.
         let rows = sqlx::query(
-            "UPDATE outbox SET lease_until = now() + make_interval(secs => $2)
-             WHERE id = ANY(ARRAY(
-                 SELECT id FROM outbox
-                 WHERE published_at IS NULL AND lease_until < now()
-                 ORDER BY id LIMIT $1
-                 FOR UPDATE SKIP LOCKED))
-             RETURNING id, event_id, exchange, routing_key, body::text AS body",
+            "WITH claimed AS (
+                 UPDATE outbox_pending SET lease_until = now() + make_interval(secs => $2)
+                 WHERE id = ANY(ARRAY(
+                     SELECT id FROM outbox_pending
+                     WHERE lease_until < now()
+                     ORDER BY id LIMIT $1
+                     FOR UPDATE SKIP LOCKED))
+                 RETURNING id)
+             SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS body
+             FROM outbox o WHERE o.id = ANY(ARRAY(SELECT id FROM claimed))",
         )
         .bind(limit)
         .bind(OUTBOX_LEASE_SECS)
@@ -222,11 +228,9 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 
@@ -523,14 +527,19 @@ impl Writes {
                  SELECT a, e, k, d, t, $5, $28
                  FROM unnest($23::text[], $24::uuid[], $25::text[], $26::text[], $27::uuid[])
                       WITH ORDINALITY AS j(a, e, k, d, t, n)
-                 ORDER BY n)
-             INSERT INTO outbox (event_id, account_id, exchange, routing_key, body, lease_until)
-             SELECT e, a, x, k, b::jsonb, now() + make_interval(secs => $34)
-             FROM unnest($29::uuid[], $30::text[], $31::text[], $32::text[], $33::text[])
-                  WITH ORDINALITY AS o(e, a, x, k, b, n)
-             ORDER BY n
-             ON CONFLICT (event_id) DO NOTHING
-             RETURNING id, event_id",
+                 ORDER BY n),
+             sent AS (
+                 INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
+                 SELECT e, a, x, k, b::jsonb
+                 FROM unnest($29::uuid[], $30::text[], $31::text[], $32::text[], $33::text[])
+                      WITH ORDINALITY AS o(e, a, x, k, b, n)
+                 ORDER BY n
+                 ON CONFLICT (event_id) DO NOTHING
+                 RETURNING id, event_id),
+             leased AS (
+                 INSERT INTO outbox_pending (id, lease_until)
+                 SELECT id, now() + make_interval(secs => $34) FROM sent)
+             SELECT id, event_id FROM sent",
         )
         .bind(&acc_ids)
         .bind(&docs)
@@ -876,8 +885,8 @@ pub(crate) async fn insert_journal(
     Ok(())
 }
 
-/// Writes outbound messages, leased to the caller for [`OUTBOX_LEASE_SECS`]; returns the
-/// rows in input order.
+/// Writes outbound messages with their `outbox_pending` entries, leased to the caller for
+/// [`OUTBOX_LEASE_SECS`]; returns the rows in input order.
 ///
 /// # Errors
 /// A database error.
@@ -895,13 +904,18 @@ pub async fn insert_outbox<'m>(
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     let bodies: Vec<&str> = messages.iter().map(|m| body_text(&m.body)).collect();
     let rows = sqlx::query(
-        "INSERT INTO outbox (event_id, account_id, exchange, routing_key, body, lease_until)
-         SELECT e, a, x, k, b::jsonb, now() + make_interval(secs => $6)
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
-              WITH ORDINALITY AS o(e, a, x, k, b, n)
-         ORDER BY n
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING id, event_id",
+        "WITH sent AS (
+             INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
+             SELECT e, a, x, k, b::jsonb
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                  WITH ORDINALITY AS o(e, a, x, k, b, n)
+             ORDER BY n
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING id, event_id),
+         leased AS (
+             INSERT INTO outbox_pending (id, lease_until)
+             SELECT id, now() + make_interval(secs => $6) FROM sent)
+         SELECT id, event_id FROM sent",
     )
     .bind(&ids)
     .bind(&accounts)

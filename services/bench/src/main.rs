@@ -138,6 +138,19 @@ struct Env {
     children: Vec<(String, Child)>,
 }
 
+/// The Postgres settings the figures depend on most, printed with every run: the same
+/// binaries on the same machine give other figures when these differ (BENCHMARKS.md).
+async fn server_settings(db: &PgPool) -> anyhow::Result<String> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, current_setting(name) FROM unnest(ARRAY['server_version',
+             'shared_buffers', 'synchronous_commit', 'wal_compression', 'autovacuum']) name",
+    )
+    .fetch_all(db)
+    .await?;
+    let list: Vec<String> = rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    Ok(format!("Postgres: {}", list.join(", ")))
+}
+
 fn with_path(url: &str, path: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
     let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -910,6 +923,7 @@ async fn ingest_in(
         "bench ingest: {n} events over {accounts} accounts, {history} historical tasks (db {}, vhost {})",
         env.name, env.name
     );
+    println!("{}", server_settings(&env.db).await?);
     // Pre-create the accounts, as a live system has them.
     sqlx::query(
         "INSERT INTO accounts (account_id) SELECT 'acc-' || g FROM generate_series(0, $1 - 1) g",
@@ -1354,6 +1368,7 @@ async fn scheduler_in(
     println!(
         "bench scheduler: {future} future tasks, {rate}/s due soon for {secs} s, backlog {backlog}"
     );
+    println!("{}", server_settings(&env.db).await?);
     let body_len = 900;
     let raw = raw_rabbit(&env.amqp, 50_000, body_len).await?;
     println!(

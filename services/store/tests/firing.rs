@@ -8,44 +8,8 @@ use jiff::Timestamp;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A fresh, migrated database of this test's own (see [`drop_store`]).
-async fn store(test: &str) -> Store {
-    let name = format!("store_test_{test}");
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create");
-    let url = admin_url();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    let store = Store::connect(&format!("{base}/{name}"), 4)
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-/// Drops the test's database; one a failed test left is dropped by the next run's
-/// [`store`].
-async fn drop_store(store: Store, test: &str) {
-    store.pool().close().await;
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS store_test_{test} WITH (FORCE)"
-    ))
-    .execute(&mut admin)
-    .await
-    .expect("drop");
-}
+mod common;
+use common::{admin_url, drop_store, store};
 
 fn event(ty: &str, account: &str, data: serde_json::Value) -> Event {
     let body = serde_json::json!({
@@ -137,7 +101,7 @@ async fn cancellations_announced(store: &Store, task: Uuid) -> i64 {
 
 #[tokio::test]
 async fn a_payment_waits_for_the_call_being_fired_and_leaves_it_fired() {
-    let store = store("waits_for_firing").await;
+    let store = store("waits_for_firing", 4).await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f1").await;
     let claimed = claim(&store).await;
@@ -188,7 +152,7 @@ async fn a_payment_waits_for_the_call_being_fired_and_leaves_it_fired() {
 
 #[tokio::test]
 async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
-    let store = store("stale_claim").await;
+    let store = store("stale_claim", 4).await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f2").await;
     assert_eq!(claim(&store).await.len(), 1);
@@ -215,7 +179,7 @@ async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
 
 #[tokio::test]
 async fn a_claim_passes_over_an_account_a_worker_holds() {
-    let store = store("passes_over_locked").await;
+    let store = store("passes_over_locked", 4).await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f3").await;
     let mut worker = store.pool().begin().await.expect("tx");
@@ -250,7 +214,7 @@ async fn scheduled_calls(store: &Store, account: &str) -> i64 {
 
 #[tokio::test]
 async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
-    let store = store("completion_sees_firing").await;
+    let store = store("completion_sees_firing", 4).await;
     let policy = Policy::default();
     let first = due_call(&store, &policy, "acc-f4").await;
     // A second collection call of the same account, also due: two replicas claim one each.
@@ -311,7 +275,7 @@ async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
 
 #[tokio::test]
 async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
-    let store = store("completion_abandoned").await;
+    let store = store("completion_abandoned", 4).await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f5").await;
     let claimed = claim(&store).await;

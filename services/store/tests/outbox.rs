@@ -4,45 +4,10 @@
 
 use collections_core::outbound::OutboundMessage;
 use collections_store::{insert_outbox, OutboxRow, Store};
-use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A fresh, migrated database of this test's own, on a pool of `connections`.
-async fn store(test: &str, connections: u32) -> Store {
-    let name = format!("store_test_{test}");
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create");
-    let url = admin_url();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    let store = Store::connect(&format!("{base}/{name}"), connections)
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn drop_store(store: Store, test: &str) {
-    store.pool().close().await;
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS store_test_{test} WITH (FORCE)"
-    ))
-    .execute(&mut admin)
-    .await
-    .expect("drop");
-}
+mod common;
+use common::{drop_store, store};
 
 fn message(n: usize) -> OutboundMessage {
     let id = Uuid::new_v4();

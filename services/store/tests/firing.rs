@@ -2,8 +2,11 @@
 //! (its own database per test). The end-to-end race is in `tests/e2e/faults.rs`
 //! (`a_task_cancelled_as_it_comes_due_is_never_also_fired`); these pin each rule down.
 
-use collections_core::{parse_event, Event, Policy};
-use collections_store::{scheduler::Claimed, Outcome, Store, StoreError};
+use collections_core::{outbound::OutboundMessage, parse_event, Event, Policy};
+use collections_store::{
+    scheduler::{Claimed, Move},
+    Outcome, Store, StoreError,
+};
 use jiff::Timestamp;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -273,41 +276,41 @@ async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
     drop_store(store, "completion_sees_firing").await;
 }
 
-#[tokio::test]
-async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
-    let store = store("completion_abandoned", 4).await;
-    let policy = Policy::default();
-    let call = due_call(&store, &policy, "acc-f5").await;
-    let claimed = claim(&store).await;
-    assert_eq!(claimed.len(), 1);
-    let fired = vec![(claimed[0].task.clone(), Uuid::new_v4())];
+/// A connection of the test's own to the test's database, outside the store's pool.
+async fn probe(test: &str) -> PgConnection {
     let url = admin_url();
     let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    let mut probe = PgConnection::connect(&format!("{base}/store_test_completion_abandoned"))
+    PgConnection::connect(&format!("{base}/store_test_{test}"))
         .await
-        .expect("probe");
+        .expect("probe")
+}
 
-    // A worker holds the account: the completion's transaction begins, then waits for it.
-    let mut worker = store.pool().begin().await.expect("tx");
-    sqlx::query("SELECT 1 FROM accounts WHERE account_id = 'acc-f5' FOR UPDATE")
-        .execute(&mut *worker)
+/// Runs `op` while another transaction holds the row lock that `lock` (one statement,
+/// `$1` = `key`) takes, aborts `op` once it waits for that lock inside its own
+/// transaction (as the scheduler's shutdown deadline drops a firing), frees the lock, and
+/// asserts that the abandoned server session ends rather than going back to the pool with
+/// its transaction open.
+async fn abandon_while_blocked<T: Send + 'static>(
+    store: &Store,
+    probe: &mut PgConnection,
+    lock: &str,
+    key: Uuid,
+    op: impl std::future::Future<Output = T> + Send + 'static,
+) {
+    let mut holder = store.pool().begin().await.expect("tx");
+    sqlx::query(lock)
+        .bind(key)
+        .execute(&mut *holder)
         .await
         .expect("lock");
-    let completion = tokio::spawn({
-        let (store, fired, policy) = (store.clone(), fired.clone(), policy.clone());
-        async move {
-            store
-                .complete_fired(&fired, &policy, Timestamp::now())
-                .await
-        }
-    });
+    let op = tokio::spawn(op);
     let mut waiting: Option<i32> = None;
     for _ in 0..100 {
         waiting = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
              WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
-        .fetch_optional(&mut probe)
+        .fetch_optional(&mut *probe)
         .await
         .expect("activity");
         if waiting.is_some() {
@@ -315,19 +318,16 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let pid = waiting.expect("the completion waits for the worker's lock inside its transaction");
-    // Abandoned there (as the scheduler's shutdown deadline does), then the lock is freed.
-    completion.abort();
-    assert!(completion.await.is_err(), "the completion was abandoned");
-    worker.rollback().await.expect("rollback");
+    let pid = waiting.expect("the operation waits for the lock inside its transaction");
+    op.abort();
+    assert!(op.await.is_err(), "the operation was abandoned");
+    holder.rollback().await.expect("rollback");
 
-    // The abandoned connection was closed, so its server session ends and rolls back,
-    // rather than going back to the pool with the transaction open.
     let mut alive = true;
     for _ in 0..100 {
         alive = sqlx::query_scalar("SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1")
             .bind(pid)
-            .fetch_one(&mut probe)
+            .fetch_one(&mut *probe)
             .await
             .expect("activity");
         if !alive {
@@ -337,8 +337,38 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
     }
     assert!(
         !alive,
-        "the session of the abandoned completion ended instead of returning to the pool"
+        "the session of the abandoned operation ended instead of returning to the pool"
     );
+}
+
+#[tokio::test]
+async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
+    let store = store("completion_abandoned", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f5").await;
+    let claimed = claim(&store).await;
+    assert_eq!(claimed.len(), 1);
+    let fired = vec![(claimed[0].task.clone(), Uuid::new_v4())];
+    let mut probe = probe("completion_abandoned").await;
+
+    // A worker holds the account: the completion's transaction begins, then waits for it.
+    let completion = {
+        let (store, fired, policy) = (store.clone(), fired.clone(), policy.clone());
+        async move {
+            store
+                .complete_fired(&fired, &policy, Timestamp::now())
+                .await
+        }
+    };
+    abandon_while_blocked(
+        &store,
+        &mut probe,
+        "SELECT 1 FROM accounts a JOIN tasks t USING (account_id)
+         WHERE t.task_id = $1 FOR UPDATE OF a",
+        call,
+        completion,
+    )
+    .await;
     assert_eq!(
         status(&store, call).await,
         "claimed",
@@ -358,4 +388,79 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
     assert_eq!(seen, "emitted", "committed, as another session sees it");
     probe.close().await.expect("close");
     drop_store(store, "completion_abandoned").await;
+}
+
+#[tokio::test]
+async fn a_move_abandoned_mid_transaction_closes_its_connection() {
+    let store = store("move_abandoned", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f6").await;
+    let claimed = claim(&store).await;
+    assert_eq!(claimed.len(), 1);
+    let later = Timestamp::now() + jiff::SignedDuration::from_hours(12);
+    let message = OutboundMessage {
+        event_id: Uuid::new_v4(),
+        exchange: "collections.tasks",
+        routing_key: "task.scheduled.collection_call".to_owned(),
+        account_id: "acc-f6".to_owned(),
+        body: serde_json::to_vec(&serde_json::json!({"type": "task.scheduled"})).expect("json"),
+    };
+    let moves = vec![Move {
+        task_id: call,
+        due_at: later,
+        priority: 3,
+        why: "outside the contact window".to_owned(),
+        message,
+    }];
+    let mut probe = probe("move_abandoned").await;
+
+    // Something holds the task row: the move's transaction begins, then waits for it.
+    let moving = {
+        let (store, moves) = (store.clone(), moves.clone());
+        async move {
+            store
+                .reschedule_claimed(&moves, "v", Timestamp::now())
+                .await
+        }
+    };
+    abandon_while_blocked(
+        &store,
+        &mut probe,
+        "SELECT 1 FROM tasks WHERE task_id = $1 FOR UPDATE",
+        call,
+        moving,
+    )
+    .await;
+    assert_eq!(
+        status(&store, call).await,
+        "claimed",
+        "nothing was committed"
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+        .fetch_one(&mut probe)
+        .await
+        .expect("count");
+
+    // Moved again (as the scheduler's retry does), it commits once.
+    let rows = store
+        .reschedule_claimed(&moves, "v", Timestamp::now())
+        .await
+        .expect("moved");
+    assert_eq!(rows.len(), 1, "its task.scheduled written once");
+    let (seen, due): (String, i64) = sqlx::query_as(
+        "SELECT status, floor(extract(epoch FROM due_at))::bigint FROM tasks WHERE task_id = $1",
+    )
+    .bind(call)
+    .fetch_one(&mut probe)
+    .await
+    .expect("task");
+    assert_eq!(seen, "scheduled", "committed, as another session sees it");
+    assert_eq!(due, later.as_second(), "due at the new instant");
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+        .fetch_one(&mut probe)
+        .await
+        .expect("count");
+    assert_eq!(after, pending + 1);
+    probe.close().await.expect("close");
+    drop_store(store, "move_abandoned").await;
 }

@@ -4,7 +4,10 @@
 //! [`Store::apply_batch`]: one transaction that records the events in the inbox, locks the
 //! accounts, runs the pure rules and writes state, tasks, journal and outbox together.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use collections_core::{
     decide_versioned, outbound::OutboundMessage, AccountState, DomainError, Event, Policy, Task,
@@ -232,6 +235,82 @@ impl Store {
             .fetch_one(&self.pool)
             .await?)
     }
+}
+
+/// The batch's write statement ([`Writes::write`]): parameters `$1`–`$28`, then the
+/// outbox's six from `$29` ([`outbox_ctes`]). Updates keyed by task ids guard with
+/// `(status = …) IS TRUE` rather than `status = …`: the latter matches the partial
+/// indexes' predicates, and the generic plan then hash-joins the ids against a scan of
+/// every scheduled task instead of probing the primary key (BENCHMARKS.md, "Where the
+/// time goes").
+static WRITE_BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH
+             acc AS (
+                 UPDATE accounts a SET state = u.state::jsonb, status = u.status,
+                        overdue_minor = u.overdue, policy_version = $5, updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+                      AS u(id, state, status, overdue)
+                 WHERE a.account_id = u.id),
+             new_tasks AS (
+                 INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone,
+                                    reason, promise_id, cause_event_id, attempt, policy_version,
+                                    status, cancelled_at, cancel_reason)
+                 SELECT id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
+                        CASE WHEN cancel IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel
+                 FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[],
+                             $10::timestamptz[], $11::smallint[], $12::text[], $13::text[],
+                             $14::text[], $15::uuid[], $16::int[], $17::text[], $18::text[])
+                      AS t(id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
+                           cancel)
+                 ON CONFLICT (task_id) DO NOTHING),
+             cancelled AS (
+                 UPDATE tasks t SET status = 'cancelled', cancelled_at = now(),
+                        cancel_reason = c.reason
+                 FROM unnest($19::uuid[], $20::text[]) AS c(id, reason)
+                 WHERE t.task_id = c.id AND (t.status = 'scheduled') IS TRUE),
+             reranked AS (
+                 UPDATE tasks t SET priority = r.p
+                 FROM unnest($21::uuid[], $22::smallint[]) AS r(id, p)
+                 WHERE t.task_id = r.id AND (t.status = 'scheduled') IS TRUE),
+             noted AS (
+                 INSERT INTO journal (account_id, event_id, kind, detail, task_id,
+                                      policy_version, decided_at)
+                 SELECT a, e, k, d, t, $5, $28
+                 FROM unnest($23::text[], $24::uuid[], $25::text[], $26::text[], $27::uuid[])
+                      WITH ORDINALITY AS j(a, e, k, d, t, n)
+                 ORDER BY n),
+             {}
+         SELECT id, event_id FROM sent",
+        outbox_ctes(29)
+    )
+});
+
+/// [`insert_outbox`]'s statement.
+static INSERT_OUTBOX_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("WITH {} SELECT id, event_id FROM sent", outbox_ctes(1)));
+
+/// The CTEs that write outbox rows, each with its `outbox_pending` entry leased to the
+/// writer: every statement that writes the outbox uses them, so no row is written without
+/// the entry the relays and the publisher go by. `p` numbers the first of six parameters:
+/// event ids, account ids, exchanges, routing keys, bodies (arrays) and the lease in
+/// seconds. The rows written are `sent (id, event_id)`, in input order.
+fn outbox_ctes(p: usize) -> String {
+    let [e, a, x, k, b, lease] = [p, p + 1, p + 2, p + 3, p + 4, p + 5];
+    format!(
+        "sent AS (
+             INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
+             SELECT e, a, x, k, b::jsonb
+             FROM unnest(${e}::uuid[], ${a}::text[], ${x}::text[], ${k}::text[], ${b}::text[])
+                  WITH ORDINALITY AS o(e, a, x, k, b, n)
+             ORDER BY n
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING id, event_id),
+         leased AS (
+             INSERT INTO outbox_pending (id, lease_until)
+             SELECT id, now() + make_interval(secs => ${lease}) FROM sent)"
+    )
 }
 
 /// The batch transaction of [`Store::apply_batch`] on one connection.
@@ -487,96 +566,43 @@ impl Writes {
         let o_exchanges: Vec<&str> = o.iter().map(|m| m.1.exchange).collect();
         let o_keys: Vec<&str> = o.iter().map(|m| m.1.routing_key.as_str()).collect();
         let o_bodies: Vec<&str> = o.iter().map(|m| body_text(&m.1.body)).collect();
-        // Updates keyed by task ids guard with `(status = …) IS TRUE` rather than
-        // `status = …`: the latter matches the partial indexes' predicates, and the generic
-        // plan then hash-joins the ids against a scan of every scheduled task instead of
-        // probing the primary key (BENCHMARKS.md, "Where the time goes").
-        let rows = sqlx::query(
-            "WITH
-             acc AS (
-                 UPDATE accounts a SET state = u.state::jsonb, status = u.status,
-                        overdue_minor = u.overdue, policy_version = $5, updated_at = now()
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-                      AS u(id, state, status, overdue)
-                 WHERE a.account_id = u.id),
-             new_tasks AS (
-                 INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone,
-                                    reason, promise_id, cause_event_id, attempt, policy_version,
-                                    status, cancelled_at, cancel_reason)
-                 SELECT id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
-                        CASE WHEN cancel IS NULL THEN 'scheduled' ELSE 'cancelled' END,
-                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel
-                 FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[],
-                             $10::timestamptz[], $11::smallint[], $12::text[], $13::text[],
-                             $14::text[], $15::uuid[], $16::int[], $17::text[], $18::text[])
-                      AS t(id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
-                           cancel)
-                 ON CONFLICT (task_id) DO NOTHING),
-             cancelled AS (
-                 UPDATE tasks t SET status = 'cancelled', cancelled_at = now(),
-                        cancel_reason = c.reason
-                 FROM unnest($19::uuid[], $20::text[]) AS c(id, reason)
-                 WHERE t.task_id = c.id AND (t.status = 'scheduled') IS TRUE),
-             reranked AS (
-                 UPDATE tasks t SET priority = r.p
-                 FROM unnest($21::uuid[], $22::smallint[]) AS r(id, p)
-                 WHERE t.task_id = r.id AND (t.status = 'scheduled') IS TRUE),
-             noted AS (
-                 INSERT INTO journal (account_id, event_id, kind, detail, task_id,
-                                      policy_version, decided_at)
-                 SELECT a, e, k, d, t, $5, $28
-                 FROM unnest($23::text[], $24::uuid[], $25::text[], $26::text[], $27::uuid[])
-                      WITH ORDINALITY AS j(a, e, k, d, t, n)
-                 ORDER BY n),
-             sent AS (
-                 INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
-                 SELECT e, a, x, k, b::jsonb
-                 FROM unnest($29::uuid[], $30::text[], $31::text[], $32::text[], $33::text[])
-                      WITH ORDINALITY AS o(e, a, x, k, b, n)
-                 ORDER BY n
-                 ON CONFLICT (event_id) DO NOTHING
-                 RETURNING id, event_id),
-             leased AS (
-                 INSERT INTO outbox_pending (id, lease_until)
-                 SELECT id, now() + make_interval(secs => $34) FROM sent)
-             SELECT id, event_id FROM sent",
-        )
-        .bind(&acc_ids)
-        .bind(&docs)
-        .bind(&statuses)
-        .bind(&overdue)
-        .bind(version)
-        .bind(&t_ids)
-        .bind(strings(&|t| t.account_id.clone()))
-        .bind(strings(&|t| t.kind.as_str().to_owned()))
-        .bind(strings(&|t| t.channel.as_str().to_owned()))
-        .bind(&t_due)
-        .bind(&t_prio)
-        .bind(strings(&|t| t.tone.as_str().to_owned()))
-        .bind(strings(&|t| t.reason.clone()))
-        .bind(&t_promise)
-        .bind(&t_cause)
-        .bind(&t_attempt)
-        .bind(strings(&|t| t.policy_version.clone()))
-        .bind(&t_cancel)
-        .bind(&c_ids)
-        .bind(&c_reasons)
-        .bind(&r_ids)
-        .bind(&r_prio)
-        .bind(&j_accounts)
-        .bind(&j_events)
-        .bind(&j_kinds)
-        .bind(&j_details)
-        .bind(&j_tasks)
-        .bind(jiff_sqlx_ts::Ts(now))
-        .bind(&o_ids)
-        .bind(&o_accounts)
-        .bind(&o_exchanges)
-        .bind(&o_keys)
-        .bind(&o_bodies)
-        .bind(OUTBOX_LEASE_SECS)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = sqlx::query(WRITE_BATCH_SQL.as_str())
+            .bind(&acc_ids)
+            .bind(&docs)
+            .bind(&statuses)
+            .bind(&overdue)
+            .bind(version)
+            .bind(&t_ids)
+            .bind(strings(&|t| t.account_id.clone()))
+            .bind(strings(&|t| t.kind.as_str().to_owned()))
+            .bind(strings(&|t| t.channel.as_str().to_owned()))
+            .bind(&t_due)
+            .bind(&t_prio)
+            .bind(strings(&|t| t.tone.as_str().to_owned()))
+            .bind(strings(&|t| t.reason.clone()))
+            .bind(&t_promise)
+            .bind(&t_cause)
+            .bind(&t_attempt)
+            .bind(strings(&|t| t.policy_version.clone()))
+            .bind(&t_cancel)
+            .bind(&c_ids)
+            .bind(&c_reasons)
+            .bind(&r_ids)
+            .bind(&r_prio)
+            .bind(&j_accounts)
+            .bind(&j_events)
+            .bind(&j_kinds)
+            .bind(&j_details)
+            .bind(&j_tasks)
+            .bind(jiff_sqlx_ts::Ts(now))
+            .bind(&o_ids)
+            .bind(&o_accounts)
+            .bind(&o_exchanges)
+            .bind(&o_keys)
+            .bind(&o_bodies)
+            .bind(OUTBOX_LEASE_SECS)
+            .fetch_all(&mut **tx)
+            .await?;
         if !self.rejected.is_empty() {
             // Rare (the rules refused an event), so a statement of its own: inside the
             // one above, a generic plan may scan the whole inbox on every batch.
@@ -903,28 +929,15 @@ pub async fn insert_outbox<'m>(
     let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     let bodies: Vec<&str> = messages.iter().map(|m| body_text(&m.body)).collect();
-    let rows = sqlx::query(
-        "WITH sent AS (
-             INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
-             SELECT e, a, x, k, b::jsonb
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
-                  WITH ORDINALITY AS o(e, a, x, k, b, n)
-             ORDER BY n
-             ON CONFLICT (event_id) DO NOTHING
-             RETURNING id, event_id),
-         leased AS (
-             INSERT INTO outbox_pending (id, lease_until)
-             SELECT id, now() + make_interval(secs => $6) FROM sent)
-         SELECT id, event_id FROM sent",
-    )
-    .bind(&ids)
-    .bind(&accounts)
-    .bind(&exchanges)
-    .bind(&keys)
-    .bind(&bodies)
-    .bind(OUTBOX_LEASE_SECS)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query(INSERT_OUTBOX_SQL.as_str())
+        .bind(&ids)
+        .bind(&accounts)
+        .bind(&exchanges)
+        .bind(&keys)
+        .bind(&bodies)
+        .bind(OUTBOX_LEASE_SECS)
+        .fetch_all(&mut **tx)
+        .await?;
     let by_event: HashMap<Uuid, i64> = rows
         .iter()
         .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))

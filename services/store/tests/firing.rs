@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 mod common;
-use common::{admin_url, drop_store, store};
+use common::{drop_store, store, test_url};
 
 fn event(ty: &str, account: &str, data: serde_json::Value) -> Event {
     let body = serde_json::json!({
@@ -278,11 +278,7 @@ async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
 
 /// A connection of the test's own to the test's database, outside the store's pool.
 async fn probe(test: &str) -> PgConnection {
-    let url = admin_url();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    PgConnection::connect(&format!("{base}/store_test_{test}"))
-        .await
-        .expect("probe")
+    PgConnection::connect(&test_url(test)).await.expect("probe")
 }
 
 /// Runs `op` while another transaction holds the row lock that `lock` (one statement,

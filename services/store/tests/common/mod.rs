@@ -5,9 +5,16 @@ use collections_store::Store;
 use sqlx::{Connection, PgConnection};
 
 /// The server to create test databases on (its `postgres` database).
-pub fn admin_url() -> String {
+fn admin_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The URL of `test`'s own database.
+pub fn test_url(test: &str) -> String {
+    let url = admin_url();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    format!("{base}/store_test_{test}")
 }
 
 /// A fresh, migrated database named after `test`, on a pool of `connections` (see
@@ -23,9 +30,7 @@ pub async fn store(test: &str, connections: u32) -> Store {
         .execute(&mut admin)
         .await
         .expect("create");
-    let url = admin_url();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    let store = Store::connect(&format!("{base}/{name}"), connections)
+    let store = Store::connect(&test_url(test), connections)
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");

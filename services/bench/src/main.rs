@@ -420,6 +420,18 @@ struct CpuDelta {
 }
 
 impl CpuDelta {
+    /// CPU of every process on the machine per event, in microseconds, and the share of
+    /// all cores busy: how the cost of an event moves with the rate.
+    fn per_event(&self, events: usize) -> String {
+        let total: f64 = self.secs.iter().sum();
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        format!(
+            "{:.0} µs ({:.0} % of the {cores} cores busy)",
+            total / events.max(1) as f64 * 1e6,
+            total / self.wall.max(1e-9) / cores as f64 * 100.0
+        )
+    }
+
     fn describe(&self) -> String {
         let cores = |s: f64| s / self.wall.max(1e-9);
         let parts: Vec<String> = self
@@ -1316,6 +1328,11 @@ async fn ingest_in(
             d.describe()
         );
     }
+    println!(
+        "| machine CPU per event (all processes): throughput phase / latency phase | {} / {} |",
+        throughput_cpu.per_event(n),
+        latency_cpu.per_event(lat_events.len())
+    );
     println!("| sequential scans / rows read and task index use, cumulative (after the raw phase: {raw_scans}) | {scans} |");
     println!("| check: inbox rows / events published | {inbox} / {want_all} |");
     println!("| check: task events received / outbox rows / unpublished | {received} / {outbox_all} / {unpublished} |");

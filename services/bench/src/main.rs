@@ -138,6 +138,16 @@ struct Env {
     children: Vec<(String, Child)>,
 }
 
+/// Checkpoints Postgres has counted (timed and requested), from its statistics view
+/// (Postgres 15 and 16; `-1` where the view differs).
+const CHECKPOINTS_SQL: &str = "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter";
+
+/// Full-page images Postgres has written to its WAL (Postgres 14 and later).
+const WAL_FPI_SQL: &str = "SELECT wal_fpi FROM pg_stat_wal";
+
+/// Postgres's current WAL position in bytes.
+const WAL_LSN_SQL: &str = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint";
+
 /// The newest write-ahead log file of the local broker's quorum queues, if its data
 /// directory is readable. RabbitMQ starts a new file every `raft.wal_max_size_bytes`
 /// (512 MiB by default) and then writes the old one out to segment files: on these two
@@ -1106,6 +1116,9 @@ async fn ingest_in(
     let mut inflight = futures::stream::FuturesUnordered::new();
     let mut nacks = 0usize;
     let wal_before = broker_wal();
+    let checkpoints_before = env.count(CHECKPOINTS_SQL).await;
+    let pg_wal_before = env.count(WAL_LSN_SQL).await;
+    let fpi_before = env.count(WAL_FPI_SQL).await;
     let start = Instant::now();
     for (i, (ty, id, body)) in lat_events.iter().enumerate() {
         let due = tokio::time::Instant::from_std(start + Duration::from_secs_f64(i as f64 / half));
@@ -1125,6 +1138,26 @@ async fn ingest_in(
     }
     let achieved = lat_events.len() as f64 / start.elapsed().as_secs_f64();
     let latency_cpu = cpu.delta(env);
+    let checkpoints = match (checkpoints_before, env.count(CHECKPOINTS_SQL).await) {
+        (a, b) if a >= 0 && b >= 0 => (b - a).to_string(),
+        _ => "unknown".to_owned(),
+    };
+    let pg_wal = match (pg_wal_before, env.count(WAL_LSN_SQL).await) {
+        (a, b) if a >= 0 && b >= a => format!(
+            "{:.0} MB, {:.1} KB per event",
+            (b - a) as f64 / 1e6,
+            (b - a) as f64 / 1e3 / lat_events.len().max(1) as f64
+        ),
+        _ => "unknown".to_owned(),
+    };
+    let fpi = match (fpi_before, env.count(WAL_FPI_SQL).await) {
+        (a, b) if a >= 0 && b >= a => format!(
+            "{} ({:.2} per event)",
+            b - a,
+            (b - a) as f64 / lat_events.len().max(1) as f64
+        ),
+        _ => "unknown".to_owned(),
+    };
     let wal_rolled = match (wal_before, broker_wal()) {
         (Some(a), Some(b)) if a == b => "no",
         (Some(_), Some(_)) => "yes",
@@ -1282,6 +1315,9 @@ async fn ingest_in(
     println!("| latency p99 by second of the phase | {by_second} ms |");
     println!(
         "| broker's quorum-queue WAL rolled over during the latency phase (its segment writes take CPU for about a second) | {wal_rolled} |"
+    );
+    println!(
+        "| Postgres during the latency phase: WAL written / full-page images in it / checkpoints counted (after a checkpoint starts, the first change of each page logs the whole page) | {pg_wal} / {fpi} / {checkpoints} |"
     );
     for (b, d) in &startup {
         println!("| start-up to consuming: {b} | {} ms |", d.as_millis());

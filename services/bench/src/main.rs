@@ -586,6 +586,171 @@ async fn raw_rabbit(conn: &Connection, n: usize, body_len: usize) -> anyhow::Res
     })
 }
 
+/// The broker's own part of the publish-to-task-event latency, with no service code and no
+/// database: events paced at `rate` for `secs` into a quorum queue, a consumer on its own
+/// connection (as a worker has) that takes what has arrived, acks it with one
+/// multiple-ack and republishes each message with confirms to a queue the benchmark
+/// listens on. Returns the latencies in ms, sorted.
+async fn raw_relay(env: &Env, rate: f64, secs: u64, body_len: usize) -> anyhow::Result<Vec<f64>> {
+    let n = ((rate * secs as f64) as usize).max(1);
+    let tag = Uuid::new_v4().simple().to_string();
+    let inq = format!("bench.relay.in.{tag}");
+    let ch = env.amqp.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare(inq.as_str().into(), durable, args).await?;
+    let lch = env.amqp.create_channel().await?;
+    let outq = lch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?
+        .name()
+        .to_string();
+
+    // Listener: the receipt time of each message, by the index in its first 8 bytes.
+    let got: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let mut listener = lch
+        .basic_consume(
+            outq.as_str().into(),
+            "relay-listener".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let sink = got.clone();
+    let listening = tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(Ok(d)) = listener.next().await {
+            let at = Instant::now();
+            let Some(i) = d
+                .data
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+            else {
+                continue;
+            };
+            if let Ok(mut g) = sink.lock() {
+                if let Some(slot) = g.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
+                    if slot.is_none() {
+                        *slot = Some(at);
+                        seen += 1;
+                    }
+                }
+            }
+            if seen == n {
+                break;
+            }
+        }
+    });
+
+    // Relay, on a connection of its own.
+    let relay_conn = collections_bus::connect(&env.amqp_url, "bench-relay").await?;
+    let rch = relay_conn.create_channel().await?;
+    rch.basic_qos(128, BasicQosOptions::default()).await?;
+    let pch = relay_conn.create_channel().await?;
+    pch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut consumer = rch
+        .basic_consume(
+            inq.as_str().into(),
+            "relay".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let relay_outq = outq.clone();
+    let relaying = tokio::spawn(async move {
+        let mut relayed = 0;
+        while relayed < n {
+            let first = consumer.next().await.context("relay consumer ended")??;
+            let mut batch = vec![first];
+            while let Some(Some(d)) = futures::FutureExt::now_or_never(consumer.next()) {
+                batch.push(d?);
+            }
+            relayed += batch.len();
+            if let Some(last) = batch.last() {
+                last.acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            let mut waits = Vec::with_capacity(batch.len());
+            for d in &batch {
+                waits.push(queue_publish(&pch, "", &relay_outq, &d.data).await);
+            }
+            for w in waits {
+                if w.await {
+                    bail!("a relayed message was not confirmed");
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>((rch, pch))
+    });
+
+    // Paced publisher, as in the latency phase.
+    let bodies: Vec<Vec<u8>> = (0..n as u64)
+        .map(|i| {
+            let mut b = vec![b'x'; body_len.max(8)];
+            b[..8].copy_from_slice(&i.to_le_bytes());
+            b
+        })
+        .collect();
+    let mut sent_at = Vec::with_capacity(n);
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut nacks = 0usize;
+    let start = Instant::now();
+    for (i, body) in bodies.iter().enumerate() {
+        let due = tokio::time::Instant::from_std(start + Duration::from_secs_f64(i as f64 / rate));
+        loop {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(due) => break,
+                Some(nacked) = inflight.next(), if !inflight.is_empty() => {
+                    nacks += usize::from(nacked);
+                }
+            }
+        }
+        sent_at.push(Instant::now());
+        inflight.push(queue_publish(&ch, "", &inq, body).await);
+    }
+    while let Some(nacked) = inflight.next().await {
+        nacks += usize::from(nacked);
+    }
+    if nacks > 0 {
+        bail!("{nacks} relay-phase events were not confirmed");
+    }
+    tokio::time::timeout(Duration::from_secs(60), listening)
+        .await
+        .context("the relayed messages did not all arrive within 60 s")??;
+    let (rch, pch) = relaying.await??;
+    drop((rch, pch));
+    let _ = relay_conn.close(200, "bye".into()).await;
+    ch.queue_delete(inq.as_str().into(), Default::default())
+        .await?;
+    let got = got.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    let mut l: Vec<f64> = sent_at
+        .iter()
+        .zip(got.iter())
+        .filter_map(|(s, g)| g.map(|g| g.duration_since(*s).as_secs_f64() * 1000.0))
+        .collect();
+    l.sort_by(f64::total_cmp);
+    Ok(l)
+}
+
 /// The workers' per-event work, one transaction per event, at `concurrency`, in the
 /// fewest round trips the work allows (the same shape as the workers' transaction):
 /// `BEGIN`; the read half (`collections_open_batch`: inbox row, account created if missing
@@ -1184,6 +1349,10 @@ async fn ingest_in(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = env.peak_rss_kib();
     let stages_after_latency = scrape_stages(&health).await;
+    // The broker's own part, at the same rate, with the workers idle.
+    let mut relay_cpu = Cpu::start(env);
+    let relay = raw_relay(env, half, latency_secs, lat_events[0].2.len()).await?;
+    let relay_cpu = relay_cpu.delta(env);
     let (latencies, received, duplicates, distinct) = {
         let s = seen.lock().map_err(|_| anyhow::anyhow!("lock"))?;
         let mut l: Vec<f64> = published_at
@@ -1310,6 +1479,18 @@ async fn ingest_in(
         percentile(&to_tx, 0.99),
         percentile(&tx_to_task, 0.5),
         percentile(&tx_to_task, 0.99)
+    );
+    println!(
+        "| raw RabbitMQ relay at {half:.0} events/s ({} events; quorum queue → consumer on its own connection acks what arrived and republishes it with confirms → listener; no service code, no database): p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+        relay.len(),
+        percentile(&relay, 0.5),
+        percentile(&relay, 0.99),
+        relay.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| CPU during the relay ({:.1} s wall): workers / Postgres / RabbitMQ / bench / rest of the machine | {} |",
+        relay_cpu.wall,
+        relay_cpu.describe()
     );
     println!("| latency p99 by event type | {by_type} ms |");
     println!("| latency p99 by second of the phase | {by_second} ms |");

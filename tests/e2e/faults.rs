@@ -446,6 +446,21 @@ async fn health_endpoints_report_readiness_and_metrics_count_events() {
         "{m}"
     );
     assert!(m.contains("collections_outbox_backlog 0"), "{m}");
+    // Every committed batch reports each step of its transaction once.
+    let step_count = |step: &str| -> u64 {
+        let key = format!(
+            r#"collections_batch_step_seconds_count{{type="payment.failed",step="{step}"}} "#
+        );
+        m.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {m}"))
+    };
+    let begun = step_count("begin");
+    assert!(begun >= 1, "{m}");
+    for step in ["read", "decide", "write", "commit"] {
+        assert_eq!(step_count(step), begun, "{step}: {m}");
+    }
 }
 
 #[tokio::test]

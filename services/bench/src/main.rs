@@ -926,7 +926,13 @@ struct Stage {
     batches: f64,
     /// Events consumed.
     events: f64,
+    /// Seconds in each step of the committed transactions (`STEPS`), and their number.
+    steps: [f64; 5],
+    stepped: f64,
 }
+
+/// The steps of a batch transaction, as the workers label them.
+const STEPS: [&str; 5] = ["begin", "read", "decide", "write", "commit"];
 
 async fn scrape_stages<'a>(health: &[(&'a str, u16)]) -> Vec<(&'a str, Stage)> {
     let mut out = Vec::new();
@@ -937,12 +943,22 @@ async fn scrape_stages<'a>(health: &[(&'a str, u16)]) -> Vec<(&'a str, Stage)> {
         let events = scrape_counter(*port, "collections_events_total")
             .await
             .unwrap_or(0.0);
+        let text = get_metrics(*port).await.unwrap_or_default();
+        let step_total = |suffix: &str, step: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("collections_batch_step_seconds{suffix}{{")))
+                .filter(|l| l.contains(&format!("step=\"{step}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
         out.push((
             *b,
             Stage {
                 seconds,
                 batches,
                 events,
+                steps: STEPS.map(|st| step_total("_sum", st)),
+                stepped: step_total("_count", STEPS[0]),
             },
         ));
     }
@@ -1536,6 +1552,18 @@ async fn ingest_in(
                 events / count,
                 sum / count * 1000.0
             );
+            let stepped = s.1.stepped - base.stepped;
+            if stepped > 0.0 {
+                let means: Vec<String> = (0..STEPS.len())
+                    .map(|k| format!("{:.2}", (s.1.steps[k] - base.steps[k]) / stepped * 1000.0))
+                    .collect();
+                println!(
+                    "| {phase} phase, {}: committed transaction, mean per step: {} | {} ms |",
+                    s.0,
+                    STEPS.join(" / "),
+                    means.join(" / ")
+                );
+            }
         }
     }
     for (phase, d) in [

@@ -630,7 +630,16 @@ impl Pipeline {
             // `refused`: the database answered with an error (or the link to it failed);
             // otherwise it did not answer in time.
             let (error, refused) = match result {
-                Ok(Ok(o)) => return Ok(Applied::Batch(o)),
+                Ok(Ok(o)) => {
+                    for (step, d) in o.steps.named() {
+                        metrics().observe(
+                            "collections_batch_step_seconds",
+                            &[("type", self.ctx.event_type.as_str()), ("step", step)],
+                            d.as_secs_f64(),
+                        );
+                    }
+                    return Ok(Applied::Batch(o));
+                }
                 Ok(Err(e)) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
                 Ok(Err(StoreError::TaskFiring(task))) => {
                     // A scheduler is firing a task this batch would cancel or re-rank: it

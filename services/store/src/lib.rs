@@ -79,6 +79,38 @@ pub struct Batch {
     pub outcomes: Vec<Outcome>,
     /// Earliest `due_at` among the tasks planned (to decide whether to wake the scheduler).
     pub earliest_due: Option<Timestamp>,
+    /// Where the transaction's time went.
+    pub steps: BatchSteps,
+}
+
+/// Wall time of each step of a batch transaction, as its caller saw it (round trips
+/// included): what an operator needs to tell a slow database from a busy machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchSteps {
+    /// `BEGIN`.
+    pub begin: std::time::Duration,
+    /// The read half: inbox rows, account locks, open tasks.
+    pub read: std::time::Duration,
+    /// The rules, in this process.
+    pub decide: std::time::Duration,
+    /// The write half, one statement.
+    pub write: std::time::Duration,
+    /// `COMMIT`, the WAL flush included.
+    pub commit: std::time::Duration,
+}
+
+impl BatchSteps {
+    /// The steps with their names, in order.
+    #[must_use]
+    pub fn named(&self) -> [(&'static str, std::time::Duration); 5] {
+        [
+            ("begin", self.begin),
+            ("read", self.read),
+            ("decide", self.decide),
+            ("write", self.write),
+            ("commit", self.commit),
+        ]
+    }
 }
 
 /// A committed outbound message waiting to be published.
@@ -320,8 +352,17 @@ async fn apply_batch_on(
     policy: &Policy,
     now: Timestamp,
 ) -> Result<Batch, StoreError> {
+    let mut steps = BatchSteps::default();
+    let mut lap = std::time::Instant::now();
+    let mut step = |d: &mut std::time::Duration| {
+        let now = std::time::Instant::now();
+        *d = now - lap;
+        lap = now;
+    };
     let mut tx = conn.begin().await?;
+    step(&mut steps.begin);
     let opened = open_batch(&mut tx, events).await?;
+    step(&mut steps.read);
     let (fresh, mut states, mut open, firing) =
         (opened.fresh, opened.states, opened.open, opened.firing);
 
@@ -365,8 +406,11 @@ async fn apply_batch_on(
         return Err(StoreError::TaskFiring(id));
     }
     let earliest_due = w.earliest_due();
+    step(&mut steps.decide);
     let (rows, origins) = w.write(&mut tx, &states, &version, now).await?;
+    step(&mut steps.write);
     tx.commit().await?;
+    step(&mut steps.commit);
 
     let mut per_event: BTreeMap<usize, Vec<OutboxRow>> = BTreeMap::new();
     for (origin, row) in origins.into_iter().zip(rows) {
@@ -384,6 +428,7 @@ async fn apply_batch_on(
     Ok(Batch {
         outcomes,
         earliest_due,
+        steps,
     })
 }
 

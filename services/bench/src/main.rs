@@ -1132,6 +1132,26 @@ async fn seq_scans(db: &PgPool) -> anyhow::Result<String> {
         .join(", "))
 }
 
+/// Updates so far that were HOT (no new index entries), per table that the batches update.
+async fn hot_updates(db: &PgPool) -> anyhow::Result<String> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+         WHERE relname IN ('accounts', 'tasks') ORDER BY relname",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|(t, upd, hot)| {
+            format!(
+                "{t} {hot} of {upd} ({:.0} %)",
+                *hot as f64 * 100.0 / (*upd).max(1) as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 async fn ingest(
     n: usize,
     accounts: usize,
@@ -1454,6 +1474,7 @@ async fn ingest_in(
         (by_type.join(", "), by_second.join(" "))
     };
     let scans = seq_scans(&env.db).await?;
+    let hot = hot_updates(&env.db).await?;
     let inbox = env.count("SELECT count(*) FROM inbox").await;
     let outbox_all = env.count("SELECT count(*) FROM outbox").await;
     let unpublished = env.count("SELECT count(*) FROM outbox_pending").await;
@@ -1583,6 +1604,7 @@ async fn ingest_in(
         latency_cpu.per_event(lat_events.len())
     );
     println!("| sequential scans / rows read and task index use, cumulative (after the raw phase: {raw_scans}) | {scans} |");
+    println!("| row updates that were HOT (no new index entry), whole run | {hot} |");
     println!("| check: inbox rows / events published | {inbox} / {want_all} |");
     println!("| check: task events received / outbox rows / unpublished | {received} / {outbox_all} / {unpublished} |");
     println!("| check: duplicate task event ids / distinct | {duplicates} / {distinct} |");

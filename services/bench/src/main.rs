@@ -528,6 +528,59 @@ async fn publish_confirmed(
     Ok(())
 }
 
+/// Publishes `items` (routing key, body) to `exchange` paced at `rate` per second. Each
+/// is handed to the connection when it comes due, without waiting for it to be written or
+/// confirmed (sends and confirms are settled while the loop waits for the next due time):
+/// the pacing never waits on the broker, and the items due within one timer tick (1 ms)
+/// leave in one socket write, as any buffering client's would, instead of costing the
+/// broker a read each. `sent(i)` is called as item `i` leaves. Returns the time the pacing
+/// took and how many items the broker did not confirm.
+async fn publish_paced<'a>(
+    ch: &'a Channel,
+    exchange: &'a str,
+    items: impl Iterator<Item = (&'a str, &'a [u8])>,
+    rate: f64,
+    mut sent: impl FnMut(usize),
+) -> (Duration, usize) {
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut nacks = 0usize;
+    let start = Instant::now();
+    for (i, (rk, body)) in items.enumerate() {
+        let due = tokio::time::Instant::from_std(start + Duration::from_secs_f64(i as f64 / rate));
+        loop {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(due) => break,
+                Some(nacked) = inflight.next(), if !inflight.is_empty() => {
+                    nacks += usize::from(nacked);
+                }
+            }
+        }
+        sent(i);
+        inflight.push(queue_publish(ch, exchange, rk, body).await);
+    }
+    let paced = start.elapsed();
+    while let Some(nacked) = inflight.next().await {
+        nacks += usize::from(nacked);
+    }
+    (paced, nacks)
+}
+
+/// Arguments declaring a quorum queue.
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
+/// `after - before` of a counter read twice, unless either read failed (`-1`).
+fn grew(before: i64, after: i64) -> Option<i64> {
+    (before >= 0 && after >= before).then_some(after - before)
+}
+
 struct RawRabbit {
     publish_per_s: f64,
     consume_per_s: f64,
@@ -536,11 +589,6 @@ struct RawRabbit {
 async fn raw_rabbit(conn: &Connection, n: usize, body_len: usize) -> anyhow::Result<RawRabbit> {
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
     let q = format!("bench.raw.{}", Uuid::new_v4().simple());
     ch.queue_declare(
         q.as_str().into(),
@@ -548,7 +596,7 @@ async fn raw_rabbit(conn: &Connection, n: usize, body_len: usize) -> anyhow::Res
             durable: true,
             ..QueueDeclareOptions::default()
         },
-        args,
+        quorum_args(),
     )
     .await?;
     let body = vec![b'x'; body_len];
@@ -597,16 +645,12 @@ async fn raw_relay(env: &Env, rate: f64, secs: u64, body_len: usize) -> anyhow::
     let inq = format!("bench.relay.in.{tag}");
     let ch = env.amqp.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    ch.queue_declare(inq.as_str().into(), durable, args).await?;
+    ch.queue_declare(inq.as_str().into(), durable, quorum_args())
+        .await?;
     let lch = env.amqp.create_channel().await?;
     let outq = lch
         .queue_declare(
@@ -710,26 +754,8 @@ async fn raw_relay(env: &Env, rate: f64, secs: u64, body_len: usize) -> anyhow::
         })
         .collect();
     let mut sent_at = Vec::with_capacity(n);
-    let mut inflight = futures::stream::FuturesUnordered::new();
-    let mut nacks = 0usize;
-    let start = Instant::now();
-    for (i, body) in bodies.iter().enumerate() {
-        let due = tokio::time::Instant::from_std(start + Duration::from_secs_f64(i as f64 / rate));
-        loop {
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(due) => break,
-                Some(nacked) = inflight.next(), if !inflight.is_empty() => {
-                    nacks += usize::from(nacked);
-                }
-            }
-        }
-        sent_at.push(Instant::now());
-        inflight.push(queue_publish(&ch, "", &inq, body).await);
-    }
-    while let Some(nacked) = inflight.next().await {
-        nacks += usize::from(nacked);
-    }
+    let items = bodies.iter().map(|b| (inq.as_str(), b.as_slice()));
+    let (_, nacks) = publish_paced(&ch, "", items, rate, |_| sent_at.push(Instant::now())).await;
     if nacks > 0 {
         bail!("{nacks} relay-phase events were not confirmed");
     }
@@ -937,28 +963,30 @@ const STEPS: [&str; 5] = ["begin", "read", "decide", "write", "commit"];
 async fn scrape_stages<'a>(health: &[(&'a str, u16)]) -> Vec<(&'a str, Stage)> {
     let mut out = Vec::new();
     for (b, port) in health {
-        let (seconds, batches) = scrape_histogram(*port, "collections_batch_apply_seconds")
-            .await
-            .unwrap_or_default();
-        let events = scrape_counter(*port, "collections_events_total")
-            .await
-            .unwrap_or(0.0);
+        // One scrape per worker: every figure comes from the same snapshot.
         let text = get_metrics(*port).await.unwrap_or_default();
-        let step_total = |suffix: &str, step: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with(&format!("collections_batch_step_seconds{suffix}{{")))
-                .filter(|l| l.contains(&format!("step=\"{step}\"")))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
+        let apply = |suffix: &str| {
+            sample_total(
+                &text,
+                &format!("collections_batch_apply_seconds{suffix}"),
+                "",
+            )
+        };
+        let step = |suffix: &str, step: &str| {
+            sample_total(
+                &text,
+                &format!("collections_batch_step_seconds{suffix}"),
+                &format!("step=\"{step}\""),
+            )
         };
         out.push((
             *b,
             Stage {
-                seconds,
-                batches,
-                events,
-                steps: STEPS.map(|st| step_total("_sum", st)),
-                stepped: step_total("_count", STEPS[0]),
+                seconds: apply("_sum"),
+                batches: apply("_count"),
+                events: sample_total(&text, "collections_events_total", ""),
+                steps: STEPS.map(|st| step("_sum", st)),
+                stepped: step("_count", STEPS[0]),
             },
         ));
     }
@@ -978,27 +1006,17 @@ async fn get_metrics(port: u16) -> Option<String> {
     Some(out)
 }
 
-/// Sum and count of a histogram (all label sets together).
-async fn scrape_histogram(port: u16, name: &str) -> Option<(f64, f64)> {
-    let text = get_metrics(port).await?;
-    let total = |suffix: &str| {
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{suffix}")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
-    Some((total("_sum"), total("_count")))
-}
-
-/// A counter's total over its label sets.
-async fn scrape_counter(port: u16, name: &str) -> Option<f64> {
-    let text = get_metrics(port).await?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+/// The sum of the samples named `sample` (e.g. `x_count`, over all its label sets) whose
+/// labels contain `label` (empty: every sample), in Prometheus text.
+fn sample_total(text: &str, sample: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(sample)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -1313,66 +1331,41 @@ async fn ingest_in(
     let total = (half * latency_secs as f64) as usize;
     let lat_events = mix(total, accounts, "l");
     let mut published_at = HashMap::new();
-    // Each event is handed to the connection as it comes due, without waiting for it to
-    // be written or confirmed (sends and confirms are settled while the loop waits for
-    // the next due time): the pacing never waits on the broker, and the events due within
-    // one timer tick (1 ms) leave in one socket write, as any buffering client's would,
-    // instead of costing the broker a read each.
-    let mut inflight = futures::stream::FuturesUnordered::new();
-    let mut nacks = 0usize;
     let wal_before = broker_wal();
     let checkpoints_before = env.count(CHECKPOINTS_SQL).await;
     let pg_wal_before = env.count(WAL_LSN_SQL).await;
     let fpi_before = env.count(WAL_FPI_SQL).await;
-    let start = Instant::now();
-    for (i, (ty, id, body)) in lat_events.iter().enumerate() {
-        let due = tokio::time::Instant::from_std(start + Duration::from_secs_f64(i as f64 / half));
-        loop {
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(due) => break,
-                Some(nacked) = inflight.next(), if !inflight.is_empty() => {
-                    if nacked {
-                        nacks += 1;
-                    }
-                }
-            }
-        }
-        published_at.insert(id.to_string(), Timestamp::now());
-        inflight.push(queue_publish(&publisher, "collections.events", ty.as_str(), body).await);
-    }
-    let achieved = lat_events.len() as f64 / start.elapsed().as_secs_f64();
+    let items = lat_events
+        .iter()
+        .map(|(ty, _, body)| (ty.as_str(), body.as_slice()));
+    let (paced, nacks) = publish_paced(&publisher, "collections.events", items, half, |i| {
+        published_at.insert(lat_events[i].1.to_string(), Timestamp::now());
+    })
+    .await;
+    let achieved = lat_events.len() as f64 / paced.as_secs_f64();
     let latency_cpu = cpu.delta(env);
-    let checkpoints = match (checkpoints_before, env.count(CHECKPOINTS_SQL).await) {
-        (a, b) if a >= 0 && b >= 0 => (b - a).to_string(),
-        _ => "unknown".to_owned(),
-    };
-    let pg_wal = match (pg_wal_before, env.count(WAL_LSN_SQL).await) {
-        (a, b) if a >= 0 && b >= a => format!(
-            "{:.0} MB, {:.1} KB per event",
-            (b - a) as f64 / 1e6,
-            (b - a) as f64 / 1e3 / lat_events.len().max(1) as f64
-        ),
-        _ => "unknown".to_owned(),
-    };
-    let fpi = match (fpi_before, env.count(WAL_FPI_SQL).await) {
-        (a, b) if a >= 0 && b >= a => format!(
-            "{} ({:.2} per event)",
-            b - a,
-            (b - a) as f64 / lat_events.len().max(1) as f64
-        ),
-        _ => "unknown".to_owned(),
-    };
+    let per_event = |d: i64| d as f64 / lat_events.len().max(1) as f64;
+    let checkpoints = grew(checkpoints_before, env.count(CHECKPOINTS_SQL).await)
+        .map_or_else(|| "unknown".to_owned(), |d| d.to_string());
+    let pg_wal = grew(pg_wal_before, env.count(WAL_LSN_SQL).await).map_or_else(
+        || "unknown".to_owned(),
+        |d| {
+            format!(
+                "{:.0} MB, {:.1} KB per event",
+                d as f64 / 1e6,
+                per_event(d) / 1e3
+            )
+        },
+    );
+    let fpi = grew(fpi_before, env.count(WAL_FPI_SQL).await).map_or_else(
+        || "unknown".to_owned(),
+        |d| format!("{d} ({:.2} per event)", per_event(d)),
+    );
     let wal_rolled = match (wal_before, broker_wal()) {
         (Some(a), Some(b)) if a == b => "no",
         (Some(_), Some(_)) => "yes",
         _ => "unknown (the broker's data directory is not readable here)",
     };
-    while let Some(nacked) = inflight.next().await {
-        if nacked {
-            nacks += 1;
-        }
-    }
     if nacks > 0 {
         bail!("{nacks} latency-phase events were not confirmed");
     }

@@ -327,7 +327,8 @@ static INSERT_OUTBOX_SQL: LazyLock<String> =
 /// writer: every statement that writes the outbox uses them, so no row is written without
 /// the entry the relays and the publisher go by. `p` numbers the first of six parameters:
 /// event ids, account ids, exchanges, routing keys, bodies (arrays) and the lease in
-/// seconds. The rows written are `sent (id, event_id)`, in input order.
+/// seconds, bound by [`bind_outbox`]. The rows written are `sent (id, event_id)`, in input
+/// order.
 fn outbox_ctes(p: usize) -> String {
     let [e, a, x, k, b, lease] = [p, p + 1, p + 2, p + 3, p + 4, p + 5];
     format!(
@@ -343,6 +344,23 @@ fn outbox_ctes(p: usize) -> String {
              INSERT INTO outbox_pending (id, lease_until)
              SELECT id, now() + make_interval(secs => ${lease}) FROM sent)"
     )
+}
+
+/// Binds the six parameters of [`outbox_ctes`], in its order, for `messages`: the
+/// statement and its arguments come from one place.
+fn bind_outbox<'q>(
+    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    messages: &[&'q OutboundMessage],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let strs = |f: fn(&'q OutboundMessage) -> &'q str| -> Vec<&'q str> {
+        messages.iter().map(|m| f(m)).collect()
+    };
+    q.bind(messages.iter().map(|m| m.event_id).collect::<Vec<Uuid>>())
+        .bind(strs(|m| m.account_id.as_str()))
+        .bind(strs(|m| m.exchange))
+        .bind(strs(|m| m.routing_key.as_str()))
+        .bind(strs(|m| body_text(&m.body)))
+        .bind(OUTBOX_LEASE_SECS)
 }
 
 /// The batch transaction of [`Store::apply_batch`] on one connection.
@@ -605,13 +623,8 @@ impl Writes {
         let j_kinds: Vec<&str> = j.iter().map(|e| e.2.kind).collect();
         let j_details: Vec<&str> = j.iter().map(|e| e.2.detail.as_str()).collect();
         let j_tasks: Vec<Option<Uuid>> = j.iter().map(|e| e.2.task_id).collect();
-        let o = &self.outbox;
-        let o_ids: Vec<Uuid> = o.iter().map(|m| m.1.event_id).collect();
-        let o_accounts: Vec<&str> = o.iter().map(|m| m.1.account_id.as_str()).collect();
-        let o_exchanges: Vec<&str> = o.iter().map(|m| m.1.exchange).collect();
-        let o_keys: Vec<&str> = o.iter().map(|m| m.1.routing_key.as_str()).collect();
-        let o_bodies: Vec<&str> = o.iter().map(|m| body_text(&m.1.body)).collect();
-        let rows = sqlx::query(WRITE_BATCH_SQL.as_str())
+        let outbox: Vec<&OutboundMessage> = self.outbox.iter().map(|m| &m.1).collect();
+        let q = sqlx::query(WRITE_BATCH_SQL.as_str())
             .bind(&acc_ids)
             .bind(&docs)
             .bind(&statuses)
@@ -639,15 +652,8 @@ impl Writes {
             .bind(&j_kinds)
             .bind(&j_details)
             .bind(&j_tasks)
-            .bind(jiff_sqlx_ts::Ts(now))
-            .bind(&o_ids)
-            .bind(&o_accounts)
-            .bind(&o_exchanges)
-            .bind(&o_keys)
-            .bind(&o_bodies)
-            .bind(OUTBOX_LEASE_SECS)
-            .fetch_all(&mut **tx)
-            .await?;
+            .bind(jiff_sqlx_ts::Ts(now));
+        let rows = bind_outbox(q, &outbox).fetch_all(&mut **tx).await?;
         if !self.rejected.is_empty() {
             // Rare (the rules refused an event), so a statement of its own: inside the
             // one above, a generic plan may scan the whole inbox on every batch.
@@ -969,18 +975,7 @@ pub async fn insert_outbox<'m>(
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = messages.iter().map(|m| m.event_id).collect();
-    let accounts: Vec<&str> = messages.iter().map(|m| m.account_id.as_str()).collect();
-    let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
-    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
-    let bodies: Vec<&str> = messages.iter().map(|m| body_text(&m.body)).collect();
-    let rows = sqlx::query(INSERT_OUTBOX_SQL.as_str())
-        .bind(&ids)
-        .bind(&accounts)
-        .bind(&exchanges)
-        .bind(&keys)
-        .bind(&bodies)
-        .bind(OUTBOX_LEASE_SECS)
+    let rows = bind_outbox(sqlx::query(INSERT_OUTBOX_SQL.as_str()), &messages)
         .fetch_all(&mut **tx)
         .await?;
     let by_event: HashMap<Uuid, i64> = rows

@@ -26,7 +26,7 @@ use lapin::{
         ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
-    BasicProperties, Channel, Connection,
+    BasicProperties, Channel, Connection, Consumer,
 };
 use serde_json::{json, Value};
 use sqlx::{postgres::PgPoolOptions, Connection as _, PgConnection, PgPool};
@@ -652,32 +652,10 @@ async fn raw_relay(env: &Env, rate: f64, secs: u64, body_len: usize) -> anyhow::
     ch.queue_declare(inq.as_str().into(), durable, quorum_args())
         .await?;
     let lch = env.amqp.create_channel().await?;
-    let outq = lch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?
-        .name()
-        .to_string();
 
     // Listener: the receipt time of each message, by the index in its first 8 bytes.
     let got: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
-    let mut listener = lch
-        .basic_consume(
-            outq.as_str().into(),
-            "relay-listener".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (outq, mut listener) = exclusive_consumer(&lch, "relay-listener").await?;
     let sink = got.clone();
     let listening = tokio::spawn(async move {
         let mut seen = 0;
@@ -880,8 +858,9 @@ struct TaskDataView<'a> {
     due_at: Option<&'a str>,
 }
 
-async fn listen(conn: &Connection, key: &str) -> anyhow::Result<Arc<Mutex<Seen>>> {
-    let ch = conn.create_channel().await?;
+/// An exclusive, server-named queue on `ch` and a no-ack consumer of it, as the
+/// benchmark's listeners use: returns the queue's name (for binding) and the consumer.
+async fn exclusive_consumer(ch: &Channel, tag: &str) -> anyhow::Result<(String, Consumer)> {
     let q = ch
         .queue_declare(
             "".into(),
@@ -891,19 +870,13 @@ async fn listen(conn: &Connection, key: &str) -> anyhow::Result<Arc<Mutex<Seen>>
             },
             FieldTable::default(),
         )
-        .await?;
-    ch.queue_bind(
-        q.name().clone(),
-        "collections.tasks".into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let mut consumer = ch
+        .await?
+        .name()
+        .to_string();
+    let consumer = ch
         .basic_consume(
-            q.name().clone(),
-            "bench".into(),
+            q.as_str().into(),
+            tag.into(),
             BasicConsumeOptions {
                 no_ack: true,
                 ..BasicConsumeOptions::default()
@@ -911,6 +884,20 @@ async fn listen(conn: &Connection, key: &str) -> anyhow::Result<Arc<Mutex<Seen>>
             FieldTable::default(),
         )
         .await?;
+    Ok((q, consumer))
+}
+
+async fn listen(conn: &Connection, key: &str) -> anyhow::Result<Arc<Mutex<Seen>>> {
+    let ch = conn.create_channel().await?;
+    let (q, mut consumer) = exclusive_consumer(&ch, "bench").await?;
+    ch.queue_bind(
+        q.as_str().into(),
+        "collections.tasks".into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let sink = seen.clone();
     tokio::spawn(async move {

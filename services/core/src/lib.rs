@@ -39,8 +39,7 @@ pub mod task_event;
 pub mod window;
 
 pub use decide::{
-    channel_for_attempt, decide, decide_versioned, on_call_fired, on_call_fired_versioned,
-    priority_at, Decision, DomainError, JournalEntry,
+    channel_for_attempt, decide, on_call_fired, priority_at, Decision, DomainError, JournalEntry,
 };
 pub use event::{parse_event, Event, EventBody, EventType, ParseError, RejectCode};
 pub use fire::{fire, FireOutcome};

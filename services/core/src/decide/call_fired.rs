@@ -31,35 +31,11 @@ pub fn on_call_fired(
     policy: &Policy,
     now: Timestamp,
 ) -> Decision {
-    on_call_fired_versioned(
-        state,
-        open,
-        fired,
-        due_event_id,
-        policy,
-        &policy.version(),
-        now,
-    )
-}
-
-/// [`on_call_fired`] with the policy's [`Policy::version`] computed by the caller (once
-/// per firing batch rather than once per call).
-#[must_use]
-pub fn on_call_fired_versioned(
-    state: &AccountState,
-    open: &[Task],
-    fired: &Task,
-    due_event_id: Uuid,
-    policy: &Policy,
-    version: &str,
-    now: Timestamp,
-) -> Decision {
     let mut p = Planner {
         cause: due_event_id,
         policy,
         now,
         event_time: now,
-        version: version.to_owned(),
         state: state.clone(),
         open: open.to_vec(),
         schedule: Vec::new(),

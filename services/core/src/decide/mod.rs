@@ -32,7 +32,7 @@ mod priority;
 mod promise_broken;
 mod promise_made;
 
-pub use call_fired::{on_call_fired, on_call_fired_versioned};
+pub use call_fired::on_call_fired;
 pub use priority::{channel_for_attempt, priority_at};
 
 /// The event cannot be applied to this account as it stands (goes to the dead-letter queue).
@@ -86,7 +86,6 @@ struct Planner<'a> {
     now: Timestamp,
     /// When the cause happened upstream (the event's `time`), never after `now`.
     event_time: Timestamp,
-    version: String,
     state: AccountState,
     open: Vec<Task>,
     schedule: Vec<Task>,
@@ -102,27 +101,13 @@ struct Planner<'a> {
 /// # Errors
 /// [`DomainError`] when the event contradicts the account (a currency other than the
 /// account's); the event is then dead-lettered and nothing changes.
+///
+/// Tasks planned record the policy's [`Policy::version`], which the policy computes once.
 pub fn decide(
     prev: Option<&AccountState>,
     open: &[Task],
     event: &Event,
     policy: &Policy,
-    now: Timestamp,
-) -> Result<Decision, DomainError> {
-    decide_versioned(prev, open, event, policy, &policy.version(), now)
-}
-
-/// [`decide`] with the policy's [`Policy::version`] computed by the caller, which hashes
-/// the whole policy: a shell deciding a batch of events computes it once per batch.
-///
-/// # Errors
-/// As [`decide`].
-pub fn decide_versioned(
-    prev: Option<&AccountState>,
-    open: &[Task],
-    event: &Event,
-    policy: &Policy,
-    version: &str,
     now: Timestamp,
 ) -> Result<Decision, DomainError> {
     let state = prev.cloned().unwrap_or_else(|| {
@@ -140,7 +125,6 @@ pub fn decide_versioned(
         policy,
         now,
         event_time: event.time.min(now),
-        version: version.to_owned(),
         state,
         open: open.to_vec(),
         schedule: Vec::new(),
@@ -254,7 +238,7 @@ impl Planner<'_> {
             promise_id: promise_id.map(str::to_owned),
             cause_event_id: self.cause,
             attempt: 1,
-            policy_version: self.version.clone(),
+            policy_version: self.policy.version().to_owned(),
         };
         self.journal.push(JournalEntry {
             kind: "task_planned",

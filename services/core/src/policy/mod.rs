@@ -8,7 +8,7 @@
 //! sections' types (contact window, promise timing, escalation, cadence, caps, ...) are in
 //! `sections`, and loading and checking a file in `validate`.
 
-use std::fmt::Write as _;
+use std::{fmt, fmt::Write as _, sync::OnceLock};
 
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,10 @@ fn err(key: &str, problem: impl Into<String>) -> PolicyError {
 }
 
 /// The whole policy.
+///
+/// Build it with [`Policy::from_toml_str`] (or [`Policy::default`]) and leave it as it is
+/// afterwards: its [`version`](Policy::version) is computed once, when it is loaded (or
+/// first asked for), and kept with it and its clones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -71,6 +75,26 @@ pub struct Policy {
     pub segments: Segments,
     /// Reminders before the next due date, by segment.
     pub pre_due: PreDue,
+    /// The content hash, once computed (see [`Policy::version`]).
+    #[serde(skip)]
+    version: VersionCache,
+}
+
+/// [`Policy::version`] once computed. It is not part of the policy's content: neither
+/// serialised (so the hash covers the content alone) nor compared.
+#[derive(Clone, Default)]
+struct VersionCache(OnceLock<String>);
+
+impl PartialEq for VersionCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for VersionCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("..")
+    }
 }
 
 impl Default for Policy {
@@ -85,8 +109,24 @@ impl Default for Policy {
 impl Policy {
     /// The policy's content hash: recorded with every decision so that one can tell which
     /// policy decided what. Stable across key order and comments.
+    ///
+    /// Computed once, when the policy is loaded or first asked for, and kept: the rules
+    /// ask for it at every decision. A debug build checks that the policy has not been
+    /// changed since.
     #[must_use]
-    pub fn version(&self) -> String {
+    pub fn version(&self) -> &str {
+        let version = self.version.0.get_or_init(|| self.content_hash());
+        debug_assert_eq!(
+            *version,
+            self.content_hash(),
+            "the policy changed after its version was computed"
+        );
+        version
+    }
+
+    /// The hash behind [`Policy::version`]: `p-` and the first 6 bytes of the SHA-256 of
+    /// the policy's canonical JSON, in hex.
+    fn content_hash(&self) -> String {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         let digest = Sha256::digest(&canonical);
         let mut out = String::from("p-");
@@ -145,5 +185,25 @@ mod tests {
         let c =
             Policy::from_toml_str(&DEFAULT_POLICY_TOML.replace("\"2h\"", "\"3h\"")).expect("valid");
         assert_ne!(a.version(), c.version());
+    }
+
+    #[test]
+    fn version_is_kept_with_the_policy_and_is_the_content_hash() {
+        let a = Policy::default();
+        assert_eq!(a.version.0.get().map(String::as_str), Some(a.version()));
+        assert_eq!(a.version(), a.content_hash());
+        // The shipped files' versions, as recorded in decisions since they were written.
+        assert_eq!(a.version(), "p-db38bb32f4ef");
+        let reg_f = Policy::from_toml_str(US_REG_F_POLICY_TOML).expect("valid");
+        assert_eq!(reg_f.version(), "p-11368fe82580");
+        // Deserialised without from_toml_str, the version is computed on first use.
+        let b: Policy = toml::from_str(DEFAULT_POLICY_TOML).expect("valid");
+        assert!(b.version.0.get().is_none());
+        assert_eq!(b.version(), a.version());
+        assert_eq!(a, b);
+        // A clone keeps it, and stays equal.
+        let c = a.clone();
+        assert_eq!(c.version.0.get().map(String::as_str), Some(a.version()));
+        assert_eq!(c, a);
     }
 }

@@ -86,6 +86,8 @@ impl Policy {
             err(&key, msg)
         })?;
         policy.validate()?;
+        // Hashed once here, not at every decision.
+        let _ = policy.version();
         Ok(policy)
     }
 

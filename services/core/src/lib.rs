@@ -1,11 +1,29 @@
-//! The pure core of the collections service.
+//! The pure core of the collections service: the rules, and nothing but the rules.
 //!
-//! Everything here is deterministic: no I/O, no clock reads, no randomness. The shell
-//! (store, bus, workers) parses a message with [`event::parse_event`], loads the account's
-//! [`state::AccountState`] and open tasks, and asks [`decide::decide`] what to do at a given
-//! instant under a given [`policy::Policy`]. When a planned task's instant comes,
-//! [`fire::fire`] says what happens; [`sim::simulate`] replays a scenario through all of
-//! it on a virtual clock.
+//! # What it owns
+//!
+//! - the inbound contract: [`event::parse_event`] turns a message body into a trusted
+//!   [`Event`] or a [`ParseError`] whose [`RejectCode`] labels the dead letter;
+//! - the [`Policy`]: every number the rules use, loaded from TOML, checked whole, and
+//!   versioned by content hash ([`Policy::version`]);
+//! - per-account state ([`AccountState`]) and tasks ([`Task`]), with the task ids each
+//!   decision derives (UUIDv5 of its cause) and the collection-note lines it writes;
+//! - the rules: [`decide()`] applies one event to one account, [`fire()`] says what happens
+//!   when a planned task's instant comes, [`on_call_fired`] completes a fired call;
+//!   contact windows ([`window`]) and frequency caps ([`caps`]) in the customer's zone;
+//! - the outbound contract: the task events and promise expiries each decision publishes
+//!   ([`outbound`]; [`task_event`] reads task events back);
+//! - the simulator ([`sim::simulate`]), which replays a scenario through all of it on a
+//!   virtual clock.
+//!
+//! # What it may not do
+//!
+//! Everything here is deterministic, a function of its arguments: no I/O (no files,
+//! network or environment), no clock reads (the shell passes `now`), no randomness, no
+//! database and no broker. The shell (store, bus, runtime, workers) parses a message,
+//! loads the account's state and open tasks, asks [`decide()`] what to do at an instant of
+//! its own clock, and writes and publishes the [`Decision`] in one transaction. The only
+//! file read is the shipped default policy, compiled in with `include_str!`.
 
 pub mod caps;
 pub mod decide;
@@ -21,8 +39,7 @@ pub mod task_event;
 pub mod window;
 
 pub use decide::{
-    channel_for_attempt, decide, decide_versioned, on_call_fired, on_call_fired_versioned,
-    priority_at, Decision, DomainError, JournalEntry,
+    channel_for_attempt, decide, on_call_fired, priority_at, Decision, DomainError, JournalEntry,
 };
 pub use event::{parse_event, Event, EventBody, EventType, ParseError, RejectCode};
 pub use fire::{fire, FireOutcome};

@@ -464,7 +464,7 @@ pub fn simulate(policy: &Policy, scenario: &Scenario, until: Option<Timestamp>) 
     }
     Timeline {
         scenario: scenario.name.clone(),
-        policy_version: policy.version(),
+        policy_version: policy.version().to_owned(),
         until: end,
         entries: w.entries,
     }

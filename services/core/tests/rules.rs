@@ -3,7 +3,7 @@
 //! Every instant is fixed: no test reads the clock.
 
 use collections_core::{
-    decide, decide_versioned,
+    decide,
     outbound::TASKS_EXCHANGE,
     parse_event,
     state::{PromiseStatus, Status},
@@ -1561,22 +1561,29 @@ fn a_different_event_id_gives_different_task_ids() {
 }
 
 #[test]
-fn a_version_computed_once_per_batch_decides_as_the_policy_itself() {
+fn tasks_record_the_version_of_the_policy_that_decided() {
     let now = "2026-11-03T10:00:00+08:00";
     let policy = Policy::default();
     let e = payment_failed(1, now, SHANGHAI, 1, "2026-11-03", 125_000);
     let d1 = decide(None, &[], &e, &policy, ts(now)).expect("decide");
-    let d2 = decide_versioned(None, &[], &e, &policy, &policy.version(), ts(now))
-        .expect("decide_versioned");
+    // The version is computed once and kept: deciding again decides the same.
+    let d2 = decide(None, &[], &e, &policy, ts(now)).expect("decide");
     assert_eq!(format!("{d1:?}"), format!("{d2:?}"));
     assert!(!d1.schedule.is_empty());
     assert!(d1
         .schedule
         .iter()
         .all(|t| t.policy_version == policy.version()));
-    // The version given is the one recorded: a shell passes the policy's own.
-    let d3 = decide_versioned(None, &[], &e, &policy, "p-test", ts(now)).expect("decide");
-    assert!(d3.schedule.iter().all(|t| t.policy_version == "p-test"));
+    // The version recorded is the deciding policy's own: another policy records its own.
+    let other = Policy::from_toml_str(collections_core::policy::US_REG_F_POLICY_TOML)
+        .expect("valid policy");
+    assert_ne!(other.version(), policy.version());
+    let d3 = decide(None, &[], &e, &other, ts(now)).expect("decide");
+    assert!(!d3.schedule.is_empty());
+    assert!(d3
+        .schedule
+        .iter()
+        .all(|t| t.policy_version == other.version()));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -350,7 +350,7 @@ async fn fire_batch(
     }
     let version = policy.version();
     let mut follow_ups = with_retry(token, || store.complete_fired(&fired, policy, now)).await?;
-    follow_ups.extend(with_retry(token, || store.reschedule_claimed(&moves, &version, now)).await?);
+    follow_ups.extend(with_retry(token, || store.reschedule_claimed(&moves, version, now)).await?);
     if !moves.is_empty() {
         tracing::info!(
             count = moves.len(),

@@ -10,7 +10,7 @@ use std::{
 };
 
 use collections_core::{
-    decide_versioned, outbound::OutboundMessage, AccountState, DomainError, Event, Policy, Task,
+    decide, outbound::OutboundMessage, AccountState, DomainError, Event, Policy, Task,
 };
 use jiff::Timestamp;
 use sqlx::{
@@ -395,7 +395,7 @@ async fn apply_batch_on(
         }
         let prev = states.get(&e.account_id).cloned().flatten();
         let tasks = open.entry(e.account_id.clone()).or_default();
-        match decide_versioned(prev.as_ref(), tasks, e, policy, &version, now) {
+        match decide(prev.as_ref(), tasks, e, policy, now) {
             Err(rejection) => {
                 w.rejected.push(e.id);
                 outcomes.push(Some(Outcome::Rejected(rejection)));
@@ -425,7 +425,7 @@ async fn apply_batch_on(
     }
     let earliest_due = w.earliest_due();
     step(&mut steps.decide);
-    let (rows, origins) = w.write(&mut tx, &states, &version, now).await?;
+    let (rows, origins) = w.write(&mut tx, &states, version, now).await?;
     step(&mut steps.write);
     tx.commit().await?;
     step(&mut steps.commit);

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use collections_core::{
-    on_call_fired_versioned, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
+    on_call_fired, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
 };
 use jiff::Timestamp;
 use sqlx::{Connection, PgConnection, Row};
@@ -277,12 +277,12 @@ async fn complete_fired_on(
         // one is planned beside it. Should the rules want to cancel or re-rank a task
         // being fired, decide without the tasks being fired instead: that firing
         // settles them, and it cannot be waited for here.
-        let mut d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
+        let mut d = on_call_fired(&state, tasks, task, *due_id, policy, now);
         if d.cancel.iter().any(|c| firing.contains(&c.task_id))
             || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
         {
             tasks.retain(|t| !firing.contains(&t.task_id));
-            d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
+            d = on_call_fired(&state, tasks, task, *due_id, policy, now);
         }
         w.absorb(
             tasks,
@@ -297,7 +297,7 @@ async fn complete_fired_on(
         );
         states.insert(task.account_id.clone(), Some(d.state));
     }
-    let (rows, _) = w.write(&mut tx, &states, &version, now).await?;
+    let (rows, _) = w.write(&mut tx, &states, version, now).await?;
     tx.commit().await?;
     Ok(rows)
 }

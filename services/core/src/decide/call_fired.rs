@@ -1,0 +1,140 @@
+//! A collection call fired: the attempt is counted (daily count, frequency caps) and,
+//! while the account is delinquent with no open promise and no other call, the next
+//! attempt is planned by the cadence, the daily cap and the DPD bucket's spacing.
+
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::{channel_for_attempt, Decision, JournalEntry, Planner};
+use crate::{
+    policy::Policy,
+    state::{bucket, AccountState, Status},
+    task::{Task, TaskKind},
+};
+
+/// What happens when a collection call fires (its `task.due` is out): the attempt is
+/// counted and, while the account is still delinquent with no open promise, the next
+/// attempt is planned at the next cadence hour not yet tried today (else tomorrow's
+/// first), through the channel the mix gives that attempt number, within the daily cap.
+///
+/// Any other task on a phone channel is only recorded as a call attempt (for the frequency
+/// caps); see [`crate::fire::FireOutcome::Due`] for which fired tasks come here.
+///
+/// `due_event_id` (the fired task's `task.due` id) is the cause: planning again for the
+/// same firing yields the same task id.
+#[must_use]
+pub fn on_call_fired(
+    state: &AccountState,
+    open: &[Task],
+    fired: &Task,
+    due_event_id: Uuid,
+    policy: &Policy,
+    now: Timestamp,
+) -> Decision {
+    let mut p = Planner {
+        cause: due_event_id,
+        policy,
+        now,
+        event_time: now,
+        state: state.clone(),
+        open: open.to_vec(),
+        schedule: Vec::new(),
+        cancel: Vec::new(),
+        journal: Vec::new(),
+    };
+    p.call_fired(fired);
+    p.finish()
+}
+
+impl Planner<'_> {
+    pub(super) fn call_fired(&mut self, fired: &Task) {
+        let tz = self.state.zone();
+        let local = self.now.to_zoned(tz.clone());
+        let today = local.date();
+        if fired.channel.is_phone() {
+            crate::caps::record_call(&mut self.state, self.now);
+        }
+        if fired.kind != TaskKind::CollectionCall {
+            self.journal.push(JournalEntry {
+                kind: "call_fired",
+                detail: format!("{} due via {}", fired.kind, fired.channel),
+                task_id: Some(fired.task_id),
+            });
+            return;
+        }
+        self.state.calls_fired += 1;
+        if self.state.calls_day == Some(today) {
+            self.state.calls_today += 1;
+        } else {
+            self.state.calls_day = Some(today);
+            self.state.calls_today = 1;
+        }
+        self.journal.push(JournalEntry {
+            kind: "call_fired",
+            detail: format!(
+                "collection call attempt {} due via {} ({} today)",
+                fired.attempt, fired.channel, self.state.calls_today
+            ),
+            task_id: Some(fired.task_id),
+        });
+        if self.state.status != Status::Delinquent {
+            self.note("decision", "no next attempt: the account is not delinquent");
+            return;
+        }
+        if let Some(p) = self.state.open_promise() {
+            let detail = format!("no next attempt: promise {} is open", p.promise_id);
+            self.note("decision", detail);
+            return;
+        }
+        if let Some(t) = self
+            .open
+            .iter()
+            .find(|t| t.kind == TaskKind::CollectionCall && t.task_id != fired.task_id)
+        {
+            let detail = format!("no next attempt: call {} is already open", t.task_id);
+            self.note("decision", detail);
+            return;
+        }
+        let cadence = self.policy.cadence.clone();
+        let first = cadence.hours[0];
+        let bucket = bucket(self.state.dpd(self.now));
+        let gap = *cadence.days_between_attempts.get(bucket);
+        let next_day = today
+            .checked_add(jiff::Span::new().days(gap))
+            .unwrap_or(today);
+        let (day, hour, why) = if self.state.calls_today >= cadence.attempts_per_day {
+            (next_day, first, "daily attempt cap reached")
+        } else if let Some(h) = cadence.hours.iter().find(|h| **h > local.time()) {
+            (today, *h, "next cadence hour today")
+        } else {
+            (next_day, first, "no cadence hour left today")
+        };
+        let why = if day == today || gap == 1 {
+            why.to_owned()
+        } else {
+            format!("{why}; {bucket} calls every {gap} days")
+        };
+        let at = day
+            .to_datetime(hour)
+            .to_zoned(tz)
+            .map(|z| z.timestamp())
+            .unwrap_or(self.now);
+        let due = self.next_allowed(at.max(self.now));
+        let attempt = fired.attempt + 1;
+        let channel = channel_for_attempt(attempt, &self.policy.channel_mix);
+        self.plan(
+            TaskKind::CollectionCall,
+            channel,
+            due,
+            format!(
+                "attempt {attempt}: {why}; vary the hour ({} local) and the phone",
+                hour.strftime("%H:%M")
+            ),
+            None,
+        );
+        if let Some(t) = self.schedule.last_mut() {
+            t.attempt = attempt;
+        }
+        self.open_bucket_escalations();
+    }
+}

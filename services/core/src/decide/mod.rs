@@ -1,0 +1,424 @@
+//! The rules: what an event does to an account and which tasks follow.
+//!
+//! [`decide`] applies one inbound event, [`on_call_fired`] completes a fired call. Both
+//! run a `Planner` over the account's state and open tasks; this module holds the
+//! decision types and the planner's shared steps (planning a task within the window and
+//! the caps, cancelling, escalating, finishing into a [`Decision`]). The rule of each
+//! event lives in its own module:
+//!
+//! - `payment_failed`: a failed debit opens a collection run;
+//! - `promise_made`: a promise pauses calls and plans its reminder, check and expiry;
+//! - `promise_broken`: a broken promise escalates the tone and calls again;
+//! - `payment_received`: money keeps promises and cures;
+//! - `call_fired`: a fired call counts and plans the next attempt;
+//! - `priority`: the work-order rank and the phone of each attempt.
+
+use jiff::{SignedDuration, Timestamp};
+use uuid::Uuid;
+
+use crate::{
+    event::{Event, EventBody},
+    outbound::{task_message, task_message_with_id, OutboundMessage, TaskState},
+    policy::Policy,
+    state::{bucket, AccountState},
+    task::{Channel, Task, TaskKind, Tone},
+    window,
+};
+
+mod call_fired;
+mod payment_failed;
+mod payment_received;
+mod priority;
+mod promise_broken;
+mod promise_made;
+
+pub use call_fired::on_call_fired;
+pub use priority::{channel_for_attempt, priority_at};
+
+/// The event cannot be applied to this account as it stands (goes to the dead-letter queue).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DomainError(pub String);
+
+/// One line of the per-account collection note.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    /// Short machine-readable kind (`event_applied`, `task_planned`, ...).
+    pub kind: &'static str,
+    /// Human-readable line (no personal data).
+    pub detail: String,
+    /// Task concerned, if any.
+    pub task_id: Option<Uuid>,
+}
+
+/// A task to cancel and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cancellation {
+    /// Task id.
+    pub task_id: Uuid,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything the shell must write in one transaction.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Account state after the event.
+    pub state: AccountState,
+    /// New tasks.
+    pub schedule: Vec<Task>,
+    /// Open tasks to cancel.
+    pub cancel: Vec<Cancellation>,
+    /// Collection-note lines, in order.
+    pub journal: Vec<JournalEntry>,
+    /// Task events to publish through the outbox, in order.
+    pub outbox: Vec<OutboundMessage>,
+    /// Open tasks whose priority changed with the account: (task, new priority).
+    pub reprioritise: Vec<(Uuid, u8)>,
+}
+
+/// One decision in the making: the account as it stands, what is planned and cancelled so
+/// far, and the journal. Each event's rule is a method in its own module.
+struct Planner<'a> {
+    /// Id of what caused this decision (an inbound event, or a fired task's `task.due`).
+    cause: Uuid,
+    policy: &'a Policy,
+    now: Timestamp,
+    /// When the cause happened upstream (the event's `time`), never after `now`.
+    event_time: Timestamp,
+    state: AccountState,
+    open: Vec<Task>,
+    schedule: Vec<Task>,
+    cancel: Vec<(Task, String)>,
+    journal: Vec<JournalEntry>,
+}
+
+/// Applies one event to one account.
+///
+/// `prev` is `None` for an account never seen; `open` are the account's tasks still
+/// scheduled. `now` is the decision instant (the shell's clock).
+///
+/// # Errors
+/// [`DomainError`] when the event contradicts the account (a currency other than the
+/// account's); the event is then dead-lettered and nothing changes.
+///
+/// Tasks planned record the policy's [`Policy::version`], which the policy computes once.
+pub fn decide(
+    prev: Option<&AccountState>,
+    open: &[Task],
+    event: &Event,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Decision, DomainError> {
+    let state = prev.cloned().unwrap_or_else(|| {
+        let tz = match &event.body {
+            EventBody::PaymentFailed(d) => d.customer.timezone.clone(),
+            _ => None,
+        };
+        AccountState::new(
+            &event.account_id,
+            tz.as_deref().unwrap_or(&policy.default_timezone),
+        )
+    });
+    let mut p = Planner {
+        cause: event.id,
+        policy,
+        now,
+        event_time: event.time.min(now),
+        state,
+        open: open.to_vec(),
+        schedule: Vec::new(),
+        cancel: Vec::new(),
+        journal: Vec::new(),
+    };
+    match &event.body {
+        EventBody::PaymentFailed(d) => p.payment_failed(d)?,
+        EventBody::PromiseMade(d) => p.promise_made(d)?,
+        EventBody::PromiseBroken(d) => p.promise_broken(d),
+        EventBody::PaymentReceived(d) => p.payment_received(d)?,
+    }
+    Ok(p.finish())
+}
+
+impl Planner<'_> {
+    fn note(&mut self, kind: &'static str, detail: impl Into<String>) {
+        self.journal.push(JournalEntry {
+            kind,
+            detail: detail.into(),
+            task_id: None,
+        });
+    }
+
+    fn check_currency(&mut self, m: crate::Money) -> Result<(), DomainError> {
+        match self.state.currency {
+            Some(c) if c != m.currency => Err(DomainError(format!(
+                "amount in {} but the account is kept in {c}",
+                m.currency
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                self.state.currency = Some(m.currency);
+                Ok(())
+            }
+        }
+    }
+
+    fn tone(&self) -> Tone {
+        let bucket = bucket(self.state.dpd(self.now));
+        self.policy
+            .escalation
+            .tone(self.state.broken_promises, bucket)
+    }
+
+    fn priority(&self, at: Timestamp) -> u8 {
+        priority_at(&self.state, self.policy, at)
+    }
+
+    fn has_open(&self, kind: TaskKind) -> Option<&Task> {
+        self.open
+            .iter()
+            .chain(self.schedule.iter())
+            .find(|t| t.kind == kind)
+    }
+
+    fn cancel_where(&mut self, reason: &str, pred: impl Fn(&Task) -> bool) {
+        let (gone, keep): (Vec<Task>, Vec<Task>) =
+            std::mem::take(&mut self.open).into_iter().partition(pred);
+        self.open = keep;
+        for t in gone {
+            self.journal.push(JournalEntry {
+                kind: "task_cancelled",
+                detail: format!("{} {} cancelled: {reason}", t.kind, t.task_id),
+                task_id: Some(t.task_id),
+            });
+            self.cancel.push((t, reason.to_owned()));
+        }
+    }
+
+    /// Plans a task at `due_at` (moved by the frequency caps when they apply); its
+    /// priority follows from the account and the day it is due.
+    fn plan(
+        &mut self,
+        kind: TaskKind,
+        channel: Channel,
+        due_at: Timestamp,
+        reason: String,
+        promise_id: Option<&str>,
+    ) {
+        let n = self.schedule.len();
+        let (due_at, reason) = if channel.is_phone() && self.policy.caps.active() {
+            let (at, why) = self.capped(due_at);
+            match why {
+                Some(why) => (at, format!("{reason} ({why})")),
+                None => (at, reason),
+            }
+        } else {
+            (due_at, reason)
+        };
+        // Postgres keeps microseconds: plan at that precision so stored and simulated
+        // timelines are identical.
+        let due_at = due_at
+            .round(
+                jiff::TimestampRound::new()
+                    .smallest(jiff::Unit::Microsecond)
+                    .mode(jiff::RoundMode::Trunc),
+            )
+            .unwrap_or(due_at);
+        let priority = self.priority(due_at);
+        let task_id = Uuid::new_v5(&self.cause, format!("{kind}:{n}").as_bytes());
+        let task = Task {
+            task_id,
+            account_id: self.state.account_id.clone(),
+            kind,
+            channel,
+            due_at,
+            priority,
+            tone: self.tone(),
+            reason,
+            promise_id: promise_id.map(str::to_owned),
+            cause_event_id: self.cause,
+            attempt: 1,
+            policy_version: self.policy.version().to_owned(),
+        };
+        self.journal.push(JournalEntry {
+            kind: "task_planned",
+            detail: format!(
+                "{kind} via {channel} at {due_at}, priority {priority}, tone {}: {}",
+                task.tone, task.reason
+            ),
+            task_id: Some(task_id),
+        });
+        self.schedule.push(task);
+    }
+
+    fn next_allowed(&self, at: Timestamp) -> Timestamp {
+        window::next_allowed(at, &self.state.zone(), &self.policy.contact_window)
+    }
+
+    /// The first instant at or after `at` (already inside the window) at which a call
+    /// keeps the frequency caps, counting fired calls and the phone tasks already planned.
+    fn capped(&self, at: Timestamp) -> (Timestamp, Option<String>) {
+        let planned: Vec<Timestamp> = self
+            .open
+            .iter()
+            .chain(self.schedule.iter())
+            .filter(|t| t.channel.is_phone())
+            .map(|t| t.due_at)
+            .collect();
+        crate::caps::first_allowed(at, &self.state, &planned, self.policy)
+    }
+
+    /// Opens the tasks of the bucket escalation step in force, once per step.
+    fn open_bucket_escalations(&mut self) {
+        let bucket = bucket(self.state.dpd(self.now));
+        let Some(step) = self.policy.escalation.bucket_step(bucket).cloned() else {
+            return;
+        };
+        for kind in step.open {
+            let key = format!("{}:{kind}", step.from);
+            if self.state.bucket_escalations.contains(&key) || self.has_open(kind).is_some() {
+                continue;
+            }
+            self.state.bucket_escalations.insert(key);
+            self.plan_escalation(
+                kind,
+                format!("account in {bucket} (escalation from {})", step.from),
+            );
+        }
+    }
+
+    /// Plans one escalation task of `kind` (third-party call, visit, letter, review).
+    fn plan_escalation(&mut self, kind: TaskKind, why: String) {
+        let (channel, what) = match kind {
+            TaskKind::ThirdPartyCall => (
+                Channel::ContactPerson,
+                "ask a contact person to pass a message (never disclose the debt)",
+            ),
+            TaskKind::FieldVisit => (Channel::Visit, "field visit"),
+            TaskKind::FormalLetter => (Channel::Letter, "formal letter"),
+            _ => (Channel::None, "supervisor review"),
+        };
+        let due = if kind.contacts_customer() {
+            self.next_allowed(self.now)
+        } else {
+            self.now
+        };
+        self.plan(kind, channel, due, format!("{why}: {what}"), None);
+    }
+
+    fn plan_collection_call(&mut self, why: String) {
+        let mut due = self.next_allowed(self.now);
+        let mut moved = if due == self.now {
+            String::new()
+        } else {
+            " (moved into the contact window)".to_owned()
+        };
+        // The daily attempt cap holds for calls an event plans too, not only for the
+        // cadence: over it, the call waits for tomorrow's first cadence hour.
+        let tz = self.state.zone();
+        let day = due.to_zoned(tz.clone()).date();
+        if self.state.calls_day == Some(day)
+            && self.state.calls_today >= self.policy.cadence.attempts_per_day
+        {
+            let first = self.policy.cadence.hours[0];
+            if let Some(at) = day
+                .tomorrow()
+                .ok()
+                .and_then(|d| d.to_datetime(first).to_zoned(tz).ok())
+            {
+                due = self.next_allowed(at.timestamp());
+                moved = format!(
+                    " (daily attempt cap of {} reached: tomorrow {} local)",
+                    self.policy.cadence.attempts_per_day,
+                    first.strftime("%H:%M")
+                );
+            }
+        }
+        // The first attempt of a run takes the phone the channel mix gives attempt 1.
+        let channel = channel_for_attempt(1, &self.policy.channel_mix);
+        self.plan(
+            TaskKind::CollectionCall,
+            channel,
+            due,
+            format!("{why}{moved}"),
+            None,
+        );
+        self.open_bucket_escalations();
+    }
+
+    fn finish(self) -> Decision {
+        let summary = self.state.summary(self.now);
+        // Priority follows the account (domain.md rule 2): open tasks whose rank changed
+        // with this decision are updated and re-announced.
+        let reprioritised: Vec<Task> = self
+            .open
+            .iter()
+            .filter(|t| !t.kind.is_internal())
+            .filter_map(|t| {
+                let p = self.priority(t.due_at);
+                (p != t.priority).then(|| Task {
+                    priority: p,
+                    ..t.clone()
+                })
+            })
+            .collect();
+        let mut outbox = Vec::with_capacity(self.cancel.len() + self.schedule.len());
+        for (t, reason) in self.cancel.iter().filter(|(t, _)| !t.kind.is_internal()) {
+            outbox.push(task_message(
+                TaskState::Cancelled,
+                t,
+                &summary,
+                self.now,
+                Some(reason),
+            ));
+        }
+        for t in self.schedule.iter().filter(|t| !t.kind.is_internal()) {
+            outbox.push(task_message(
+                TaskState::Scheduled,
+                t,
+                &summary,
+                self.now,
+                None,
+            ));
+        }
+        for t in &reprioritised {
+            // A new event for the same plan: its id names the new rank.
+            let id = Uuid::new_v5(
+                &t.task_id,
+                format!("priority:{}:{}", t.priority, self.cause).as_bytes(),
+            );
+            outbox.push(task_message_with_id(
+                id,
+                TaskState::Scheduled,
+                t,
+                &summary,
+                self.now,
+                None,
+            ));
+        }
+        Decision {
+            reprioritise: reprioritised
+                .iter()
+                .map(|t| (t.task_id, t.priority))
+                .collect(),
+            state: self.state,
+            schedule: self.schedule,
+            cancel: self
+                .cancel
+                .into_iter()
+                .map(|(t, reason)| Cancellation {
+                    task_id: t.task_id,
+                    reason,
+                })
+                .collect(),
+            journal: self.journal,
+            outbox,
+        }
+    }
+}
+
+/// Convenience for tests and the simulator: a duration in whole hours.
+#[must_use]
+pub fn hours(h: i64) -> SignedDuration {
+    SignedDuration::from_hours(h)
+}

@@ -1,0 +1,258 @@
+//! Inbound CloudEvents: parse, don't validate.
+//!
+//! [`parse_event`] turns raw bytes into an [`Event`] whose fields can be trusted, or a
+//! [`ParseError`] whose [`RejectCode`] goes into the dead-letter header.
+//!
+//! This module holds the types of a parsed event; `parse` reads and checks an envelope and
+//! its data (the contract's values), and `shape` the lexical forms the JSON schemas
+//! require of ids, instants, dates and zone names.
+
+use jiff::{civil::Date, Timestamp};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::money::Money;
+
+mod parse;
+mod shape;
+
+pub use parse::parse_event;
+
+/// Largest accepted account id, in characters: the schema's `maxLength` counts characters,
+/// so 128 Chinese characters (384 bytes of UTF-8) are a valid id.
+pub const MAX_ACCOUNT_ID_LEN: usize = 128;
+
+/// The four inbound event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// `payment.failed`
+    #[serde(rename = "payment.failed")]
+    PaymentFailed,
+    /// `promise.made`
+    #[serde(rename = "promise.made")]
+    PromiseMade,
+    /// `promise.broken`
+    #[serde(rename = "promise.broken")]
+    PromiseBroken,
+    /// `payment.received`
+    #[serde(rename = "payment.received")]
+    PaymentReceived,
+}
+
+impl EventType {
+    /// Every inbound type, in contract order.
+    pub const ALL: [EventType; 4] = [
+        EventType::PaymentFailed,
+        EventType::PromiseMade,
+        EventType::PromiseBroken,
+        EventType::PaymentReceived,
+    ];
+
+    /// The CloudEvents `type` and routing key.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::PaymentFailed => "payment.failed",
+            EventType::PromiseMade => "promise.made",
+            EventType::PromiseBroken => "promise.broken",
+            EventType::PaymentReceived => "payment.received",
+        }
+    }
+
+    /// The quorum queue that carries this type.
+    #[must_use]
+    pub fn queue(self) -> &'static str {
+        match self {
+            EventType::PaymentFailed => "collections.payment-failed",
+            EventType::PromiseMade => "collections.promise-made",
+            EventType::PromiseBroken => "collections.promise-broken",
+            EventType::PaymentReceived => "collections.payment-received",
+        }
+    }
+
+    /// Parses a CloudEvents `type`.
+    #[must_use]
+    pub fn from_type(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Why a message was refused; the machine-readable code travels in the
+/// `x-collections-error` header of the dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    /// Body larger than the configured limit.
+    TooLarge,
+    /// Body is not JSON.
+    NotJson,
+    /// JSON, but not a CloudEvents 1.0 structured event.
+    NotCloudEvent,
+    /// A CloudEvent of a type this queue does not carry.
+    UnexpectedType,
+    /// `data` does not match the type's schema.
+    Schema,
+    /// Well-formed, but a value is absurd (unknown zone, subject mismatch, zero amount).
+    InvalidValue,
+    /// The rules refused the event against the account's state (currency mismatch).
+    Domain,
+}
+
+impl RejectCode {
+    /// Header value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::TooLarge => "too_large",
+            RejectCode::NotJson => "not_json",
+            RejectCode::NotCloudEvent => "not_cloudevent",
+            RejectCode::UnexpectedType => "unexpected_type",
+            RejectCode::Schema => "schema",
+            RejectCode::InvalidValue => "invalid_value",
+            RejectCode::Domain => "domain",
+        }
+    }
+}
+
+/// A refused message: a code and a human-readable detail (never personal data).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {detail}", code.as_str())]
+pub struct ParseError {
+    /// Machine-readable reason.
+    pub code: RejectCode,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+impl ParseError {
+    fn new(code: RejectCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A parsed inbound event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// CloudEvents `id`: the idempotency key.
+    pub id: Uuid,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// CloudEvents `time`.
+    pub time: Timestamp,
+    /// The account (CloudEvents `subject`, equal to `data.account_id`).
+    pub account_id: String,
+    /// The typed payload.
+    pub body: EventBody,
+}
+
+impl Event {
+    /// The event's type.
+    #[must_use]
+    pub fn event_type(&self) -> EventType {
+        match self.body {
+            EventBody::PaymentFailed(_) => EventType::PaymentFailed,
+            EventBody::PromiseMade(_) => EventType::PromiseMade,
+            EventBody::PromiseBroken(_) => EventType::PromiseBroken,
+            EventBody::PaymentReceived(_) => EventType::PaymentReceived,
+        }
+    }
+}
+
+/// Typed payloads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    /// An automatic debit failed.
+    PaymentFailed(PaymentFailed),
+    /// A customer promised to pay.
+    PromiseMade(PromiseMade),
+    /// Upstream (or the service itself) declared a promise broken.
+    PromiseBroken(PromiseBroken),
+    /// Money arrived.
+    PaymentReceived(PaymentReceived),
+}
+
+/// `customer` block of `payment.failed`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Customer {
+    /// IANA zone name; the policy default when absent (`parse_event` refuses `null`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// `installment` block of `payment.failed`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Installment {
+    /// 1-based instalment number.
+    pub number: u32,
+    /// Due date in the customer's calendar.
+    pub due_date: Date,
+    /// Instalment amount.
+    pub amount: Money,
+}
+
+/// `payment.failed` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PaymentFailed {
+    /// Account id.
+    pub account_id: String,
+    /// Customer facts.
+    pub customer: Customer,
+    /// The instalment that failed.
+    pub installment: Installment,
+    /// Total overdue after this failure (authoritative).
+    pub overdue_amount: Money,
+    /// Why the debit failed.
+    pub failure_reason: String,
+    /// When the debit was attempted.
+    pub attempted_at: Timestamp,
+}
+
+/// `promise.made` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PromiseMade {
+    /// Account id.
+    pub account_id: String,
+    /// Upstream promise id.
+    pub promise_id: String,
+    /// Promised amount.
+    pub amount: Money,
+    /// Promised instant (a local wall-clock time resolved upstream).
+    pub promised_at: Timestamp,
+    /// Collector or system that captured it.
+    pub captured_by: String,
+    /// Channel the promise came through.
+    pub channel: String,
+}
+
+/// `promise.broken` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PromiseBroken {
+    /// Account id.
+    pub account_id: String,
+    /// Upstream promise id.
+    pub promise_id: String,
+    /// Why it is broken (`no_payment`, `expired`, ...).
+    pub reason: String,
+}
+
+/// `payment.received` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PaymentReceived {
+    /// Account id.
+    pub account_id: String,
+    /// Upstream payment id.
+    pub payment_id: String,
+    /// Amount received.
+    pub amount: Money,
+    /// When it was received.
+    pub received_at: Timestamp,
+    /// The billing system's authoritative remaining overdue, when it sends one (absent,
+    /// never `null`: `parse_event` refuses it).
+    #[serde(default)]
+    pub overdue_amount_after: Option<Money>,
+    /// Next due date, when known (absent, never `null`).
+    #[serde(default)]
+    pub next_due_date: Option<Date>,
+}

@@ -1,0 +1,268 @@
+//! [`parse_event`]: reads a message body as a CloudEvents 1.0 structured event of one of
+//! the four inbound types, and checks its data against the contract (schema forms, then
+//! values: ids, amounts, currencies, zones, plausible instants).
+
+use jiff::{tz::TimeZone, Timestamp};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    shape::{check_shapes, is_canonical_uuid, is_timezone_shape, parse_instant, INSTANT_FORM},
+    Event, EventBody, EventType, ParseError, RejectCode, MAX_ACCOUNT_ID_LEN,
+};
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    // Text, not `Timestamp`: jiff reads forms RFC 3339 does not allow (see `parse_instant`).
+    time: String,
+    subject: String,
+    datacontenttype: String,
+    // CloudEvents makes `data` optional, so its absence (or `null`) is not an envelope
+    // error: it breaks the event type's schema, and is reported as such.
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// Earliest instant accepted anywhere in an event; older values are absurd.
+fn earliest_plausible() -> Timestamp {
+    Timestamp::from_second(946_684_800).unwrap_or(Timestamp::UNIX_EPOCH) // 2000-01-01
+}
+
+/// Parses and checks one message body.
+///
+/// `expected` is the type the consuming queue carries (`None` accepts any of the four).
+///
+/// # Errors
+/// A [`ParseError`] naming what is wrong; the message belongs in the dead-letter queue.
+pub fn parse_event(body: &[u8], expected: Option<EventType>) -> Result<Event, ParseError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ParseError::new(RejectCode::NotJson, format!("body is not JSON: {e}")))?;
+    let env: RawEnvelope = serde_json::from_value(value).map_err(|e| {
+        ParseError::new(
+            RejectCode::NotCloudEvent,
+            format!("not a CloudEvents 1.0 structured event: {e}"),
+        )
+    })?;
+    if env.specversion != "1.0" {
+        return Err(ParseError::new(
+            RejectCode::NotCloudEvent,
+            format!("specversion {:?} is not \"1.0\"", env.specversion),
+        ));
+    }
+    // The schema's UUID form is part of the envelope check, like "not a UUID at all". The
+    // value is not repeated: a malformed id may hold anything.
+    let id = Some(env.id.as_str())
+        .filter(|s| is_canonical_uuid(s))
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| {
+            ParseError::new(
+                RejectCode::NotCloudEvent,
+                "id is not a UUID in the canonical 8-4-4-4-12 hex form",
+            )
+        })?;
+    if env.source.is_empty() {
+        return Err(ParseError::new(
+            RejectCode::NotCloudEvent,
+            "source is empty",
+        ));
+    }
+    // CloudEvents requires `time` to be RFC 3339, so a malformed one is an envelope error.
+    let time = parse_instant(&env.time).ok_or_else(|| {
+        ParseError::new(
+            RejectCode::NotCloudEvent,
+            format!("time is not {INSTANT_FORM}"),
+        )
+    })?;
+    if env.datacontenttype != "application/json" {
+        return Err(ParseError::new(
+            RejectCode::NotCloudEvent,
+            format!(
+                "datacontenttype {:?} is not application/json",
+                truncate(&env.datacontenttype)
+            ),
+        ));
+    }
+    let Some(ty) = EventType::from_type(&env.ty) else {
+        return Err(ParseError::new(
+            RejectCode::UnexpectedType,
+            format!("unknown event type {:?}", truncate(&env.ty)),
+        ));
+    };
+    if let Some(exp) = expected {
+        if exp != ty {
+            return Err(ParseError::new(
+                RejectCode::UnexpectedType,
+                format!("type {} arrived on the {} queue", ty.as_str(), exp.queue()),
+            ));
+        }
+    }
+    let schema = |detail: String| {
+        ParseError::new(
+            RejectCode::Schema,
+            format!("{} data: {detail}", ty.as_str()),
+        )
+    };
+    let data = match env.data {
+        Some(data @ Value::Object(_)) => data,
+        None => {
+            return Err(ParseError::new(
+                RejectCode::Schema,
+                format!(
+                    "{} data is missing or null; its schema requires an object",
+                    ty.as_str()
+                ),
+            ))
+        }
+        Some(_) => {
+            return Err(ParseError::new(
+                RejectCode::Schema,
+                format!("{} data is not a JSON object", ty.as_str()),
+            ))
+        }
+    };
+    check_shapes(ty, &data).map_err(schema)?;
+    let serde_schema = |e: serde_json::Error| schema(e.to_string());
+    let body = match ty {
+        EventType::PaymentFailed => {
+            EventBody::PaymentFailed(serde_json::from_value(data).map_err(serde_schema)?)
+        }
+        EventType::PromiseMade => {
+            EventBody::PromiseMade(serde_json::from_value(data).map_err(serde_schema)?)
+        }
+        EventType::PromiseBroken => {
+            EventBody::PromiseBroken(serde_json::from_value(data).map_err(serde_schema)?)
+        }
+        EventType::PaymentReceived => {
+            EventBody::PaymentReceived(serde_json::from_value(data).map_err(serde_schema)?)
+        }
+    };
+    let event = Event {
+        id,
+        source: env.source,
+        time,
+        account_id: env.subject,
+        body,
+    };
+    check_values(&event)?;
+    Ok(event)
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> ParseError {
+    ParseError::new(RejectCode::InvalidValue, detail)
+}
+
+/// The schema's `minLength: 1`. Like an empty id, an empty text is well-formed JSON but
+/// says nothing, hence `invalid_value`.
+fn require_text(field: &str, value: &str) -> Result<(), ParseError> {
+    if value.is_empty() {
+        Err(invalid(format!("{field} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_values(e: &Event) -> Result<(), ParseError> {
+    // Characters, as JSON Schema's `maxLength` counts them; the id itself is not repeated.
+    let chars = e.account_id.chars().count();
+    if !(1..=MAX_ACCOUNT_ID_LEN).contains(&chars) {
+        return Err(invalid(format!(
+            "subject (account id) must be 1-{MAX_ACCOUNT_ID_LEN} characters, not {chars}"
+        )));
+    }
+    let data_account = match &e.body {
+        EventBody::PaymentFailed(d) => &d.account_id,
+        EventBody::PromiseMade(d) => &d.account_id,
+        EventBody::PromiseBroken(d) => &d.account_id,
+        EventBody::PaymentReceived(d) => &d.account_id,
+    };
+    if data_account != &e.account_id {
+        return Err(invalid("data.account_id differs from subject"));
+    }
+    let early = earliest_plausible();
+    if e.time < early {
+        return Err(invalid(format!("time {} is before 2000", e.time)));
+    }
+    match &e.body {
+        EventBody::PaymentFailed(d) => {
+            // Where the debtor lives is personal: the details leave the name out.
+            if let Some(tz) = &d.customer.timezone {
+                if !is_timezone_shape(tz) {
+                    return Err(invalid(
+                        "customer.timezone is not an IANA time zone name of the shape the \
+                         contract allows (legacy names such as EST5EDT are refused)",
+                    ));
+                }
+                TimeZone::get(tz).map_err(|_| {
+                    invalid("customer.timezone names no time zone of the tz database")
+                })?;
+            }
+            require_text("failure_reason", &d.failure_reason)?;
+            if d.installment.number == 0 {
+                return Err(invalid("installment.number must be at least 1"));
+            }
+            if d.installment.amount.minor < 1 {
+                return Err(invalid("installment.amount must be positive"));
+            }
+            if d.installment.amount.currency != d.overdue_amount.currency {
+                return Err(invalid(
+                    "installment.amount and overdue_amount differ in currency",
+                ));
+            }
+            if d.attempted_at < early {
+                return Err(invalid("attempted_at is before 2000"));
+            }
+            if d.installment.due_date.year() < 2000 {
+                return Err(invalid("installment.due_date is before 2000"));
+            }
+        }
+        EventBody::PromiseMade(d) => {
+            require_text("promise_id", &d.promise_id)?;
+            require_text("captured_by", &d.captured_by)?;
+            require_text("channel", &d.channel)?;
+            if d.amount.minor < 1 {
+                return Err(invalid("promise amount must be positive"));
+            }
+            if d.promised_at < early {
+                return Err(invalid(format!(
+                    "promised_at {} is before 2000",
+                    d.promised_at
+                )));
+            }
+        }
+        EventBody::PromiseBroken(d) => {
+            require_text("promise_id", &d.promise_id)?;
+            require_text("reason", &d.reason)?;
+        }
+        EventBody::PaymentReceived(d) => {
+            require_text("payment_id", &d.payment_id)?;
+            if d.amount.minor < 1 {
+                return Err(invalid("payment amount must be positive"));
+            }
+            if let Some(after) = d.overdue_amount_after {
+                if after.currency != d.amount.currency {
+                    return Err(invalid("overdue_amount_after differs in currency"));
+                }
+            }
+            if d.received_at < early {
+                return Err(invalid("received_at is before 2000"));
+            }
+            if d.next_due_date.is_some_and(|date| date.year() < 2000) {
+                return Err(invalid("next_due_date is before 2000"));
+            }
+        }
+    }
+    Ok(())
+}

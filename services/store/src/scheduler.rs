@@ -11,8 +11,14 @@ use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::{
-    insert_journal, insert_outbox, jiff_sqlx_ts::Ts, load_open_tasks, lock_accounts, task_from_row,
-    AbandonGuard, OutboxRow, Store, StoreError, Writes,
+    accounts::lock_accounts,
+    batch::Writes,
+    guard::AbandonGuard,
+    journal::insert_journal,
+    outbox::{insert_outbox, OutboxRow},
+    tasks::{load_open_tasks, task_from_row},
+    ts::Ts,
+    Store, StoreError,
 };
 
 /// NOTIFY channel that wakes the scheduler when a task is planned due soon.

@@ -8,10 +8,12 @@
 //! it on a virtual clock.
 
 pub mod caps;
+pub mod completion;
 pub mod decide;
 pub mod event;
 pub mod fire;
 pub mod money;
+pub mod netting;
 pub mod outbound;
 pub mod policy;
 pub mod sim;

@@ -7,7 +7,8 @@ use std::{
 };
 
 use collections_core::{
-    decide_versioned, outbound::OutboundMessage, AccountState, DomainError, Event, Policy, Task,
+    decide_versioned, netting::Netted, outbound::OutboundMessage, AccountState, DomainError, Event,
+    Policy, Task,
 };
 use jiff::Timestamp;
 use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
@@ -190,7 +191,7 @@ async fn apply_batch_on(
                 outcomes.push(Some(Outcome::Rejected(rejection)));
             }
             Ok(d) => {
-                w.absorb(
+                w.net.absorb(
                     tasks,
                     &e.account_id,
                     e.id,
@@ -209,10 +210,10 @@ async fn apply_batch_on(
     // A task being fired is neither cancelled nor re-ranked under the scheduler's
     // feet: the batch is rolled back (dropping `tx`) and retried once the firing has
     // settled, so the decision sees the task emitted, or scheduled again.
-    if let Some(id) = w.touched().find(|id| firing.contains(id)) {
+    if let Some(id) = w.net.touched().find(|id| firing.contains(id)) {
         return Err(StoreError::TaskFiring(id));
     }
-    let earliest_due = w.earliest_due();
+    let earliest_due = w.net.earliest_due();
     step(&mut steps.decide);
     let (rows, origins) = w.write(&mut tx, &states, &version, now).await?;
     step(&mut steps.write);
@@ -239,93 +240,18 @@ async fn apply_batch_on(
     })
 }
 
-/// Everything one transaction writes once the rules have run, netted so that every row is
-/// written by exactly one part of one statement: a task planned and then cancelled or
-/// re-ranked within the batch is inserted in its final form, and an existing task is
-/// updated once (a cancellation beats an earlier re-rank).
+/// Everything one transaction writes once the rules have run: the decisions netted by
+/// `collections_core::netting` (every row written by exactly one part of one statement),
+/// and the events the rules refused.
 #[derive(Default)]
 pub(crate) struct Writes {
-    /// New tasks, with the reason when they were cancelled within the batch.
-    tasks: Vec<(Task, Option<String>)>,
-    /// Index into `tasks` by task id.
-    planned: HashMap<Uuid, usize>,
-    /// Existing tasks to cancel.
-    cancel: Vec<(Uuid, String)>,
-    /// Existing tasks to re-rank (last word wins).
-    reprioritise: BTreeMap<Uuid, u8>,
-    /// Collection-note lines: account, cause, entry.
-    journal: Vec<(String, Uuid, collections_core::JournalEntry)>,
-    /// Outbound messages and the input event each came from.
-    outbox: Vec<(Option<usize>, OutboundMessage)>,
+    /// The decisions, netted.
+    pub(crate) net: Netted,
     /// Events refused by the rules: their inbox rows are removed so a replay applies them.
     pub(crate) rejected: Vec<Uuid>,
 }
 
 impl Writes {
-    /// Takes in one decision for `account`: updates the account's open tasks (`open`) the
-    /// way the next decision in the batch must see them, and queues the writes.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn absorb(
-        &mut self,
-        open: &mut Vec<Task>,
-        account: &str,
-        cause: Uuid,
-        origin: Option<usize>,
-        schedule: Vec<Task>,
-        cancel: Vec<collections_core::decide::Cancellation>,
-        reprioritise: &[(Uuid, u8)],
-        journal: Vec<collections_core::JournalEntry>,
-        outbox: Vec<OutboundMessage>,
-    ) {
-        let cancelled: HashSet<Uuid> = cancel.iter().map(|c| c.task_id).collect();
-        open.retain(|t| !cancelled.contains(&t.task_id));
-        for (id, p) in reprioritise {
-            if let Some(t) = open.iter_mut().find(|t| t.task_id == *id) {
-                t.priority = *p;
-            }
-            match self.planned.get(id) {
-                Some(&k) => self.tasks[k].0.priority = *p,
-                None => {
-                    self.reprioritise.insert(*id, *p);
-                }
-            }
-        }
-        open.extend(schedule.iter().cloned());
-        for t in schedule {
-            self.planned.insert(t.task_id, self.tasks.len());
-            self.tasks.push((t, None));
-        }
-        for c in cancel {
-            match self.planned.get(&c.task_id) {
-                Some(&k) => self.tasks[k].1 = Some(c.reason),
-                None => {
-                    self.reprioritise.remove(&c.task_id);
-                    self.cancel.push((c.task_id, c.reason));
-                }
-            }
-        }
-        self.journal
-            .extend(journal.into_iter().map(|j| (account.to_owned(), cause, j)));
-        self.outbox.extend(outbox.into_iter().map(|m| (origin, m)));
-    }
-
-    /// Existing tasks this batch cancels or re-ranks.
-    pub(crate) fn touched(&self) -> impl Iterator<Item = Uuid> + '_ {
-        self.cancel
-            .iter()
-            .map(|c| c.0)
-            .chain(self.reprioritise.keys().copied())
-    }
-
-    /// Earliest `due_at` among the new tasks that stay scheduled.
-    pub(crate) fn earliest_due(&self) -> Option<Timestamp> {
-        self.tasks
-            .iter()
-            .filter(|(_, cancelled)| cancelled.is_none())
-            .map(|(t, _)| t.due_at)
-            .min()
-    }
-
     /// Writes accounts, tasks (new, cancelled, re-ranked), journal and outbox in one
     /// statement of data-modifying CTEs, and removes the inbox rows of refused events.
     /// Returns the outbox rows in input order, with the origin of each.
@@ -355,7 +281,7 @@ impl Writes {
         if acc_ids.is_empty() && self.rejected.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let tasks = &self.tasks;
+        let tasks = self.net.new_tasks();
         let strings =
             |f: &dyn Fn(&Task) -> String| tasks.iter().map(|(t, _)| f(t)).collect::<Vec<String>>();
         let t_ids: Vec<Uuid> = tasks.iter().map(|(t, _)| t.task_id).collect();
@@ -369,17 +295,22 @@ impl Writes {
             .map(|(t, _)| i32::try_from(t.attempt).unwrap_or(i32::MAX))
             .collect();
         let t_cancel: Vec<Option<&str>> = tasks.iter().map(|(_, c)| c.as_deref()).collect();
-        let c_ids: Vec<Uuid> = self.cancel.iter().map(|c| c.0).collect();
-        let c_reasons: Vec<&str> = self.cancel.iter().map(|c| c.1.as_str()).collect();
-        let r_ids: Vec<Uuid> = self.reprioritise.keys().copied().collect();
-        let r_prio: Vec<i16> = self.reprioritise.values().map(|p| i16::from(*p)).collect();
-        let j = &self.journal;
+        let c_ids: Vec<Uuid> = self.net.cancellations().iter().map(|c| c.0).collect();
+        let c_reasons: Vec<&str> = self
+            .net
+            .cancellations()
+            .iter()
+            .map(|c| c.1.as_str())
+            .collect();
+        let r_ids: Vec<Uuid> = self.net.reranks().keys().copied().collect();
+        let r_prio: Vec<i16> = self.net.reranks().values().map(|p| i16::from(*p)).collect();
+        let j = self.net.journal();
         let j_accounts: Vec<&str> = j.iter().map(|e| e.0.as_str()).collect();
         let j_events: Vec<Uuid> = j.iter().map(|e| e.1).collect();
         let j_kinds: Vec<&str> = j.iter().map(|e| e.2.kind).collect();
         let j_details: Vec<&str> = j.iter().map(|e| e.2.detail.as_str()).collect();
         let j_tasks: Vec<Option<Uuid>> = j.iter().map(|e| e.2.task_id).collect();
-        let outbox: Vec<&OutboundMessage> = self.outbox.iter().map(|m| &m.1).collect();
+        let outbox: Vec<&OutboundMessage> = self.net.outbox().iter().map(|m| &m.1).collect();
         let q = sqlx::query(WRITE_BATCH_SQL.as_str())
             .bind(&acc_ids)
             .bind(&docs)
@@ -424,7 +355,7 @@ impl Writes {
             .collect();
         let mut out = Vec::with_capacity(rows.len());
         let mut origins = Vec::with_capacity(rows.len());
-        for (origin, m) in &self.outbox {
+        for (origin, m) in self.net.outbox() {
             if let Some(id) = by_event.get(&m.event_id) {
                 out.push(OutboxRow {
                     id: *id,

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use collections_core::{
-    on_call_fired_versioned, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
+    completion::{complete_calls, counts_as_call},
+    outbound::OutboundMessage,
+    AccountState, Policy, Task,
 };
 use jiff::Timestamp;
 use sqlx::{Connection, PgConnection, Row};
@@ -237,7 +239,9 @@ async fn reschedule_claimed_on(
     Ok(rows)
 }
 
-/// [`Store::complete_fired`] on one connection.
+/// [`Store::complete_fired`] on one connection: locks the calls' accounts, marks the
+/// fired tasks emitted, reads the accounts' open tasks, and writes what
+/// `collections_core::completion::complete_calls` decides.
 async fn complete_fired_on(
     conn: &mut PgConnection,
     fired: &[(Task, Uuid)],
@@ -245,13 +249,11 @@ async fn complete_fired_on(
     now: Timestamp,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut tx = conn.begin().await?;
-    let calls: Vec<&(Task, Uuid)> = fired
+    let mut accounts: Vec<&str> = fired
         .iter()
-        // Every call to the debtor counts towards the caps; collection calls also
-        // plan the next attempt (collections_core::on_call_fired).
-        .filter(|(t, _)| t.channel.is_phone() || t.kind == TaskKind::CollectionCall)
+        .filter(|(t, _)| counts_as_call(t))
+        .map(|(t, _)| t.account_id.as_str())
         .collect();
-    let mut accounts: Vec<&str> = calls.iter().map(|(t, _)| t.account_id.as_str()).collect();
     accounts.sort_unstable();
     accounts.dedup();
     // Accounts first, then task rows: the same lock order as the workers.
@@ -269,40 +271,20 @@ async fn complete_fired_on(
     .collect();
     let (mut open, firing) = load_open_tasks(&mut tx, &accounts).await?;
     let version = policy.version();
-    let mut w = Writes::default();
-    for (task, due_id) in calls {
-        // A claim rescued and fired by another scheduler is completed once.
-        if !emitted.contains(&task.task_id) {
-            continue;
-        }
-        let Some(Some(state)) = states.get(&task.account_id).cloned() else {
-            continue;
-        };
-        let tasks = open.entry(task.account_id.clone()).or_default();
-        // A call another firing holds counts as the account's open call, so no second
-        // one is planned beside it. Should the rules want to cancel or re-rank a task
-        // being fired, decide without the tasks being fired instead: that firing
-        // settles them, and it cannot be waited for here.
-        let mut d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
-        if d.cancel.iter().any(|c| firing.contains(&c.task_id))
-            || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
-        {
-            tasks.retain(|t| !firing.contains(&t.task_id));
-            d = on_call_fired_versioned(&state, tasks, task, *due_id, policy, &version, now);
-        }
-        w.absorb(
-            tasks,
-            &task.account_id,
-            *due_id,
-            None,
-            d.schedule,
-            d.cancel,
-            &d.reprioritise,
-            d.journal,
-            d.outbox,
-        );
-        states.insert(task.account_id.clone(), Some(d.state));
-    }
+    let net = complete_calls(
+        fired,
+        &emitted,
+        &mut states,
+        &mut open,
+        &firing,
+        policy,
+        &version,
+        now,
+    );
+    let w = Writes {
+        net,
+        rejected: Vec::new(),
+    };
     let (rows, _) = w.write(&mut tx, &states, &version, now).await?;
     tx.commit().await?;
     Ok(rows)

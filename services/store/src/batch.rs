@@ -11,6 +11,7 @@ use collections_core::{
     Policy, Task,
 };
 use jiff::Timestamp;
+use jiff_sqlx::{Timestamp as Ts, ToSqlx};
 use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -18,8 +19,7 @@ use crate::{
     accounts::parse_state,
     guard::AbandonGuard,
     outbox::{bind_outbox, outbox_ctes, OutboxRow},
-    tasks::{task_from_row, CLAIM_TIMEOUT_SECS},
-    ts::Ts,
+    tasks::{task_from_row, TaskStatus, CLAIM_TIMEOUT_SECS},
     Store, StoreError,
 };
 
@@ -285,7 +285,7 @@ impl Writes {
         let strings =
             |f: &dyn Fn(&Task) -> String| tasks.iter().map(|(t, _)| f(t)).collect::<Vec<String>>();
         let t_ids: Vec<Uuid> = tasks.iter().map(|(t, _)| t.task_id).collect();
-        let t_due: Vec<Ts> = tasks.iter().map(|(t, _)| Ts(t.due_at)).collect();
+        let t_due: Vec<Ts> = tasks.iter().map(|(t, _)| t.due_at.to_sqlx()).collect();
         let t_prio: Vec<i16> = tasks.iter().map(|(t, _)| i16::from(t.priority)).collect();
         let t_promise: Vec<Option<&str>> =
             tasks.iter().map(|(t, _)| t.promise_id.as_deref()).collect();
@@ -339,7 +339,7 @@ impl Writes {
             .bind(&j_kinds)
             .bind(&j_details)
             .bind(&j_tasks)
-            .bind(Ts(now));
+            .bind(now.to_sqlx());
         let rows = bind_outbox(q, &outbox).fetch_all(&mut **tx).await?;
         if !self.rejected.is_empty() {
             // Rare (the rules refused an event), so a statement of its own: inside the
@@ -422,11 +422,12 @@ pub(crate) async fn open_batch(
             opened.fresh.insert(id);
         } else if r.try_get::<Option<Uuid>, _>("task_id")?.is_some() {
             let t = task_from_row(r)?;
-            match r.try_get::<&str, _>("status")? {
-                "claimed" => {
+            // A status this binary does not know is left alone, as `scheduled` is.
+            match r.try_get::<&str, _>("status")?.parse::<TaskStatus>() {
+                Ok(TaskStatus::Claimed) => {
                     opened.firing.insert(t.task_id);
                 }
-                "stale" => stale.push(t.task_id),
+                Ok(TaskStatus::Stale) => stale.push(t.task_id),
                 _ => {}
             }
             opened.open.entry(t.account_id.clone()).or_default().push(t);

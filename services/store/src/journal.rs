@@ -2,10 +2,11 @@
 
 use collections_core::JournalEntry;
 use jiff::Timestamp;
+use jiff_sqlx::ToSqlx;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::{ts::Ts, StoreError};
+use crate::StoreError;
 
 pub(crate) async fn insert_journal(
     tx: &mut Transaction<'_, Postgres>,
@@ -34,7 +35,7 @@ pub(crate) async fn insert_journal(
     .bind(&details)
     .bind(&tasks)
     .bind(version)
-    .bind(Ts(now))
+    .bind(now.to_sqlx())
     .execute(&mut **tx)
     .await?;
     Ok(())

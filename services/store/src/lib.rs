@@ -18,7 +18,7 @@
 //! per-batch transaction), [`accounts`] (locking and reading account rows), [`tasks`]
 //! (task rows and their statuses), [`outbox`] (outbound messages and their publication),
 //! [`scheduler`] (claims, completion, moves), `journal` (the collection note), `guard`
-//! (connections abandoned mid-transaction), [`ts`] (the timestamp codec).
+//! (connections abandoned mid-transaction). Timestamps cross as `jiff_sqlx::Timestamp`.
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -33,12 +33,11 @@ mod journal;
 pub mod outbox;
 pub mod scheduler;
 pub mod tasks;
-pub mod ts;
 
 pub use batch::{Batch, BatchSteps, Outcome};
 pub use error::StoreError;
 pub use outbox::{insert_outbox, OutboxRow, OUTBOX_LEASE_SECS};
-pub use tasks::{task_from_row, CLAIM_TIMEOUT_SECS};
+pub use tasks::{task_from_row, TaskStatus, CLAIM_TIMEOUT_SECS};
 
 /// Handle on the database.
 #[derive(Clone)]

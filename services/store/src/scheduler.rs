@@ -9,6 +9,7 @@ use collections_core::{
     AccountState, Policy, Task,
 };
 use jiff::Timestamp;
+use jiff_sqlx::{Timestamp as Ts, ToSqlx};
 use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
@@ -19,7 +20,6 @@ use crate::{
     journal::insert_journal,
     outbox::{insert_outbox, OutboxRow},
     tasks::{load_open_tasks, task_from_row},
-    ts::Ts,
     Store, StoreError,
 };
 
@@ -91,7 +91,7 @@ impl Store {
              FROM claimed c LEFT JOIN accounts a ON a.account_id = c.account_id
              ORDER BY c.due_at",
         )
-        .bind(Ts(now))
+        .bind(now.to_sqlx())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -123,7 +123,7 @@ impl Store {
             sqlx::query_scalar("SELECT min(due_at) FROM tasks WHERE status = 'scheduled'")
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(t.map(|t| t.0))
+        Ok(t.map(Ts::to_jiff))
     }
 
     /// Returns tasks claimed longer than `older_than_secs` ago (their scheduler died before
@@ -206,7 +206,7 @@ async fn reschedule_claimed_on(
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut tx = conn.begin().await?;
     let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
-    let due: Vec<Ts> = moves.iter().map(|m| Ts(m.due_at)).collect();
+    let due: Vec<Ts> = moves.iter().map(|m| m.due_at.to_sqlx()).collect();
     let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
     sqlx::query(
         "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due,

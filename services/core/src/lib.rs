@@ -26,10 +26,12 @@
 //! file read is the shipped default policy, compiled in with `include_str!`.
 
 pub mod caps;
+pub mod completion;
 pub mod decide;
 pub mod event;
 pub mod fire;
 pub mod money;
+pub mod netting;
 pub mod outbound;
 pub mod policy;
 pub mod sim;

@@ -4,15 +4,23 @@
 use std::collections::{HashMap, HashSet};
 
 use collections_core::{
-    on_call_fired, outbound::OutboundMessage, AccountState, Policy, Task, TaskKind,
+    completion::{complete_calls, counts_as_call},
+    outbound::OutboundMessage,
+    AccountState, Policy, Task,
 };
 use jiff::Timestamp;
+use jiff_sqlx::{Timestamp as Ts, ToSqlx};
 use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::{
-    insert_journal, insert_outbox, jiff_sqlx_ts::Ts, load_open_tasks, lock_accounts, task_from_row,
-    AbandonGuard, OutboxRow, Store, StoreError, Writes,
+    accounts::lock_accounts,
+    batch::Writes,
+    guard::AbandonGuard,
+    journal::insert_journal,
+    outbox::{insert_outbox, OutboxRow},
+    tasks::{load_open_tasks, task_from_row},
+    Store, StoreError,
 };
 
 /// NOTIFY channel that wakes the scheduler when a task is planned due soon.
@@ -83,7 +91,7 @@ impl Store {
              FROM claimed c LEFT JOIN accounts a ON a.account_id = c.account_id
              ORDER BY c.due_at",
         )
-        .bind(Ts(now))
+        .bind(now.to_sqlx())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -115,7 +123,7 @@ impl Store {
             sqlx::query_scalar("SELECT min(due_at) FROM tasks WHERE status = 'scheduled'")
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(t.map(|t| t.0))
+        Ok(t.map(Ts::to_jiff))
     }
 
     /// Returns tasks claimed longer than `older_than_secs` ago (their scheduler died before
@@ -198,7 +206,7 @@ async fn reschedule_claimed_on(
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut tx = conn.begin().await?;
     let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
-    let due: Vec<Ts> = moves.iter().map(|m| Ts(m.due_at)).collect();
+    let due: Vec<Ts> = moves.iter().map(|m| m.due_at.to_sqlx()).collect();
     let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
     sqlx::query(
         "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due,
@@ -231,7 +239,9 @@ async fn reschedule_claimed_on(
     Ok(rows)
 }
 
-/// [`Store::complete_fired`] on one connection.
+/// [`Store::complete_fired`] on one connection: locks the calls' accounts, marks the
+/// fired tasks emitted, reads the accounts' open tasks, and writes what
+/// `collections_core::completion::complete_calls` decides.
 async fn complete_fired_on(
     conn: &mut PgConnection,
     fired: &[(Task, Uuid)],
@@ -239,13 +249,11 @@ async fn complete_fired_on(
     now: Timestamp,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut tx = conn.begin().await?;
-    let calls: Vec<&(Task, Uuid)> = fired
+    let mut accounts: Vec<&str> = fired
         .iter()
-        // Every call to the debtor counts towards the caps; collection calls also
-        // plan the next attempt (collections_core::on_call_fired).
-        .filter(|(t, _)| t.channel.is_phone() || t.kind == TaskKind::CollectionCall)
+        .filter(|(t, _)| counts_as_call(t))
+        .map(|(t, _)| t.account_id.as_str())
         .collect();
-    let mut accounts: Vec<&str> = calls.iter().map(|(t, _)| t.account_id.as_str()).collect();
     accounts.sort_unstable();
     accounts.dedup();
     // Accounts first, then task rows: the same lock order as the workers.
@@ -263,40 +271,19 @@ async fn complete_fired_on(
     .collect();
     let (mut open, firing) = load_open_tasks(&mut tx, &accounts).await?;
     let version = policy.version();
-    let mut w = Writes::default();
-    for (task, due_id) in calls {
-        // A claim rescued and fired by another scheduler is completed once.
-        if !emitted.contains(&task.task_id) {
-            continue;
-        }
-        let Some(Some(state)) = states.get(&task.account_id).cloned() else {
-            continue;
-        };
-        let tasks = open.entry(task.account_id.clone()).or_default();
-        // A call another firing holds counts as the account's open call, so no second
-        // one is planned beside it. Should the rules want to cancel or re-rank a task
-        // being fired, decide without the tasks being fired instead: that firing
-        // settles them, and it cannot be waited for here.
-        let mut d = on_call_fired(&state, tasks, task, *due_id, policy, now);
-        if d.cancel.iter().any(|c| firing.contains(&c.task_id))
-            || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
-        {
-            tasks.retain(|t| !firing.contains(&t.task_id));
-            d = on_call_fired(&state, tasks, task, *due_id, policy, now);
-        }
-        w.absorb(
-            tasks,
-            &task.account_id,
-            *due_id,
-            None,
-            d.schedule,
-            d.cancel,
-            &d.reprioritise,
-            d.journal,
-            d.outbox,
-        );
-        states.insert(task.account_id.clone(), Some(d.state));
-    }
+    let net = complete_calls(
+        fired,
+        &emitted,
+        &mut states,
+        &mut open,
+        &firing,
+        policy,
+        now,
+    );
+    let w = Writes {
+        net,
+        rejected: Vec::new(),
+    };
     let (rows, _) = w.write(&mut tx, &states, version, now).await?;
     tx.commit().await?;
     Ok(rows)

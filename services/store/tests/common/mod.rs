@@ -10,17 +10,22 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The name of `test`'s own database.
+fn db_name(test: &str) -> String {
+    format!("store_test_{test}")
+}
+
 /// The URL of `test`'s own database.
 pub fn test_url(test: &str) -> String {
     let url = admin_url();
     let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    format!("{base}/store_test_{test}")
+    format!("{base}/{}", db_name(test))
 }
 
 /// A fresh, migrated database named after `test`, on a pool of `connections` (see
 /// [`drop_store`]).
 pub async fn store(test: &str, connections: u32) -> Store {
-    let name = format!("store_test_{test}");
+    let name = db_name(test);
     let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
@@ -43,7 +48,8 @@ pub async fn drop_store(store: Store, test: &str) {
     store.pool().close().await;
     let mut admin = PgConnection::connect(&admin_url()).await.expect("postgres");
     sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS store_test_{test} WITH (FORCE)"
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        db_name(test)
     ))
     .execute(&mut admin)
     .await

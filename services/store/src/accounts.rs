@@ -1,0 +1,81 @@
+//! Account rows: created when first seen, locked in account-id order, their state read.
+
+use std::collections::{HashMap, HashSet};
+
+use collections_core::AccountState;
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::StoreError;
+
+/// Creates missing account rows and locks all of them, in account-id order (no deadlocks
+/// between batches). Returns each account's state (`None` for a new account).
+pub(crate) async fn lock_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &[&str],
+) -> Result<HashMap<String, Option<AccountState>>, StoreError> {
+    if accounts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Existing accounts (the common case) are locked in one round trip.
+    let mut rows = select_for_update(tx, accounts).await?;
+    if rows.len() < accounts.len() {
+        let found: HashSet<String> = rows.iter().map(|r| r.get("account_id")).collect();
+        let missing: Vec<&str> = accounts
+            .iter()
+            .copied()
+            .filter(|a| !found.contains(*a))
+            .collect();
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO accounts (account_id) SELECT unnest($1::text[])
+             ON CONFLICT DO NOTHING RETURNING account_id",
+        )
+        .bind(&missing)
+        .fetch_all(&mut **tx)
+        .await?;
+        // Rows we inserted are ours (locked, no state yet); rows another transaction
+        // created meanwhile are locked now.
+        let inserted: HashSet<String> = inserted.into_iter().collect();
+        let raced: Vec<&str> = missing
+            .into_iter()
+            .filter(|a| !inserted.contains(*a))
+            .collect();
+        if !raced.is_empty() {
+            rows.extend(select_for_update(tx, &raced).await?);
+        }
+    }
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.get("account_id");
+        let state = parse_state(&id, r.get::<Option<&str>, _>("state"))?;
+        out.insert(id, state);
+    }
+    Ok(out)
+}
+
+async fn select_for_update(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &[&str],
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT account_id, state::text AS state FROM accounts WHERE account_id = ANY($1)
+         ORDER BY account_id FOR UPDATE",
+    )
+    .bind(accounts)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+pub(crate) fn parse_state(
+    id: &str,
+    state: Option<&str>,
+) -> Result<Option<AccountState>, StoreError> {
+    state
+        .map(|v| {
+            serde_json::from_str::<AccountState>(v).map_err(|e| {
+                StoreError::Db(sqlx::Error::Decode(
+                    format!("account {id}: stored state unreadable: {e}").into(),
+                ))
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,472 @@
+//! The per-batch transaction ([`Store::apply_batch`]): its read half ([`open_batch`]), the
+//! rules (in `collections_core`), and its write half, one statement ([`WRITE_BATCH_SQL`]).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::LazyLock,
+};
+
+use collections_core::{
+    decide, netting::Netted, outbound::OutboundMessage, AccountState, DomainError, Event, Policy,
+    Task,
+};
+use jiff::Timestamp;
+use jiff_sqlx::{Timestamp as Ts, ToSqlx};
+use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    accounts::parse_state,
+    guard::AbandonGuard,
+    outbox::{bind_outbox, outbox_ctes, OutboxRow},
+    tasks::{task_from_row, TaskStatus, CLAIM_TIMEOUT_SECS},
+    Store, StoreError,
+};
+
+/// What happened to one event of a batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Applied; these outbox rows were committed with it.
+    Applied(Vec<OutboxRow>),
+    /// Its id was applied before: nothing changed.
+    Duplicate,
+    /// The rules refused it; nothing changed (dead-letter it).
+    Rejected(DomainError),
+}
+
+/// The result of [`Store::apply_batch`].
+#[derive(Debug)]
+pub struct Batch {
+    /// One outcome per input event, in input order.
+    pub outcomes: Vec<Outcome>,
+    /// Earliest `due_at` among the tasks planned (to decide whether to wake the scheduler).
+    pub earliest_due: Option<Timestamp>,
+    /// Where the transaction's time went.
+    pub steps: BatchSteps,
+}
+
+/// Wall time of each step of a batch transaction, as its caller saw it (round trips
+/// included): what an operator needs to tell a slow database from a busy machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchSteps {
+    /// `BEGIN`.
+    pub begin: std::time::Duration,
+    /// The read half: inbox rows, account locks, open tasks.
+    pub read: std::time::Duration,
+    /// The rules, in this process.
+    pub decide: std::time::Duration,
+    /// The write half, one statement.
+    pub write: std::time::Duration,
+    /// `COMMIT`, the WAL flush included.
+    pub commit: std::time::Duration,
+}
+
+impl BatchSteps {
+    /// The steps with their names, in order.
+    #[must_use]
+    pub fn named(&self) -> [(&'static str, std::time::Duration); 5] {
+        [
+            ("begin", self.begin),
+            ("read", self.read),
+            ("decide", self.decide),
+            ("write", self.write),
+            ("commit", self.commit),
+        ]
+    }
+}
+
+impl Store {
+    /// Applies a batch of events in one transaction and returns one outcome per event, in
+    /// input order. Events of one account are applied in input order.
+    ///
+    /// Four round trips whatever the batch holds: `BEGIN`, the read half
+    /// (`collections_open_batch`: inbox, account locks, open tasks), the write half (one
+    /// statement, see [`Writes::write`]) and `COMMIT`.
+    ///
+    /// # Errors
+    /// A database error: nothing was committed; retry the whole batch.
+    ///
+    /// Cancel-safe: a caller that gives up on it (a timeout) leaves no transaction behind.
+    /// The connection of abandoned work is closed, not returned to the pool, because the
+    /// server may still be running a statement of it, `BEGIN` included (sqlx does not roll
+    /// back a `BEGIN` it was cancelled while sending).
+    pub async fn apply_batch(
+        &self,
+        events: &[Event],
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Batch, StoreError> {
+        let mut conn = AbandonGuard::acquire(&self.pool).await?;
+        let result = apply_batch_on(conn.conn(), events, policy, now).await;
+        conn.release();
+        result
+    }
+}
+
+/// The batch's write statement ([`Writes::write`]): parameters `$1`–`$28`, then the
+/// outbox's six from `$29` ([`outbox_ctes`]). Updates keyed by task ids guard with
+/// `(status = …) IS TRUE` rather than `status = …`: the latter matches the partial
+/// indexes' predicates, and the generic plan then hash-joins the ids against a scan of
+/// every scheduled task instead of probing the primary key (BENCHMARKS.md, "Where the
+/// time goes").
+pub(crate) static WRITE_BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH
+             acc AS (
+                 UPDATE accounts a SET state = u.state::jsonb, status = u.status,
+                        overdue_minor = u.overdue, policy_version = $5, updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+                      AS u(id, state, status, overdue)
+                 WHERE a.account_id = u.id),
+             new_tasks AS (
+                 INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone,
+                                    reason, promise_id, cause_event_id, attempt, policy_version,
+                                    status, cancelled_at, cancel_reason)
+                 SELECT id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
+                        CASE WHEN cancel IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel
+                 FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[],
+                             $10::timestamptz[], $11::smallint[], $12::text[], $13::text[],
+                             $14::text[], $15::uuid[], $16::int[], $17::text[], $18::text[])
+                      AS t(id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
+                           cancel)
+                 ON CONFLICT (task_id) DO NOTHING),
+             cancelled AS (
+                 UPDATE tasks t SET status = 'cancelled', cancelled_at = now(),
+                        cancel_reason = c.reason
+                 FROM unnest($19::uuid[], $20::text[]) AS c(id, reason)
+                 WHERE t.task_id = c.id AND (t.status = 'scheduled') IS TRUE),
+             reranked AS (
+                 UPDATE tasks t SET priority = r.p
+                 FROM unnest($21::uuid[], $22::smallint[]) AS r(id, p)
+                 WHERE t.task_id = r.id AND (t.status = 'scheduled') IS TRUE),
+             noted AS (
+                 INSERT INTO journal (account_id, event_id, kind, detail, task_id,
+                                      policy_version, decided_at)
+                 SELECT a, e, k, d, t, $5, $28
+                 FROM unnest($23::text[], $24::uuid[], $25::text[], $26::text[], $27::uuid[])
+                      WITH ORDINALITY AS j(a, e, k, d, t, n)
+                 ORDER BY n),
+             {}
+         SELECT id, event_id FROM sent",
+        outbox_ctes(29)
+    )
+});
+
+/// The batch transaction of [`Store::apply_batch`] on one connection.
+async fn apply_batch_on(
+    conn: &mut PgConnection,
+    events: &[Event],
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Batch, StoreError> {
+    let mut steps = BatchSteps::default();
+    let mut lap = std::time::Instant::now();
+    let mut step = |d: &mut std::time::Duration| {
+        let now = std::time::Instant::now();
+        *d = now - lap;
+        lap = now;
+    };
+    let mut tx = conn.begin().await?;
+    step(&mut steps.begin);
+    let opened = open_batch(&mut tx, events).await?;
+    step(&mut steps.read);
+    let (fresh, mut states, mut open, firing) =
+        (opened.fresh, opened.states, opened.open, opened.firing);
+
+    let version = policy.version();
+    let mut w = Writes::default();
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
+    let mut seen = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        if !fresh.contains(&e.id) || !seen.insert(e.id) {
+            outcomes.push(Some(Outcome::Duplicate));
+            continue;
+        }
+        let prev = states.get(&e.account_id).cloned().flatten();
+        let tasks = open.entry(e.account_id.clone()).or_default();
+        match decide(prev.as_ref(), tasks, e, policy, now) {
+            Err(rejection) => {
+                w.rejected.push(e.id);
+                outcomes.push(Some(Outcome::Rejected(rejection)));
+            }
+            Ok(d) => {
+                w.net.absorb(
+                    tasks,
+                    &e.account_id,
+                    e.id,
+                    Some(i),
+                    d.schedule,
+                    d.cancel,
+                    &d.reprioritise,
+                    d.journal,
+                    d.outbox,
+                );
+                states.insert(e.account_id.clone(), Some(d.state));
+                outcomes.push(None);
+            }
+        }
+    }
+    // A task being fired is neither cancelled nor re-ranked under the scheduler's
+    // feet: the batch is rolled back (dropping `tx`) and retried once the firing has
+    // settled, so the decision sees the task emitted, or scheduled again.
+    if let Some(id) = w.net.touched().find(|id| firing.contains(id)) {
+        return Err(StoreError::TaskFiring(id));
+    }
+    let earliest_due = w.net.earliest_due();
+    step(&mut steps.decide);
+    let (rows, origins) = w.write(&mut tx, &states, version, now).await?;
+    step(&mut steps.write);
+    tx.commit().await?;
+    step(&mut steps.commit);
+
+    let mut per_event: BTreeMap<usize, Vec<OutboxRow>> = BTreeMap::new();
+    for (origin, row) in origins.into_iter().zip(rows) {
+        if let Some(i) = origin {
+            per_event.entry(i).or_default().push(row);
+        }
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            o.unwrap_or_else(|| Outcome::Applied(per_event.remove(&i).unwrap_or_default()))
+        })
+        .collect();
+    Ok(Batch {
+        outcomes,
+        earliest_due,
+        steps,
+    })
+}
+
+/// Everything one transaction writes once the rules have run: the decisions netted by
+/// `collections_core::netting` (every row written by exactly one part of one statement),
+/// and the events the rules refused.
+#[derive(Default)]
+pub(crate) struct Writes {
+    /// The decisions, netted.
+    pub(crate) net: Netted,
+    /// Events refused by the rules: their inbox rows are removed so a replay applies them.
+    pub(crate) rejected: Vec<Uuid>,
+}
+
+impl Writes {
+    /// Writes accounts, tasks (new, cancelled, re-ranked), journal and outbox in one
+    /// statement of data-modifying CTEs, and removes the inbox rows of refused events.
+    /// Returns the outbox rows in input order, with the origin of each.
+    pub(crate) async fn write(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+        states: &HashMap<String, Option<AccountState>>,
+        version: &str,
+        now: Timestamp,
+    ) -> Result<(Vec<OutboxRow>, Vec<Option<usize>>), StoreError> {
+        let mut acc_ids = Vec::new();
+        let mut docs = Vec::new();
+        let mut statuses = Vec::new();
+        let mut overdue = Vec::new();
+        for (id, s) in states {
+            let Some(s) = s else { continue };
+            acc_ids.push(id.as_str());
+            docs.push(serde_json::to_string(s).unwrap_or_default());
+            statuses.push(
+                serde_json::to_value(s.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            );
+            overdue.push(s.overdue_minor);
+        }
+        if acc_ids.is_empty() && self.rejected.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let tasks = self.net.new_tasks();
+        let strings =
+            |f: &dyn Fn(&Task) -> String| tasks.iter().map(|(t, _)| f(t)).collect::<Vec<String>>();
+        let t_ids: Vec<Uuid> = tasks.iter().map(|(t, _)| t.task_id).collect();
+        let t_due: Vec<Ts> = tasks.iter().map(|(t, _)| t.due_at.to_sqlx()).collect();
+        let t_prio: Vec<i16> = tasks.iter().map(|(t, _)| i16::from(t.priority)).collect();
+        let t_promise: Vec<Option<&str>> =
+            tasks.iter().map(|(t, _)| t.promise_id.as_deref()).collect();
+        let t_cause: Vec<Uuid> = tasks.iter().map(|(t, _)| t.cause_event_id).collect();
+        let t_attempt: Vec<i32> = tasks
+            .iter()
+            .map(|(t, _)| i32::try_from(t.attempt).unwrap_or(i32::MAX))
+            .collect();
+        let t_cancel: Vec<Option<&str>> = tasks.iter().map(|(_, c)| c.as_deref()).collect();
+        let c_ids: Vec<Uuid> = self.net.cancellations().iter().map(|c| c.0).collect();
+        let c_reasons: Vec<&str> = self
+            .net
+            .cancellations()
+            .iter()
+            .map(|c| c.1.as_str())
+            .collect();
+        let r_ids: Vec<Uuid> = self.net.reranks().keys().copied().collect();
+        let r_prio: Vec<i16> = self.net.reranks().values().map(|p| i16::from(*p)).collect();
+        let j = self.net.journal();
+        let j_accounts: Vec<&str> = j.iter().map(|e| e.0.as_str()).collect();
+        let j_events: Vec<Uuid> = j.iter().map(|e| e.1).collect();
+        let j_kinds: Vec<&str> = j.iter().map(|e| e.2.kind).collect();
+        let j_details: Vec<&str> = j.iter().map(|e| e.2.detail.as_str()).collect();
+        let j_tasks: Vec<Option<Uuid>> = j.iter().map(|e| e.2.task_id).collect();
+        let outbox: Vec<&OutboundMessage> = self.net.outbox().iter().map(|m| &m.1).collect();
+        let q = sqlx::query(WRITE_BATCH_SQL.as_str())
+            .bind(&acc_ids)
+            .bind(&docs)
+            .bind(&statuses)
+            .bind(&overdue)
+            .bind(version)
+            .bind(&t_ids)
+            .bind(strings(&|t| t.account_id.clone()))
+            .bind(strings(&|t| t.kind.as_str().to_owned()))
+            .bind(strings(&|t| t.channel.as_str().to_owned()))
+            .bind(&t_due)
+            .bind(&t_prio)
+            .bind(strings(&|t| t.tone.as_str().to_owned()))
+            .bind(strings(&|t| t.reason.clone()))
+            .bind(&t_promise)
+            .bind(&t_cause)
+            .bind(&t_attempt)
+            .bind(strings(&|t| t.policy_version.clone()))
+            .bind(&t_cancel)
+            .bind(&c_ids)
+            .bind(&c_reasons)
+            .bind(&r_ids)
+            .bind(&r_prio)
+            .bind(&j_accounts)
+            .bind(&j_events)
+            .bind(&j_kinds)
+            .bind(&j_details)
+            .bind(&j_tasks)
+            .bind(now.to_sqlx());
+        let rows = bind_outbox(q, &outbox).fetch_all(&mut **tx).await?;
+        if !self.rejected.is_empty() {
+            // Rare (the rules refused an event), so a statement of its own: inside the
+            // one above, a generic plan may scan the whole inbox on every batch.
+            sqlx::query("DELETE FROM inbox WHERE event_id = ANY($1)")
+                .bind(&self.rejected)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let by_event: HashMap<Uuid, i64> = rows
+            .iter()
+            .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
+            .collect();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut origins = Vec::with_capacity(rows.len());
+        for (origin, m) in self.net.outbox() {
+            if let Some(id) = by_event.get(&m.event_id) {
+                out.push(OutboxRow {
+                    id: *id,
+                    event_id: m.event_id,
+                    exchange: m.exchange.to_owned(),
+                    routing_key: m.routing_key.clone(),
+                    body: m.body.clone(),
+                });
+                origins.push(*origin);
+            }
+        }
+        Ok((out, origins))
+    }
+}
+
+/// What [`open_batch`] read: the new event ids, the locked accounts' states and their
+/// open tasks.
+pub(crate) struct Opened {
+    pub(crate) fresh: HashSet<Uuid>,
+    pub(crate) states: HashMap<String, Option<AccountState>>,
+    pub(crate) open: HashMap<String, Vec<Task>>,
+    /// Open tasks a scheduler is firing right now (claimed within the claim timeout).
+    pub(crate) firing: HashSet<Uuid>,
+}
+
+/// The read half of the batch transaction (`collections_open_batch`, migration 0003):
+/// records the event ids in the inbox, creates and locks the accounts of the new ones (in
+/// account-id order: no deadlocks between batches) and loads their open tasks.
+///
+/// Tasks a scheduler claimed before the accounts were locked are open (a call being fired
+/// still counts as the account's open call) and listed in [`Opened::firing`]. Claims older
+/// than [`CLAIM_TIMEOUT_SECS`] belong to a scheduler presumed dead: they are returned to
+/// `scheduled` here, as the rescuer would, so a worker never waits on a dead scheduler.
+pub(crate) async fn open_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Event],
+) -> Result<Opened, StoreError> {
+    // Sorted so that two batches sharing ids take the unique-index locks in one order.
+    let mut rows: Vec<(Uuid, &str, &str)> = events
+        .iter()
+        .map(|e| (e.id, e.event_type().as_str(), e.account_id.as_str()))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    rows.dedup_by_key(|r| r.0);
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
+    let result = sqlx::query("SELECT * FROM collections_open_batch($1, $2, $3, $4)")
+        .bind(&ids)
+        .bind(&types)
+        .bind(&accounts)
+        .bind(CLAIM_TIMEOUT_SECS as f64)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut opened = Opened {
+        fresh: HashSet::new(),
+        states: HashMap::new(),
+        open: HashMap::new(),
+        firing: HashSet::new(),
+    };
+    let mut stale = Vec::new();
+    for r in &result {
+        if let Some(id) = r.try_get::<Option<Uuid>, _>("fresh")? {
+            opened.fresh.insert(id);
+        } else if r.try_get::<Option<Uuid>, _>("task_id")?.is_some() {
+            let t = task_from_row(r)?;
+            // A status this binary does not know is left alone, as `scheduled` is.
+            match r.try_get::<&str, _>("status")?.parse::<TaskStatus>() {
+                Ok(TaskStatus::Claimed) => {
+                    opened.firing.insert(t.task_id);
+                }
+                Ok(TaskStatus::Stale) => stale.push(t.task_id),
+                _ => {}
+            }
+            opened.open.entry(t.account_id.clone()).or_default().push(t);
+        } else {
+            let id: String = r.try_get("account_id")?;
+            let state = parse_state(&id, r.try_get::<Option<&str>, _>("state")?)?;
+            opened.states.insert(id, state);
+        }
+    }
+    if !stale.is_empty() {
+        // Rare: a scheduler died holding these claims. The account locks keep new claims
+        // off them; what the dead scheduler's completion or a rescuer did meanwhile is
+        // read back after the update.
+        sqlx::query(
+            "UPDATE tasks SET status = 'scheduled', claimed_at = NULL
+             WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
+               AND claimed_at < now() - make_interval(secs => $2)",
+        )
+        .bind(&stale)
+        .bind(CLAIM_TIMEOUT_SECS as f64)
+        .execute(&mut **tx)
+        .await?;
+        let still_open: HashSet<Uuid> = sqlx::query_scalar(
+            "SELECT task_id FROM tasks WHERE task_id = ANY($1) AND (status = 'scheduled') IS TRUE",
+        )
+        .bind(&stale)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+        let gone: HashSet<Uuid> = stale
+            .into_iter()
+            .filter(|id| !still_open.contains(id))
+            .collect();
+        if !gone.is_empty() {
+            for tasks in opened.open.values_mut() {
+                tasks.retain(|t| !gone.contains(&t.task_id));
+            }
+        }
+    }
+    Ok(opened)
+}

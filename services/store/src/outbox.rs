@@ -1,0 +1,182 @@
+//! The outbox: outbound messages written in the transaction that decided them, each with
+//! an `outbox_pending` entry until the broker confirms it.
+
+use std::{collections::HashMap, sync::LazyLock};
+
+use collections_core::outbound::OutboundMessage;
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+/// How long a worker owns the outbox rows it just wrote before a relay may publish them.
+pub const OUTBOX_LEASE_SECS: f64 = 10.0;
+
+/// A committed outbound message waiting to be published.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Outbox sequence.
+    pub id: i64,
+    /// CloudEvents id.
+    pub event_id: Uuid,
+    /// Exchange.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Serialised CloudEvent.
+    pub body: Vec<u8>,
+}
+
+impl Store {
+    /// `outbox_pending` entries. The outbox rows themselves are never updated.
+    ///
+    /// # Errors
+    /// A database error; the rows stay unpublished and a relay publishes them again later.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Asynchronous commit (see the function): a lost mark only republishes with the
+        // same event ids.
+        sqlx::query("SELECT collections_mark_published($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` unpublished outbox rows whose lease has run out (their writer
+    /// crashed or lost the broker), leasing them to the caller, oldest first. Runs every
+    /// second in every process: it reads only `outbox_pending`, whose rows are the
+    /// unpublished ones, and fetches the bodies by primary key.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn claim_stale_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        // Oldest first along the primary key (migration 0005 explains the scan); the
+        // bodies are fetched by id, so the outbox's history is never scanned.
+        let rows = sqlx::query(
+            "WITH claimed AS (
+                 UPDATE outbox_pending SET lease_until = now() + make_interval(secs => $2)
+                 WHERE id = ANY(ARRAY(
+                     SELECT id FROM outbox_pending
+                     WHERE lease_until < now()
+                     ORDER BY id LIMIT $1
+                     FOR UPDATE SKIP LOCKED))
+                 RETURNING id)
+             SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS body
+             FROM outbox o WHERE o.id = ANY(ARRAY(SELECT id FROM claimed))",
+        )
+        .bind(limit)
+        .bind(OUTBOX_LEASE_SECS)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect();
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    /// Number of outbox rows not yet published.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+/// [`insert_outbox`]'s statement.
+static INSERT_OUTBOX_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("WITH {} SELECT id, event_id FROM sent", outbox_ctes(1)));
+
+/// The CTEs that write outbox rows, each with its `outbox_pending` entry leased to the
+/// writer: every statement that writes the outbox uses them, so no row is written without
+/// the entry the relays and the publisher go by. `p` numbers the first of six parameters:
+/// event ids, account ids, exchanges, routing keys, bodies (arrays) and the lease in
+/// seconds, bound by [`bind_outbox`]. The rows written are `sent (id, event_id)`, in input
+/// order.
+pub(crate) fn outbox_ctes(p: usize) -> String {
+    let [e, a, x, k, b, lease] = [p, p + 1, p + 2, p + 3, p + 4, p + 5];
+    format!(
+        "sent AS (
+             INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
+             SELECT e, a, x, k, b::jsonb
+             FROM unnest(${e}::uuid[], ${a}::text[], ${x}::text[], ${k}::text[], ${b}::text[])
+                  WITH ORDINALITY AS o(e, a, x, k, b, n)
+             ORDER BY n
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING id, event_id),
+         leased AS (
+             INSERT INTO outbox_pending (id, lease_until)
+             SELECT id, now() + make_interval(secs => ${lease}) FROM sent)"
+    )
+}
+
+/// Binds the six parameters of [`outbox_ctes`], in its order, for `messages`: the
+/// statement and its arguments come from one place.
+pub(crate) fn bind_outbox<'q>(
+    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    messages: &[&'q OutboundMessage],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let strs = |f: fn(&'q OutboundMessage) -> &'q str| -> Vec<&'q str> {
+        messages.iter().map(|m| f(m)).collect()
+    };
+    q.bind(messages.iter().map(|m| m.event_id).collect::<Vec<Uuid>>())
+        .bind(strs(|m| m.account_id.as_str()))
+        .bind(strs(|m| m.exchange))
+        .bind(strs(|m| m.routing_key.as_str()))
+        .bind(strs(|m| body_text(&m.body)))
+        .bind(OUTBOX_LEASE_SECS)
+}
+
+/// Writes outbound messages with their `outbox_pending` entries, leased to the caller for
+/// [`OUTBOX_LEASE_SECS`]; returns the rows in input order.
+///
+/// # Errors
+/// A database error.
+pub async fn insert_outbox<'m>(
+    tx: &mut Transaction<'_, Postgres>,
+    messages: impl Iterator<Item = &'m OutboundMessage>,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let messages: Vec<&OutboundMessage> = messages.collect();
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = bind_outbox(sqlx::query(INSERT_OUTBOX_SQL.as_str()), &messages)
+        .fetch_all(&mut **tx)
+        .await?;
+    let by_event: HashMap<Uuid, i64> = rows
+        .iter()
+        .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
+        .collect();
+    Ok(messages
+        .iter()
+        .filter_map(|m| {
+            by_event.get(&m.event_id).map(|id| OutboxRow {
+                id: *id,
+                event_id: m.event_id,
+                exchange: m.exchange.to_owned(),
+                routing_key: m.routing_key.clone(),
+                body: m.body.clone(),
+            })
+        })
+        .collect())
+}
+
+fn outbox_row(r: &sqlx::postgres::PgRow) -> OutboxRow {
+    let body: String = r.get("body");
+    OutboxRow {
+        id: r.get("id"),
+        event_id: r.get("event_id"),
+        exchange: r.get("exchange"),
+        routing_key: r.get("routing_key"),
+        body: body.into_bytes(),
+    }
+}
+
+/// A serialised message as text for a `jsonb` parameter (serde_json writes UTF-8 only).
+fn body_text(body: &[u8]) -> &str {
+    std::str::from_utf8(body).unwrap_or("null")
+}

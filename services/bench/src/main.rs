@@ -344,10 +344,11 @@ impl Env {
     }
 }
 
+/// Applies the store's migrations with the store's own code, as the binaries do.
 async fn collections_store_migrate(url: &str) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
-    sqlx::migrate!("../store/migrations").run(&pool).await?;
-    pool.close().await;
+    let store = collections_store::Store::connect(url, 1).await?;
+    store.migrate().await?;
+    store.pool().close().await;
     Ok(())
 }
 

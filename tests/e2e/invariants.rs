@@ -15,19 +15,25 @@
 //!
 //! Delivery to the exchange is at-least-once with stable ids, so a copy of an id received
 //! twice (a publish repeated after a crash) is counted and reported, never failed on.
+//!
+//! The types of what was observed are in `observed`, the database reads in `read`.
+
+mod observed;
+mod read;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    fmt,
     time::{Duration, Instant},
 };
 
-use collections_core::TaskKind;
 use jiff::{tz::TimeZone, Timestamp};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::harness::TestEnv;
+use observed::{derived, expiry_event_id, ts, uuid};
+pub use observed::{Observed, Received, Summary, Transition};
+use read::{count, ids, internal, pending, tasks};
 
 /// The inbound queues (each has a `<queue>.dlq`).
 pub const QUEUES: [&str; 4] = [
@@ -57,247 +63,6 @@ pub struct Expect<'a> {
     /// With a scheduler: the last instant at which the test's tasks come due (later ones
     /// are planned for another day). Settled means nothing due up to then is unfired.
     pub horizon: Option<Timestamp>,
-}
-
-/// What the check saw; printed by the tests.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    pub inputs: usize,
-    pub expiries: usize,
-    pub inbox: usize,
-    pub outbox: usize,
-    pub received_copies: usize,
-    pub distinct_ids: usize,
-    pub redelivered_copies: usize,
-    pub planned: usize,
-    pub moved: usize,
-    pub reranked: usize,
-    pub due: usize,
-    pub cancelled: usize,
-    /// Tasks whose `task.due` (from a scheduler that died mid-firing) was retracted by a
-    /// later `task.cancelled`.
-    pub retracted: usize,
-    /// Expiries applied whose task was then cancelled (the same, for internal tasks).
-    pub expiries_retracted: usize,
-    pub tasks_by_status: BTreeMap<String, usize>,
-    pub settled_after: Duration,
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} inputs + {} expiries = {} inbox rows; {} outbox rows; task events received: \
-             {} copies of {} ids ({} redelivered copies): {} planned, {} moved, {} re-ranked, \
-             {} due, {} cancelled ({} retracted after a firing cut short, and {} expiries); \
-             tasks {:?}; settled after {:.1}s",
-            self.inputs,
-            self.expiries,
-            self.inbox,
-            self.outbox,
-            self.received_copies,
-            self.distinct_ids,
-            self.redelivered_copies,
-            self.planned,
-            self.moved,
-            self.reranked,
-            self.due,
-            self.cancelled,
-            self.retracted,
-            self.expiries_retracted,
-            self.tasks_by_status,
-            self.settled_after.as_secs_f64(),
-        )?;
-        Ok(())
-    }
-}
-
-/// A task row.
-#[derive(Debug, Clone)]
-pub struct TaskRow {
-    pub account: String,
-    pub kind: String,
-    pub status: String,
-    pub due_at: Timestamp,
-    pub attempt: i32,
-}
-
-/// How a received task event relates to its task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transition {
-    /// `task.scheduled` with the plan's id.
-    Planned,
-    /// `task.scheduled` re-announcing a task moved at firing time.
-    Moved,
-    /// `task.scheduled` re-announcing a new rank.
-    Reranked,
-    Due,
-    Cancelled,
-}
-
-/// A received task event, one per distinct id.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub id: Uuid,
-    pub task_id: Uuid,
-    pub account: String,
-    pub transition: Transition,
-    pub due_at: Timestamp,
-    /// The `time` of every copy (for `task.due`: each firing instant).
-    pub times: Vec<Timestamp>,
-    /// Position of its first copy among everything received.
-    pub first_seen: usize,
-}
-
-/// Everything the check read, for tests that assert more.
-pub struct Observed {
-    pub summary: Summary,
-    pub tasks: HashMap<Uuid, TaskRow>,
-    pub received: Vec<Received>,
-    pub zones: HashMap<String, String>,
-}
-
-impl Observed {
-    /// Received events of one task, by transition.
-    pub fn of_task(&self, task: Uuid) -> Vec<&Received> {
-        self.received.iter().filter(|r| r.task_id == task).collect()
-    }
-}
-
-fn ts(v: &Value) -> Option<Timestamp> {
-    v.as_str()?.parse().ok()
-}
-
-fn uuid(v: &Value) -> Option<Uuid> {
-    v.as_str()?.parse().ok()
-}
-
-/// The id `collections_core::outbound::task_event_id` gives a transition.
-fn derived(state: &str, task: Uuid, due_at: Timestamp) -> Uuid {
-    Uuid::new_v5(&task, format!("{state}:{due_at}").as_bytes())
-}
-
-/// The id of the `promise.broken` (expired) an expiry task fires (outbound.rs).
-pub fn expiry_event_id(task: Uuid) -> Uuid {
-    Uuid::new_v5(&task, b"expired")
-}
-
-async fn tasks(env: &TestEnv) -> HashMap<Uuid, TaskRow> {
-    let rows: Vec<(Uuid, String, String, String, i64, i32)> = sqlx::query_as(
-        "SELECT task_id, account_id, kind, status,
-                (extract(epoch FROM due_at) * 1000000)::bigint, attempt
-         FROM tasks",
-    )
-    .fetch_all(&env.db)
-    .await
-    .expect("tasks");
-    rows.into_iter()
-        .map(|(id, account, kind, status, due, attempt)| {
-            (
-                id,
-                TaskRow {
-                    account,
-                    kind,
-                    status,
-                    due_at: Timestamp::from_microsecond(due).expect("due_at"),
-                    attempt,
-                },
-            )
-        })
-        .collect()
-}
-
-fn internal(kind: &str) -> bool {
-    kind.parse::<TaskKind>().is_ok_and(TaskKind::is_internal)
-}
-
-async fn ids(env: &TestEnv, sql: &str) -> HashSet<Uuid> {
-    sqlx::query_scalar::<_, Uuid>(sql)
-        .fetch_all(&env.db)
-        .await
-        .expect("ids")
-        .into_iter()
-        .collect()
-}
-
-async fn count(env: &TestEnv, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&env.db)
-        .await
-        .expect("count")
-}
-
-/// What is still in flight; empty when the system has settled.
-async fn pending(env: &TestEnv, expect: &Expect<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    let inbox = ids(env, "SELECT event_id FROM inbox").await;
-    let missing = expect.inputs.iter().filter(|i| !inbox.contains(i)).count();
-    if missing > 0 {
-        out.push(format!("{missing} inputs not applied yet"));
-    }
-    let unpublished = count(env, "SELECT count(*) FROM outbox_pending").await;
-    if unpublished > 0 {
-        out.push(format!("{unpublished} outbox rows unpublished"));
-    }
-    let received: HashSet<Uuid> = env
-        .tasks
-        .all()
-        .iter()
-        .filter_map(|e| uuid(&e["id"]))
-        .collect();
-    let outbox = ids(env, "SELECT event_id FROM outbox").await;
-    let unseen = outbox.difference(&received).count();
-    if unseen > 0 {
-        out.push(format!("{unseen} outbox rows not received"));
-    }
-    if expect.scheduler {
-        let horizon = expect
-            .horizon
-            .unwrap_or_else(Timestamp::now)
-            .as_microsecond();
-        let in_flight: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasks WHERE status = 'claimed'
-                OR (status = 'scheduled'
-                    AND due_at <= greatest(now(), to_timestamp($1::float8 / 1000000)))",
-        )
-        .bind(horizon)
-        .fetch_one(&env.db)
-        .await
-        .expect("count");
-        if in_flight > 0 {
-            out.push(format!(
-                "{in_flight} tasks claimed, or due before the horizon and not fired"
-            ));
-        }
-        let due: HashSet<Uuid> = env
-            .tasks
-            .all()
-            .iter()
-            .filter(|e| e["type"] == "task.due")
-            .filter_map(|e| uuid(&e["data"]["task_id"]))
-            .collect();
-        let mut unannounced = 0;
-        let mut unapplied = 0;
-        for (id, t) in tasks(env).await {
-            if t.status != "emitted" {
-                continue;
-            }
-            if internal(&t.kind) {
-                unapplied += usize::from(!inbox.contains(&expiry_event_id(id)));
-            } else {
-                unannounced += usize::from(!due.contains(&id));
-            }
-        }
-        if unannounced > 0 {
-            out.push(format!(
-                "{unannounced} emitted tasks without task.due received"
-            ));
-        }
-        if unapplied > 0 {
-            out.push(format!("{unapplied} expiries not applied yet"));
-        }
-    }
-    out
 }
 
 /// Waits for the system to settle, then checks every invariant; panics listing every

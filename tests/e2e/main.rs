@@ -5,10 +5,15 @@
 //! describe them; they observe only what a dashboard or an operator could: `task.*`
 //! events on `collections.tasks`, dead letters, and the database.
 
+mod fault_support;
 mod faults;
+mod faults_scheduler;
+mod faults_workers;
 mod harness;
 mod invariants;
+mod proxy;
 mod scheduler;
 mod simulator;
+mod soak;
 mod tls;
 mod workers;

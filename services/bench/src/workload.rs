@@ -1,0 +1,188 @@
+//! The load: events generated in a realistic mix, and publishing them with confirms,
+//! either as fast as the broker confirms them or paced at a rate.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use lapin::{
+    options::BasicPublishOptions,
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel,
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Queues one persistent publish on the connection now, in call order (its first poll
+/// registers the confirm tag and queues the frames), and returns the wait for its write
+/// and confirm: `true` if the broker did not confirm it. Awaiting each publish before
+/// queueing the next would cost a hand-off to lapin's I/O thread and a socket write per
+/// message, and understate what the broker takes.
+pub async fn queue_publish<'a>(
+    ch: &'a Channel,
+    exchange: &'a str,
+    routing_key: &'a str,
+    body: &'a [u8],
+) -> impl std::future::Future<Output = bool> + 'a {
+    let mut send = Box::pin(futures::future::maybe_done(ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default().with_delivery_mode(2),
+    )));
+    let _queued = futures::poll!(send.as_mut());
+    async move {
+        send.as_mut().await;
+        match send.as_mut().take_output() {
+            Some(Ok(confirm)) => confirm.await.map(|c| c.is_nack()).unwrap_or(true),
+            _ => true,
+        }
+    }
+}
+
+/// Publishes `items` persistently with confirms, `window` at a time: the whole window is
+/// queued (see [`queue_publish`]), then its confirms are awaited.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    items: &[(String, Vec<u8>)],
+    window: usize,
+) -> anyhow::Result<()> {
+    for chunk in items.chunks(window.max(1)) {
+        let mut waits = Vec::with_capacity(chunk.len());
+        for (rk, body) in chunk {
+            waits.push(queue_publish(ch, exchange, rk, body).await);
+        }
+        for wait in waits {
+            if wait.await {
+                bail!("a publish to {exchange} was not confirmed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `items` (routing key, body) to `exchange` paced at `rate` per second. Each
+/// is handed to the connection when it comes due, without waiting for it to be written or
+/// confirmed (sends and confirms are settled while the loop waits for the next due time):
+/// the pacing never waits on the broker, and the items due within one timer tick (1 ms)
+/// leave in one socket write, as any buffering client's would, instead of costing the
+/// broker a read each. `sent(i)` is called as item `i` leaves. Returns the time the pacing
+/// took and how many items the broker did not confirm.
+pub async fn publish_paced<'a>(
+    ch: &'a Channel,
+    exchange: &'a str,
+    items: impl Iterator<Item = (&'a str, &'a [u8])>,
+    rate: f64,
+    mut sent: impl FnMut(usize),
+) -> (Duration, usize) {
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let mut nacks = 0usize;
+    let start = Instant::now();
+    for (i, (rk, body)) in items.enumerate() {
+        let due = tokio::time::Instant::from_std(start + Duration::from_secs_f64(i as f64 / rate));
+        loop {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(due) => break,
+                Some(nacked) = inflight.next(), if !inflight.is_empty() => {
+                    nacks += usize::from(nacked);
+                }
+            }
+        }
+        sent(i);
+        inflight.push(queue_publish(ch, exchange, rk, body).await);
+    }
+    let paced = start.elapsed();
+    while let Some(nacked) = inflight.next().await {
+        nacks += usize::from(nacked);
+    }
+    (paced, nacks)
+}
+
+/// Arguments declaring a quorum queue.
+pub fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
+fn cny(minor: i64) -> Value {
+    json!({"minor": minor, "currency": "CNY"})
+}
+
+fn event(ty: &str, account: &str, data: Value) -> (String, Uuid, Vec<u8>) {
+    let id = Uuid::new_v4();
+    let body = json!({
+        "specversion": "1.0", "id": id, "source": "bench", "type": ty,
+        "time": Timestamp::now(), "subject": account,
+        "datacontenttype": "application/json", "data": data,
+    });
+    (ty.to_owned(), id, body.to_string().into_bytes())
+}
+
+/// How many failures a follow-up event trails its account's failure by, in the stream.
+const FOLLOW_LAG: usize = 1000;
+
+/// A realistic mix, interleaved: half `payment.failed`, a quarter `promise.made` and a
+/// quarter partial `payment.received`. Each account's sequence is a failure followed,
+/// about `2 * FOLLOW_LAG` events later, by its promise or partial payment, so the later
+/// event finds a delinquent account while all three queues are busy at once.
+pub fn mix(n: usize, accounts: usize, salt: &str) -> Vec<(String, Uuid, Vec<u8>)> {
+    let failing = n.div_ceil(2);
+    let follow = n - failing;
+    let today = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC))
+        .date();
+    let acc = |i: usize| format!("acc-{salt}{}", (i * 7919) % accounts);
+    let failure = |i: usize| {
+        let a = acc(i);
+        event(
+            "payment.failed",
+            &a,
+            json!({
+            "account_id": a, "customer": {"timezone": "Asia/Shanghai"},
+            "installment": {"number": 2, "due_date": today.to_string(), "amount": cny(150_000)},
+            "overdue_amount": cny(150_000), "failure_reason": "insufficient_funds",
+            "attempted_at": Timestamp::now()}),
+        )
+    };
+    let follow_up = |i: usize| {
+        let a = acc(i);
+        if i.is_multiple_of(2) {
+            event(
+                "promise.made",
+                &a,
+                json!({
+                "account_id": a, "promise_id": format!("p-{salt}{i}"), "amount": cny(150_000),
+                "promised_at": Timestamp::now() + SignedDuration::from_hours(5),
+                "captured_by": "bench", "channel": "phone_mobile"}),
+            )
+        } else {
+            event(
+                "payment.received",
+                &a,
+                json!({
+                "account_id": a, "payment_id": format!("pay-{salt}{i}"), "amount": cny(50_000),
+                "received_at": Timestamp::now()}),
+            )
+        }
+    };
+    let lag = FOLLOW_LAG.min(failing / 4);
+    let mut out = Vec::with_capacity(n);
+    let mut next = 0;
+    for i in 0..failing {
+        out.push(failure(i));
+        if i >= lag && next < follow {
+            out.push(follow_up(next));
+            next += 1;
+        }
+    }
+    out.extend((next..follow).map(follow_up));
+    out
+}

@@ -1,0 +1,561 @@
+//! The scheduler under faults: a load whose tasks come due during the test (night
+//! accounts included), kill -9 and link cuts of the scheduler at random moments, and the
+//! race of cancellations with firing. The `#[test]` entry points are in `crate::faults`.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use jiff::{tz::TimeZone, SignedDuration, Timestamp};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    fault_support::{failed, Rng},
+    harness::{cny, zone_where_it_is, TestEnv},
+    invariants::{verify, Expect, Observed, Transition},
+    proxy::{target, via, Proxy},
+};
+
+/// The scheduler's world under load: a policy with promise timings and cadence hours in
+/// seconds, accounts in a zone where it is early afternoon, and accounts in two zones where
+/// it is night (about 02:00 and 23:00).
+pub struct Load {
+    prefix: String,
+    day: (String, TimeZone),
+    nights: [(String, TimeZone); 2],
+    /// Every input published, in order.
+    pub inputs: Vec<Uuid>,
+    /// Night accounts' contact tasks whose due instant the test set back to the last
+    /// evening (20:59:30 local), as an outage would leave them: they come due at night.
+    pub set_back: HashMap<Uuid, Timestamp>,
+    pub waves: usize,
+    /// The last instant a task of this load comes due today (the last cadence hour, the
+    /// latest promise's expiry).
+    pub horizon: Timestamp,
+}
+
+impl Load {
+    /// Writes the policy (POLICY_FILE for every binary of `env`): reminder and check 3 s
+    /// around the promise, expiry 6 s after it, and `cadence` cadence hours every
+    /// `step` from `first` (local times in the day zone), 3 attempts a day.
+    pub fn new(
+        env: &mut TestEnv,
+        prefix: &str,
+        first: Duration,
+        step: Duration,
+        cadence: u32,
+    ) -> Self {
+        let day = zone_where_it_is(13);
+        let nights = [zone_where_it_is(2), zone_where_it_is(23)];
+        let start = Timestamp::now() + SignedDuration::try_from(first).expect("duration");
+        let last_hour =
+            start + SignedDuration::try_from(step * cadence.saturating_sub(1)).expect("duration");
+        let hours: Vec<String> = (0..cadence)
+            .map(|k| {
+                let at = start + SignedDuration::try_from(step * k).expect("duration");
+                format!("\"{}\"", at.to_zoned(day.1.clone()).strftime("%H:%M:%S"))
+            })
+            .collect();
+        let mut text = collections_core::policy::DEFAULT_POLICY_TOML.to_owned();
+        for (from, to) in [
+            (
+                "reminder_before = \"1h\"",
+                "reminder_before = \"3s\"".to_owned(),
+            ),
+            ("check_after = \"1h\"", "check_after = \"3s\"".to_owned()),
+            ("grace = \"2h\"", "grace = \"6s\"".to_owned()),
+            (
+                "hours = [\"10:00\", \"13:00\", \"17:00\", \"20:00\"]",
+                format!("hours = [{}]", hours.join(", ")),
+            ),
+            (
+                "default_timezone = \"Asia/Shanghai\"",
+                format!("default_timezone = \"{}\"", day.0),
+            ),
+        ] {
+            assert!(text.contains(from), "the default policy has `{from}`");
+            text = text.replacen(from, &to, 1);
+        }
+        if let Err(e) = collections_core::Policy::from_toml_str(&text) {
+            panic!("the test policy is valid: {e}");
+        }
+        let path = env.log_dir.join("policy.toml");
+        std::fs::write(&path, text).expect("write policy");
+        env.extra_env
+            .push(("POLICY_FILE".into(), path.display().to_string()));
+        Self {
+            prefix: prefix.to_owned(),
+            day,
+            nights,
+            inputs: Vec::new(),
+            set_back: HashMap::new(),
+            waves: 0,
+            horizon: last_hour + SignedDuration::from_secs(1),
+        }
+    }
+
+    /// One wave: `day` delinquent accounts in the afternoon zone and `night` in the night
+    /// zones; half of each make a promise 4-8 s ahead. A night account's promise is sent
+    /// once its `payment.failed` (which names its zone) is applied, so its tasks are
+    /// planned in its own zone.
+    pub async fn wave(&mut self, env: &TestEnv, rng: &mut Rng, day: usize, night: usize) {
+        let w = self.waves;
+        self.waves += 1;
+        let mut promises = Vec::new();
+        for i in 0..day {
+            let acc = format!("{}d{w}-{i}", self.prefix);
+            let (zone, tz) = &self.day;
+            let today = Timestamp::now().to_zoned(tz.clone()).date().to_string();
+            self.inputs.push(
+                env.publish("payment.failed", &acc, failed(&acc, zone, &today))
+                    .await,
+            );
+            if i % 2 == 0 {
+                promises.push(acc);
+            }
+        }
+        for acc in &promises {
+            self.promise(env, rng, acc).await;
+        }
+        let mut night_ids = Vec::new();
+        for i in 0..night {
+            let acc = format!("{}n{w}-{i}", self.prefix);
+            let (zone, tz) = &self.nights[i % 2];
+            let today = Timestamp::now().to_zoned(tz.clone()).date().to_string();
+            let id = env
+                .publish("payment.failed", &acc, failed(&acc, zone, &today))
+                .await;
+            self.inputs.push(id);
+            night_ids.push((id, acc, i));
+        }
+        // Once a night account's zone is known (its payment.failed applied): a promise from
+        // every other one, and from the rest the news that the first instalment failed
+        // too, which re-ranks their open call (priority 1, re-announced with an id of its
+        // own).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !night_ids.is_empty() {
+            let ids: Vec<Uuid> = night_ids.iter().map(|(id, _, _)| *id).collect();
+            let applied: Vec<Uuid> =
+                sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = ANY($1)")
+                    .bind(&ids)
+                    .fetch_all(&env.db)
+                    .await
+                    .unwrap_or_default();
+            let (ready, rest): (Vec<_>, Vec<_>) = night_ids
+                .into_iter()
+                .partition(|(id, _, _)| applied.contains(id));
+            for (_, acc, i) in ready {
+                if i % 2 == 0 {
+                    self.promise(env, rng, &acc).await;
+                } else {
+                    let (zone, tz) = &self.nights[i % 2];
+                    let today = Timestamp::now().to_zoned(tz.clone()).date().to_string();
+                    let mut first = failed(&acc, zone, &today);
+                    first["installment"]["number"] = json!(1);
+                    self.inputs
+                        .push(env.publish("payment.failed", &acc, first).await);
+                }
+            }
+            night_ids = rest;
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn promise(&mut self, env: &TestEnv, rng: &mut Rng, acc: &str) {
+        let secs = 4 + i64::try_from(rng.below(5)).expect("small");
+        let promised = Timestamp::now() + SignedDuration::from_secs(secs);
+        // Check 3 s and expiry 6 s after the promise.
+        self.horizon = self.horizon.max(promised + SignedDuration::from_secs(7));
+        self.inputs.push(
+            env.publish(
+                "promise.made",
+                acc,
+                json!({"account_id": acc, "promise_id": format!("ptp-{acc}"),
+                       "amount": cny(10_000), "promised_at": promised,
+                       "captured_by": "agent-7", "channel": "phone_mobile"}),
+            )
+            .await,
+        );
+    }
+
+    /// Sets the night accounts' planned contact tasks (due tomorrow morning, local) back to
+    /// 20:59:30 of the last evening, as if an outage had held them since: they are due now,
+    /// at night, and must be moved, never fired.
+    pub async fn set_back_night_tasks(&mut self, env: &TestEnv) {
+        for (zone, tz) in &self.nights {
+            let local = Timestamp::now().to_zoned(tz.clone());
+            let mut date = local.date();
+            if local.hour() < 21 {
+                date = date.yesterday().expect("date");
+            }
+            let evening = date
+                .at(20, 59, 30, 0)
+                .to_zoned(tz.clone())
+                .expect("local time")
+                .timestamp();
+            let micros = evening.as_microsecond();
+            for attempt in 0.. {
+                // A deadlock with a worker's batch is possible (both lock task rows);
+                // Postgres aborts one side, and either side retries.
+                let r: Result<Vec<Uuid>, _> = sqlx::query_scalar(
+                    "UPDATE tasks t SET due_at = to_timestamp($1::float8 / 1000000)
+                     FROM accounts a
+                     WHERE a.account_id = t.account_id AND a.state->>'timezone' = $2
+                       AND t.account_id LIKE $3 || '%'
+                       AND t.status = 'scheduled' AND t.due_at > now()
+                       AND t.kind NOT IN ('promise_expiry', 'supervisor_review')
+                     RETURNING t.task_id",
+                )
+                .bind(micros)
+                .bind(zone)
+                .bind(&self.prefix)
+                .fetch_all(&env.db)
+                .await;
+                match r {
+                    Ok(ids) => {
+                        for id in ids {
+                            self.set_back.insert(id, evening);
+                        }
+                        break;
+                    }
+                    Err(e) if attempt < 5 => {
+                        eprintln!("set back night tasks: {e}; retrying");
+                    }
+                    Err(e) => panic!("set back night tasks: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Publishes `waves` waves 300-900 ms apart, setting night tasks back halfway and at
+    /// the end.
+    pub async fn run(
+        &mut self,
+        env: &TestEnv,
+        rng: &mut Rng,
+        waves: usize,
+        day: usize,
+        night: usize,
+    ) {
+        for w in 0..waves {
+            self.wave(env, rng, day, night).await;
+            if w == waves / 2 {
+                self.set_back_night_tasks(env).await;
+            }
+            tokio::time::sleep(rng.millis(300, 900)).await;
+        }
+        // Let the last night payments be planned, then set their tasks back too.
+        env.wait_count(
+            &format!(
+                "SELECT count(*) FROM inbox WHERE event_id IN ({})",
+                self.inputs
+                    .iter()
+                    .map(|i| format!("'{i}'"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            i64::try_from(self.inputs.len()).expect("count"),
+            Duration::from_secs(20),
+        )
+        .await;
+        self.set_back_night_tasks(env).await;
+    }
+
+    /// Night-time checks on top of the invariants: every task the test set back to the
+    /// evening came due at night and was moved (re-announced as `task.scheduled` at a
+    /// later instant inside the window) or cancelled, never fired. Returns (moved,
+    /// cancelled).
+    pub fn check_night(&self, observed: &Observed) -> (usize, usize) {
+        let (mut moved, mut cancelled) = (0, 0);
+        let mut problems = Vec::new();
+        for (task, evening) in &self.set_back {
+            let events = observed.of_task(*task);
+            let row = &observed.tasks[task];
+            let zone = &observed.zones[&row.account];
+            let tz = TimeZone::get(zone).expect("zone");
+            if events.iter().any(|e| e.transition == Transition::Due) {
+                problems.push(format!("{} {task} of {} fired", row.kind, row.account));
+            }
+            let moves: Vec<_> = events
+                .iter()
+                .filter(|e| e.transition == Transition::Moved)
+                .collect();
+            for m in &moves {
+                let local = m.due_at.to_zoned(tz.clone());
+                let fired = m.times.first().copied().unwrap_or(m.due_at);
+                if m.due_at <= *evening || m.due_at < fired || !(8..21).contains(&local.hour()) {
+                    problems.push(format!(
+                        "{} {task} of {} moved from {evening} to {} ({} local, announced at {fired})",
+                        row.kind,
+                        row.account,
+                        m.due_at,
+                        local.strftime("%F %T")
+                    ));
+                }
+            }
+            let was_cancelled = events.iter().any(|e| e.transition == Transition::Cancelled);
+            if moves.is_empty() && !was_cancelled {
+                problems.push(format!(
+                    "{} {task} of {} came due at night and was neither moved nor cancelled \
+                     (status {}, due {})",
+                    row.kind, row.account, row.status, row.due_at
+                ));
+            }
+            moved += usize::from(!moves.is_empty());
+            cancelled += usize::from(moves.is_empty() && was_cancelled);
+        }
+        assert!(
+            problems.is_empty(),
+            "night tasks: {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+        (moved, cancelled)
+    }
+}
+
+/// The database's clock, in microseconds (claims are stamped with it).
+async fn db_clock(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+        .fetch_one(&env.db)
+        .await
+        .expect("clock")
+}
+
+/// Waits up to `wait` until tasks claimed after `since` (database clock, microseconds)
+/// are still claimed; returns how many (0 when none came).
+async fn claims_since(env: &TestEnv, since: i64, wait: Duration) -> i64 {
+    let deadline = Instant::now() + wait;
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasks
+             WHERE status = 'claimed' AND claimed_at > to_timestamp($1::float8 / 1000000)",
+        )
+        .bind(since)
+        .fetch_one(&env.db)
+        .await
+        .unwrap_or(0);
+        if n > 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// What the scheduler did, by kind of task event (the scheduler's work was really done
+/// under the faults, not skipped).
+pub fn scheduler_work(observed: &Observed) -> HashMap<&'static str, usize> {
+    let mut m = HashMap::new();
+    for r in &observed.received {
+        let Some(t) = observed.tasks.get(&r.task_id) else {
+            continue;
+        };
+        let key = match (r.transition, t.kind.as_str()) {
+            (Transition::Due, "collection_call") if t.attempt > 1 => "cadence call due",
+            (Transition::Due, "collection_call") => "first call due",
+            (Transition::Due, "promise_reminder") => "reminder due",
+            (Transition::Due, "promise_check") => "check due",
+            (Transition::Moved, _) => "moved at firing",
+            (Transition::Reranked, _) => "re-ranked",
+            _ => continue,
+        };
+        *m.entry(key).or_default() += 1;
+    }
+    m.insert("promise expired", observed.summary.expiries);
+    m
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerFault {
+    /// SIGKILL, then a new process.
+    Kill9,
+    /// The scheduler's broker link cut (RST) and restored.
+    BrokerCut,
+    /// The scheduler's database link cut and restored.
+    DatabaseCut,
+}
+
+/// Runs the four workers and a scheduler (its links to the broker or the database through
+/// a proxy of the test's own) under inbound load whose tasks come due during the test,
+/// inflicts `fault` on the scheduler `times` times at random moments, then checks the
+/// invariants, the night-time moves, and that the scheduler's work was done.
+pub async fn scheduler_under_faults(test: &str, fault: SchedulerFault, times: usize) {
+    let started = Instant::now();
+    let (mut rng, _) = Rng::seeded("FAULT_SEED", test);
+    let mut env = TestEnv::new().await;
+    let mut load = Load::new(
+        &mut env,
+        "acc-",
+        Duration::from_secs(4),
+        Duration::from_secs(4),
+        5,
+    );
+    // Small claims, so that a fault is likely to catch a batch between claim and mark.
+    env.extra_env.push(("SCHEDULER_BATCH".into(), "10".into()));
+    env.start_workers().await;
+    let (proxy, overrides) = match fault {
+        SchedulerFault::Kill9 => (None, Vec::new()),
+        SchedulerFault::BrokerCut => {
+            let p = Proxy::start(target(&env.amqp_url, 5672).await).await;
+            let url = via(&env.amqp_url, p.addr, 5672);
+            (Some(p), vec![("AMQP_URL".to_owned(), url)])
+        }
+        SchedulerFault::DatabaseCut => {
+            let p = Proxy::start(target(&env.database_url, 5432).await).await;
+            let url = via(&env.database_url, p.addr, 5432);
+            (Some(p), vec![("DATABASE_URL".to_owned(), url)])
+        }
+    };
+    let first = env.start("task-scheduler", &overrides, "task-scheduler-0");
+    let mut fault_rng = rng.fork();
+    let env_ref = &env;
+    let faults = async {
+        let mut scheduler = first;
+        let mut done = Vec::new();
+        let mut orphaned = 0;
+        let t0 = Instant::now();
+        let mut n = 0;
+        // A kill that leaves no claim behind proves little: kill again (at most twice more).
+        while n < times || (fault == SchedulerFault::Kill9 && orphaned == 0 && n < times + 2) {
+            n += 1;
+            tokio::time::sleep(fault_rng.millis(800, 3500)).await;
+            // Then strike while the scheduler holds fresh claims (a batch between claim
+            // and mark), if it takes one within 4 s.
+            let since = db_clock(env_ref).await;
+            let busy = claims_since(env_ref, since, Duration::from_secs(4)).await;
+            let at = t0.elapsed().as_secs_f64();
+            match (fault, &proxy) {
+                (SchedulerFault::Kill9, _) => {
+                    scheduler.start_kill().expect("SIGKILL");
+                    let _ = scheduler.wait().await;
+                    // Claims of the dead process: only the rescuer can return them.
+                    let left = claims_since(env_ref, since, Duration::ZERO).await;
+                    orphaned += left;
+                    let pause = fault_rng.millis(0, 500);
+                    tokio::time::sleep(pause).await;
+                    scheduler =
+                        env_ref.start("task-scheduler", &overrides, &format!("task-scheduler-{n}"));
+                    done.push(format!(
+                        "kill -9 at {at:.1}s ({busy} claimed, {left} left behind), restarted \
+                         {pause:?} later"
+                    ));
+                }
+                (_, Some(p)) => {
+                    let outage = fault_rng.millis(1000, 3000);
+                    p.cut();
+                    tokio::time::sleep(outage).await;
+                    p.restore();
+                    done.push(format!(
+                        "{fault:?} at {at:.1}s ({busy} claimed) for {outage:?}"
+                    ));
+                }
+                (_, None) => unreachable!("a link fault has its proxy"),
+            }
+        }
+        (scheduler, done, orphaned, n)
+    };
+    let mut load_rng = rng.fork();
+    let loading = load.run(env_ref, &mut load_rng, 8, 16, 6);
+    let ((scheduler, done, orphaned, strikes), ()) = tokio::join!(faults, loading);
+    env.children.push(("task-scheduler".into(), scheduler));
+    println!("{test}: faults {done:?}");
+    if fault == SchedulerFault::Kill9 {
+        assert!(
+            orphaned > 0,
+            "a kill -9 left claims behind (claimed, maybe published, not marked): {done:?}"
+        );
+    }
+
+    let observed = verify(
+        &env,
+        &Expect {
+            inputs: &load.inputs,
+            scheduler: true,
+            settle: Duration::from_secs(45),
+            horizon: Some(load.horizon),
+            // A kill between publish and mark, or a link cut that loses the confirm.
+            crashed_firings: fault != SchedulerFault::DatabaseCut,
+        },
+    )
+    .await;
+    let (moved, cancelled) = load.check_night(&observed);
+    let work = scheduler_work(&observed);
+    let logs: String = (0..=strikes)
+        .map(|n| env.log(&format!("task-scheduler-{n}")))
+        .collect();
+    let rescued = logs
+        .matches("rescued tasks claimed by a scheduler that died")
+        .count();
+    println!(
+        "{test}: invariants hold in {:.1}s: {}; night tasks set back {}: {moved} moved, \
+         {cancelled} cancelled first; scheduler work {work:?}; rescues logged {rescued}",
+        started.elapsed().as_secs_f64(),
+        observed.summary,
+        load.set_back.len(),
+    );
+    for what in [
+        "first call due",
+        "cadence call due",
+        "reminder due",
+        "check due",
+        "promise expired",
+        "moved at firing",
+        "re-ranked",
+    ] {
+        assert!(
+            work.get(what).copied().unwrap_or(0) > 0,
+            "the scheduler's work includes {what}: {work:?}"
+        );
+    }
+    match fault {
+        SchedulerFault::Kill9 => {}
+        SchedulerFault::BrokerCut => assert!(
+            logs.contains("scheduler session ended; reconnecting"),
+            "the broker cut was seen by the scheduler"
+        ),
+        SchedulerFault::DatabaseCut => assert!(
+            logs.contains("claim failed; retrying")
+                || logs.contains("database failed")
+                || logs.contains("database unavailable")
+                || logs.contains("scheduler session ended; reconnecting"),
+            "the database cut was seen by the scheduler"
+        ),
+    }
+}
+
+/// No fault at all: calls come due the moment they are planned and promises made right
+/// after them cancel them, so cancellations race the scheduler's claims. A task must never
+/// be both announced cancelled and fired, and a cancellation the journal records must have
+/// been made. (Claims pass over accounts a worker holds; a worker that would cancel a
+/// task being fired waits for the firing to settle: ARCHITECTURE.md, "Tasks being fired".)
+pub async fn a_task_cancelled_as_it_comes_due_is_never_also_fired() {
+    let (mut rng, _) = Rng::seeded("FAULT_SEED", "cancelled_as_it_comes_due");
+    let mut env = TestEnv::new().await;
+    let mut load = Load::new(
+        &mut env,
+        "acc-",
+        Duration::from_secs(4),
+        Duration::from_secs(4),
+        3,
+    );
+    env.start_workers().await;
+    env.spawn("task-scheduler").await;
+    load.run(&env, &mut rng, 8, 30, 0).await;
+    let observed = verify(
+        &env,
+        &Expect {
+            inputs: &load.inputs,
+            scheduler: true,
+            settle: Duration::from_secs(45),
+            horizon: Some(load.horizon),
+            crashed_firings: false,
+        },
+    )
+    .await;
+    println!("invariants hold: {}", observed.summary);
+}

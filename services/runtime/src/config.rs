@@ -1,6 +1,7 @@
-//! Configuration from the environment (credentials never live in code or files we ship).
+//! Configuration from the environment (credentials never live in code or files we ship):
+//! the only module that reads environment variables. Uses no other module of the crate.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{bail, Context};
 use collections_core::Policy;
@@ -99,6 +100,72 @@ fn with_default_heartbeat(url: &str) -> String {
     }
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
+}
+
+/// Tasks due sooner than this wake the scheduler at once; later ones it finds by polling
+/// (its poll interval must not exceed this).
+pub const NOTIFY_HORIZON: Duration = Duration::from_secs(1);
+
+/// Scheduler settings from the environment.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    /// Most tasks claimed per statement (`SCHEDULER_BATCH`, default 5000).
+    pub batch: i64,
+    /// Longest sleep without looking at the table (`SCHEDULER_POLL_MS`, default 1000).
+    pub poll: Duration,
+}
+
+impl SchedulerSettings {
+    /// Reads `SCHEDULER_BATCH` and `SCHEDULER_POLL_MS`.
+    ///
+    /// # Errors
+    /// A variable that is not a number.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let batch = std::env::var("SCHEDULER_BATCH")
+            .ok()
+            .map(|v| v.parse::<i64>())
+            .transpose()
+            .context("SCHEDULER_BATCH")?
+            .unwrap_or(5000);
+        let poll_ms = std::env::var("SCHEDULER_POLL_MS")
+            .ok()
+            .map(|v| v.parse::<u64>())
+            .transpose()
+            .context("SCHEDULER_POLL_MS")?
+            .unwrap_or(1000);
+        let poll = Duration::from_millis(poll_ms).min(NOTIFY_HORIZON);
+        Ok(Self {
+            batch: batch.max(1),
+            poll,
+        })
+    }
+}
+
+/// Human-readable logs even off a terminal (`LOG_FORMAT=text`).
+#[must_use]
+pub fn log_format_text() -> bool {
+    std::env::var("LOG_FORMAT").as_deref() == Ok("text")
+}
+
+/// Where the health and metrics routes listen (`HEALTH_ADDR`, unset: nowhere).
+///
+/// # Errors
+/// A malformed address.
+pub fn health_addr() -> anyhow::Result<Option<SocketAddr>> {
+    match std::env::var("HEALTH_ADDR") {
+        Ok(addr) => {
+            Ok(Some(addr.parse().map_err(|e| {
+                anyhow::anyhow!("HEALTH_ADDR={addr:?}: {e}")
+            })?))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether start-up runs the migrations (`MIGRATIONS`, anything but `off`).
+#[must_use]
+pub fn migrations_enabled() -> bool {
+    std::env::var("MIGRATIONS").as_deref() != Ok("off")
 }
 
 impl Config {

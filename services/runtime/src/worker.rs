@@ -13,7 +13,7 @@ use collections_core::EventType;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{self, Config},
+    config::WorkerArgs,
     http, outbox,
     pipeline::{Ctx, Pipeline},
     supervisor,
@@ -26,20 +26,19 @@ use crate::{
 /// # Errors
 /// Only start-up errors that retrying cannot fix (bad configuration).
 pub async fn run_worker(event_type: EventType, binary: &str) -> anyhow::Result<()> {
-    telemetry::init(binary, config::log_format_text());
-    let config = Config::from_env()?;
+    let args = WorkerArgs::parse_for(binary);
+    let (log_filter, log_text) = args.logging();
+    telemetry::init(binary, log_filter, log_text);
+    let config = args.resolve()?;
     tracing::info!(?config, queue = event_type.queue(), "configuration loaded");
     let token = supervisor::shutdown_token();
-    if let Some(addr) = config::health_addr()? {
-        http::serve(addr, &config.database_url, token.clone()).await?;
+    let common = &config.common;
+    if let Some(addr) = common.health_addr {
+        http::serve(addr, &common.database_url, token.clone()).await?;
     }
-    let store = supervisor::connect_store(
-        &config.database_url,
-        config.db_pool,
-        config::migrations_enabled(),
-        &token,
-    )
-    .await?;
+    let store =
+        supervisor::connect_store(&common.database_url, common.db_pool, common.migrate, &token)
+            .await?;
     let Some(store) = store else { return Ok(()) };
     let ctx = Arc::new(Ctx {
         config,
@@ -66,9 +65,9 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
     // wait for a broker that is slow to answer.
     let setup = async {
         let conn = collections_bus::connect_with_ca(
-            &ctx.config.amqp_url,
+            &ctx.config.common.amqp_url,
             &ctx.binary,
-            ctx.config.amqp_ca.as_deref(),
+            ctx.config.common.amqp_ca.as_deref(),
         )
         .await
         .context("connect to broker")?;
@@ -107,7 +106,7 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
     // acked by then is redelivered to another consumer.
     let shutdown_deadline = async {
         token.cancelled().await;
-        tokio::time::sleep(ctx.config.shutdown_timeout).await;
+        tokio::time::sleep(ctx.config.common.shutdown_timeout).await;
     };
     let first = tokio::select! {
         r = tasks.join_next() => r,
@@ -126,7 +125,7 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
             }
         }
     };
-    if tokio::time::timeout(ctx.config.shutdown_timeout, drain)
+    if tokio::time::timeout(ctx.config.common.shutdown_timeout, drain)
         .await
         .is_err()
     {

@@ -181,9 +181,11 @@ impl Pipeline {
             // (`Store::apply_batch`), so nothing it began outlives it.
             let result = tokio::time::timeout(
                 self.ctx.config.db_timeout,
-                self.ctx
-                    .store
-                    .apply_batch(events, &self.ctx.config.policy, Timestamp::now()),
+                self.ctx.store.apply_batch(
+                    events,
+                    &self.ctx.config.common.policy,
+                    Timestamp::now(),
+                ),
             )
             .await;
             metrics::observe(

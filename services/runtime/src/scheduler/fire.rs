@@ -16,12 +16,12 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{config::SchedulerSettings, outbox, supervisor::backoff, telemetry::metrics};
+use crate::{config::SchedulerConfig, outbox, supervisor::backoff, telemetry::metrics};
 
 pub(super) async fn fire_loop(
     store: &Store,
     policy: &Policy,
-    settings: &SchedulerSettings,
+    settings: &SchedulerConfig,
     publisher: &Publisher,
     listener: &mut PgListener,
     token: &CancellationToken,

@@ -21,11 +21,10 @@ use futures::{future::FusedFuture, FutureExt};
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::config::SchedulerSettings;
 pub use rescuer::CLAIM_TIMEOUT;
 
 use crate::{
-    config::{self, Config},
+    config::{SchedulerArgs, SchedulerConfig},
     http, outbox, supervisor,
     telemetry::{self, metrics},
 };
@@ -35,25 +34,23 @@ use crate::{
 /// # Errors
 /// Start-up errors retrying cannot fix.
 pub async fn run_scheduler() -> anyhow::Result<()> {
-    telemetry::init("task-scheduler", config::log_format_text());
-    let config = Config::from_env()?;
-    let settings = SchedulerSettings::from_env()?;
-    tracing::info!(?config, ?settings, "configuration loaded");
+    let args = SchedulerArgs::parse_for("task-scheduler");
+    let (log_filter, log_text) = args.logging();
+    telemetry::init("task-scheduler", log_filter, log_text);
+    let config = args.resolve()?;
+    tracing::info!(?config, "configuration loaded");
     let token = supervisor::shutdown_token();
-    if let Some(addr) = config::health_addr()? {
-        http::serve(addr, &config.database_url, token.clone()).await?;
+    let common = &config.common;
+    if let Some(addr) = common.health_addr {
+        http::serve(addr, &common.database_url, token.clone()).await?;
     }
-    let Some(store) = supervisor::connect_store(
-        &config.database_url,
-        config.db_pool,
-        config::migrations_enabled(),
-        &token,
-    )
-    .await?
+    let Some(store) =
+        supervisor::connect_store(&common.database_url, common.db_pool, common.migrate, &token)
+            .await?
     else {
         return Ok(());
     };
-    let ctx = Arc::new((config, settings, store));
+    let ctx = Arc::new((config, store));
     supervisor::run_sessions(
         &token,
         "scheduler session ended; reconnecting",
@@ -61,22 +58,23 @@ pub async fn run_scheduler() -> anyhow::Result<()> {
         || session(&ctx, &token),
     )
     .await;
-    supervisor::close_store(&ctx.2).await;
+    supervisor::close_store(&ctx.1).await;
     tracing::info!("stopped");
     Ok(())
 }
 
 async fn session(
-    ctx: &Arc<(Config, SchedulerSettings, Store)>,
+    ctx: &Arc<(SchedulerConfig, Store)>,
     token: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let (config, settings, store) = &**ctx;
+    let (config, store) = &**ctx;
+    let common = &config.common;
     // Shutdown must not wait for a broker or database that is slow to answer set-up.
     let setup = async {
         let conn = collections_bus::connect_with_ca(
-            &config.amqp_url,
+            &common.amqp_url,
             "task-scheduler",
-            config.amqp_ca.as_deref(),
+            common.amqp_ca.as_deref(),
         )
         .await
         .context("connect to broker")?;
@@ -85,7 +83,7 @@ async fn session(
             .context("declare topology")?;
         let publisher = Publisher::open(&conn).await?;
         let relay_publisher = Publisher::open(&conn).await?;
-        let mut listener = PgListener::connect(&config.database_url).await?;
+        let mut listener = PgListener::connect(&common.database_url).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         Ok::<_, anyhow::Error>((conn, publisher, relay_publisher, listener))
     };
@@ -117,7 +115,7 @@ async fn session(
     // left behind are rescued and fired again (same event ids).
     let shutdown_deadline = async {
         token.cancelled().await;
-        tokio::time::sleep(config.shutdown_timeout).await;
+        tokio::time::sleep(common.shutdown_timeout).await;
     };
     // A relay that fails while the scheduler runs ends the session; one that stops on
     // shutdown (or fails meanwhile) leaves the batch being fired to finish.
@@ -133,7 +131,7 @@ async fn session(
         }
     };
     let result = tokio::select! {
-        r = fire::fire_loop(store, &config.policy, settings, &publisher, &mut listener, token) => r,
+        r = fire::fire_loop(store, &common.policy, config, &publisher, &mut listener, token) => r,
         e = relay_failed => Err(e),
         () = shutdown_deadline => {
             tracing::warn!("the batch being fired did not finish in time after SIGTERM; its claims will be rescued");

@@ -4,11 +4,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-/// Installs the global subscriber (`RUST_LOG` filters, default `info`); `text` asks for
+/// Installs the global subscriber: `filter` in env-filter syntax (`RUST_LOG`; one that
+/// does not parse falls back to `info,sqlx=warn,lapin=warn`); `text` asks for
 /// human-readable lines even when stdout is not a terminal (`LOG_FORMAT=text`).
-pub fn init(binary: &str, text: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
+pub fn init(binary: &str, filter: &str, text: bool) {
+    let filter =
+        EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
     let json = !std::io::stdout().is_terminal() && !text;
     let result = if json {
         fmt()

@@ -1,74 +1,67 @@
-//! The process's metrics: counters and latency histograms keyed by name and labels, the
-//! `collections_consuming` gauge and `collections_reconnects_total`, rendered in the
-//! Prometheus text format.
+//! The process's metrics, recorded through the `metrics` facade into a Prometheus
+//! recorder (`metrics-exporter-prometheus`): counters, latency histograms, the
+//! `collections_consuming` gauge and `collections_reconnects_total`. Nothing is recorded
+//! until [`install`] (when the metrics are served); rendered by [`render`].
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex, OnceLock,
-    },
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    OnceLock,
 };
+
+use metrics::Label;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Upper bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// Broker session up and consumers running (readiness reads it; the gauge mirrors it).
+static CONSUMING: AtomicBool = AtomicBool::new(false);
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same handle), with
+/// the series that are rendered from the start. `None` if another recorder was installed.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            metrics::counter!("collections_reconnects_total").absolute(0);
+            set_consuming(consuming());
+            Some(handle)
+        })
+        .as_ref()
 }
 
-/// Process-wide metrics.
-#[derive(Default)]
-struct Metrics {
-    counters: Mutex<BTreeMap<(String, String), u64>>,
-    histograms: Mutex<BTreeMap<(String, String), Histogram>>,
-    /// Broker session up and consumers running.
-    consuming: AtomicBool,
-    /// Sessions started after the first (reconnects).
-    reconnects: AtomicU64,
-}
-
-fn metrics() -> &'static Metrics {
-    static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(Metrics::default)
-}
-
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut s = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "{k}=\"{}\"", v.replace('"', "'"));
+/// Moves recorded histogram samples into their buckets, so that memory stays bounded
+/// between scrapes (run every few seconds while the metrics are served).
+pub fn upkeep() {
+    if let Some(handle) = HANDLE.get().and_then(Option::as_ref) {
+        handle.run_upkeep();
     }
-    s
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+        .collect()
 }
 
 /// Adds `n` to a counter.
-pub fn inc(name: &str, label_pairs: &[(&str, &str)], n: u64) {
-    if let Ok(mut c) = metrics().counters.lock() {
-        *c.entry((name.to_owned(), labels(label_pairs))).or_default() += n;
-    }
+pub fn inc(name: &'static str, label_pairs: &[(&'static str, &str)], n: u64) {
+    metrics::counter!(name, labels(label_pairs)).increment(n);
 }
 
 /// Records one observation (seconds).
-pub fn observe(name: &str, label_pairs: &[(&str, &str)], secs: f64) {
-    if let Ok(mut h) = metrics().histograms.lock() {
-        let h = h.entry((name.to_owned(), labels(label_pairs))).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
-    }
+pub fn observe(name: &'static str, label_pairs: &[(&'static str, &str)], secs: f64) {
+    metrics::histogram!(name, labels(label_pairs)).record(secs);
 }
 
 /// Counts a published task event by its routing key `task.<state>.<kind>`.
@@ -85,61 +78,85 @@ pub fn count_task_event(routing_key: &str) {
 
 /// Records whether the broker session is up with its consumers running.
 pub fn set_consuming(on: bool) {
-    metrics().consuming.store(on, Ordering::Relaxed);
+    CONSUMING.store(on, Ordering::Relaxed);
+    metrics::gauge!("collections_consuming").set(f64::from(u8::from(on)));
 }
 
 /// Whether the broker session is up with its consumers running.
 pub fn consuming() -> bool {
-    metrics().consuming.load(Ordering::Relaxed)
+    CONSUMING.load(Ordering::Relaxed)
 }
 
 /// Counts a session started after the first.
 pub fn count_reconnect() {
-    metrics().reconnects.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("collections_reconnects_total").increment(1);
 }
 
 /// Everything recorded, in the Prometheus text format, plus the outbox backlog when the
-/// caller could read it.
+/// caller could read it (left out when it could not).
 pub fn render(outbox_backlog: Option<i64>) -> String {
-    let m = metrics();
-    let mut out = String::new();
-    if let Ok(c) = m.counters.lock() {
-        let mut last = "";
-        for ((name, l), v) in c.iter() {
-            if name != last {
-                let _ = writeln!(out, "# TYPE {name} counter");
-                last = name;
-            }
-            let _ = writeln!(out, "{name}{{{l}}} {v}");
-        }
-    }
-    if let Ok(h) = m.histograms.lock() {
-        let mut last = "";
-        for ((name, l), h) in h.iter() {
-            if name != last {
-                let _ = writeln!(out, "# TYPE {name} histogram");
-                last = name;
-            }
-            let sep = if l.is_empty() { "" } else { "," };
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{{l}{sep}le=\"{b}\"}} {}", h.counts[i]);
-            }
-            let _ = writeln!(out, "{name}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
-        }
-    }
-    let _ = writeln!(out, "# TYPE collections_reconnects_total counter");
-    let _ = writeln!(
-        out,
-        "collections_reconnects_total {}",
-        m.reconnects.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(out, "# TYPE collections_consuming gauge");
-    let _ = writeln!(out, "collections_consuming {}", u8::from(consuming()));
+    let mut out = HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     if let Some(b) = outbox_backlog {
-        let _ = writeln!(out, "# TYPE collections_outbox_backlog gauge");
-        let _ = writeln!(out, "collections_outbox_backlog {b}");
+        // Read at scrape time: a gauge of its own recorder, so that a backlog that could
+        // not be read is absent rather than stale.
+        let recorder = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("collections_outbox_backlog").set(b as f64);
+        });
+        out.push_str(&recorder.handle().render());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{inc, install, observe, render, set_consuming};
+
+    /// The names, labels and types the e2e tests and the benchmark parse.
+    #[test]
+    fn the_text_format_keeps_names_labels_and_types() {
+        install().expect("the only recorder");
+        inc(
+            "collections_events_total",
+            &[
+                ("type", "payment.failed"),
+                ("outcome", "applied"),
+                ("reason", ""),
+            ],
+            3,
+        );
+        observe(
+            "collections_batch_step_seconds",
+            &[("type", "payment.failed"), ("step", "begin")],
+            0.003,
+        );
+        observe("collections_scheduler_lateness_seconds", &[], 0.2);
+        set_consuming(true);
+        let m = render(Some(0));
+        for line in [
+            "# TYPE collections_events_total counter",
+            r#"collections_events_total{type="payment.failed",outcome="applied",reason=""} 3"#,
+            "# TYPE collections_batch_step_seconds histogram",
+            r#"collections_batch_step_seconds_bucket{type="payment.failed",step="begin",le="0.0025"} 0"#,
+            r#"collections_batch_step_seconds_bucket{type="payment.failed",step="begin",le="0.005"} 1"#,
+            r#"collections_batch_step_seconds_bucket{type="payment.failed",step="begin",le="+Inf"} 1"#,
+            r#"collections_batch_step_seconds_sum{type="payment.failed",step="begin"} 0.003"#,
+            r#"collections_batch_step_seconds_count{type="payment.failed",step="begin"} 1"#,
+            "collections_scheduler_lateness_seconds_count 1",
+            "# TYPE collections_reconnects_total counter",
+            "collections_reconnects_total 0",
+            "# TYPE collections_consuming gauge",
+            "collections_consuming 1",
+            "# TYPE collections_outbox_backlog gauge",
+            "collections_outbox_backlog 0",
+        ] {
+            assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
+        }
+        assert!(!render(None).contains("collections_outbox_backlog"));
+    }
 }

@@ -49,64 +49,49 @@ impl std::fmt::Debug for Secret {
 pub struct CommonArgs {
     /// Postgres URL with its credentials (add sslmode=require for TLS). Required, unless
     /// DATABASE_URL_FILE names a file that holds it
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<Secret>,
     /// A file holding the Postgres URL (mounted secrets); instead of DATABASE_URL
-    #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH")]
+    #[arg(long, env = "DATABASE_URL_FILE")]
     database_url_file: Option<PathBuf>,
     /// RabbitMQ URL with its credentials (amqps:// for TLS); a heartbeat of 10 s is asked
     /// for unless the URL names one (?heartbeat=N). Required, unless AMQP_URL_FILE names a
     /// file that holds it
-    #[arg(long, env = "AMQP_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<Secret>,
     /// A file holding the RabbitMQ URL (mounted secrets); instead of AMQP_URL
-    #[arg(long, env = "AMQP_URL_FILE", value_name = "PATH")]
+    #[arg(long, env = "AMQP_URL_FILE")]
     amqp_url_file: Option<PathBuf>,
     /// PEM certificate(s) of a private CA that signs the broker's TLS certificate, trusted
     /// beside the system's roots [default: none]
-    #[arg(long, env = "AMQP_CA_FILE", value_name = "PATH")]
+    #[arg(long, env = "AMQP_CA_FILE")]
     amqp_ca_file: Option<PathBuf>,
     /// The collections policy, validated whole at start [default: the built-in copy of
     /// deploy/policy/default.toml]
-    #[arg(long, env = "POLICY_FILE", value_name = "PATH")]
+    #[arg(long, env = "POLICY_FILE")]
     policy_file: Option<PathBuf>,
     /// Database connections per process (plus one for the health routes when HEALTH_ADDR
     /// is set) [default: WORKER_CONCURRENCY + 2]
-    #[arg(long, env = "DB_POOL", value_name = "N")]
+    #[arg(long, env = "DB_POOL")]
     db_pool: Option<u32>,
     /// After SIGTERM, how long in-flight work may take to finish; what is left is
     /// abandoned unacked (redelivered)
-    #[arg(
-        long,
-        env = "SHUTDOWN_TIMEOUT_SECS",
-        default_value_t = 20,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     shutdown_timeout_secs: u64,
     /// Where to serve /health/live, /health/ready and /metrics, e.g. 0.0.0.0:9100 (port 0
     /// picks one) [default: not served]
-    #[arg(long, env = "HEALTH_ADDR", value_name = "ADDR")]
+    #[arg(long, env = "HEALTH_ADDR")]
     health_addr: Option<String>,
     /// `off` for a least-privilege role that cannot run DDL: migrations are then left to
     /// the migration role
-    #[arg(
-        long,
-        env = "MIGRATIONS",
-        default_value = "auto",
-        value_name = "auto|off"
-    )]
+    #[arg(long, env = "MIGRATIONS", default_value = "auto")]
     migrations: String,
     /// `text` for human-readable logs; JSON otherwise, unless stdout is a terminal
-    #[arg(
-        long,
-        env = "LOG_FORMAT",
-        default_value = "json",
-        value_name = "json|text"
-    )]
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
     /// Log filter (tracing's env-filter syntax; `collections_runtime=debug` adds a line
     /// per applied event)
-    #[arg(long = "log", env = "RUST_LOG", default_value = DEFAULT_LOG_FILTER, value_name = "FILTER")]
+    #[arg(long = "log", env = "RUST_LOG", default_value = DEFAULT_LOG_FILTER)]
     rust_log: String,
 }
 
@@ -118,31 +103,21 @@ pub struct WorkerArgs {
     common: CommonArgs,
     /// Consumers (channels, one transaction in flight each) per worker process; one
     /// makes the largest batches: scale out with replicas
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_name = "N")]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     worker_concurrency: usize,
     /// Most deliveries applied in one transaction
-    #[arg(long, env = "BATCH_MAX", default_value_t = 64, value_name = "N")]
+    #[arg(long, env = "BATCH_MAX", default_value_t = 64)]
     batch_max: usize,
     /// While deliveries queue up (the last batch held more than one), how long to wait
     /// for more before applying; a lone delivery never waits
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 5, value_name = "MS")]
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 5)]
     batch_linger_ms: u64,
     /// Larger message bodies are dead-lettered as too_large
-    #[arg(
-        long,
-        env = "MAX_MESSAGE_BYTES",
-        default_value_t = 65_536,
-        value_name = "BYTES"
-    )]
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     max_message_bytes: usize,
     /// A batch transaction taking longer is abandoned (rolled back, not acked) and
     /// retried: a database that stops answering is treated like one that is down
-    #[arg(
-        long,
-        env = "DB_TIMEOUT_SECS",
-        default_value_t = 30,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "DB_TIMEOUT_SECS", default_value_t = 30)]
     db_timeout_secs: u64,
 }
 
@@ -153,20 +128,10 @@ pub struct SchedulerArgs {
     #[command(flatten)]
     common: CommonArgs,
     /// Most tasks claimed per statement
-    #[arg(
-        long,
-        env = "SCHEDULER_BATCH",
-        default_value_t = 5000,
-        value_name = "N"
-    )]
+    #[arg(long, env = "SCHEDULER_BATCH", default_value_t = 5000)]
     scheduler_batch: i64,
     /// Longest sleep without looking at the tasks table (at most 1000)
-    #[arg(
-        long,
-        env = "SCHEDULER_POLL_MS",
-        default_value_t = 1000,
-        value_name = "MS"
-    )]
+    #[arg(long, env = "SCHEDULER_POLL_MS", default_value_t = 1000)]
     scheduler_poll_ms: u64,
 }
 

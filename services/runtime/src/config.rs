@@ -1,69 +1,289 @@
-//! Configuration from the environment (credentials never live in code or files we ship).
+//! Configuration, parsed in one place: one typed config per kind of binary
+//! ([`WorkerArgs`] for the event workers, [`SchedulerArgs`] for the task scheduler), read
+//! with clap from the environment (and, equally, from command-line flags), so that
+//! `--help` lists every variable with its default. Credentials never live in code or
+//! files we ship, and are never printed: not in `--help`, not in `Debug`.
+//!
+//! The only module that reads the environment. Uses no other module of the crate.
 
-use std::time::Duration;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
+use clap::Parser;
 use collections_core::Policy;
 
 /// Consumers per worker process unless `WORKER_CONCURRENCY` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 1;
 
-/// Everything a binary needs to start.
+/// Heartbeat interval asked of the broker unless the URL names one (`?heartbeat=N`).
+/// RabbitMQ's own default (60 s) lets a link that stalls without closing go unnoticed
+/// for two minutes; with 10 s a dead link ends the session (and readiness) in about 20.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
+/// Tasks due sooner than this wake the scheduler at once; later ones it finds by polling
+/// (its poll interval must not exceed this).
+pub const NOTIFY_HORIZON: Duration = Duration::from_secs(1);
+
+/// The log filter when `RUST_LOG` is unset or invalid.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,lapin=warn";
+
+/// A value that carries credentials: its `Debug` never shows it.
 #[derive(Clone)]
-pub struct Config {
-    /// Postgres URL (`DATABASE_URL`).
-    pub database_url: String,
-    /// AMQP URL (`AMQP_URL`).
-    pub amqp_url: String,
-    /// PEM certificates of a private CA that signs the broker's TLS certificate
-    /// (`AMQP_CA_FILE`), trusted beside the system's roots.
-    pub amqp_ca: Option<String>,
-    /// The policy in force (`POLICY_FILE`, else the built-in default).
-    pub policy: Policy,
-    /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 1:
-    /// one consumer makes the largest batches, which did best on two shared cores; run
-    /// more replicas to use more cores, see BENCHMARKS.md).
-    pub concurrency: usize,
-    /// Most deliveries applied in one transaction (`BATCH_MAX`, default 64).
-    pub batch_max: usize,
-    /// Longest a batch waits for more deliveries once the previous batch showed that
-    /// deliveries queue up (`BATCH_LINGER_MS`, default 5). At low load batches never wait.
-    pub batch_linger: Duration,
-    /// Database pool size (`DB_POOL`, default concurrency + 2).
-    pub db_pool: u32,
-    /// Largest accepted message body in bytes (`MAX_MESSAGE_BYTES`, default 65536).
-    pub max_message_bytes: usize,
-    /// Longest a graceful shutdown may take (`SHUTDOWN_TIMEOUT_SECS`, default 20).
-    pub shutdown_timeout: Duration,
-    /// Longest one batch transaction may take before it is abandoned (rolled back) and
-    /// retried: a database that stops answering is treated like one that is down
-    /// (`DB_TIMEOUT_SECS`, default 30).
-    pub db_timeout: Duration,
+pub struct Secret(String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
-impl std::fmt::Debug for Config {
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // URLs carry credentials: never print them.
-        f.debug_struct("Config")
-            .field("policy_version", &self.policy.version())
-            .field("concurrency", &self.concurrency)
-            .field("batch_max", &self.batch_max)
-            .field("db_pool", &self.db_pool)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .finish_non_exhaustive()
+        f.write_str("\"***\"")
+    }
+}
+
+/// Settings every binary takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Postgres URL with its credentials (add sslmode=require for TLS). Required, unless
+    /// DATABASE_URL_FILE names a file that holds it
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<Secret>,
+    /// A file holding the Postgres URL (mounted secrets); instead of DATABASE_URL
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    database_url_file: Option<PathBuf>,
+    /// RabbitMQ URL with its credentials (amqps:// for TLS); a heartbeat of 10 s is asked
+    /// for unless the URL names one (?heartbeat=N). Required, unless AMQP_URL_FILE names a
+    /// file that holds it
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<Secret>,
+    /// A file holding the RabbitMQ URL (mounted secrets); instead of AMQP_URL
+    #[arg(long, env = "AMQP_URL_FILE")]
+    amqp_url_file: Option<PathBuf>,
+    /// PEM certificate(s) of a private CA that signs the broker's TLS certificate, trusted
+    /// beside the system's roots [default: none]
+    #[arg(long, env = "AMQP_CA_FILE")]
+    amqp_ca_file: Option<PathBuf>,
+    /// The collections policy, validated whole at start [default: the built-in copy of
+    /// deploy/policy/default.toml]
+    #[arg(long, env = "POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// Database connections per process (plus one for the health routes when HEALTH_ADDR
+    /// is set) [default: WORKER_CONCURRENCY + 2]
+    #[arg(long, env = "DB_POOL")]
+    db_pool: Option<u32>,
+    /// After SIGTERM, how long in-flight work may take to finish; what is left is
+    /// abandoned unacked (redelivered)
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    shutdown_timeout_secs: u64,
+    /// Where to serve /health/live, /health/ready and /metrics, e.g. 0.0.0.0:9100 (port 0
+    /// picks one) [default: not served]
+    #[arg(long, env = "HEALTH_ADDR")]
+    health_addr: Option<String>,
+    /// `off` for a least-privilege role that cannot run DDL: migrations are then left to
+    /// the migration role
+    #[arg(long, env = "MIGRATIONS", default_value = "auto")]
+    migrations: String,
+    /// `text` for human-readable logs; JSON otherwise, unless stdout is a terminal
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+    /// Log filter (tracing's env-filter syntax; `collections_runtime=debug` adds a line
+    /// per applied event)
+    #[arg(long = "log", env = "RUST_LOG", default_value = DEFAULT_LOG_FILTER)]
+    rust_log: String,
+}
+
+/// An event worker's settings (`<binary> --help` lists them).
+#[derive(Parser, Clone, Debug)]
+#[command(version)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Consumers (channels, one transaction in flight each) per worker process; one
+    /// makes the largest batches: scale out with replicas
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
+    worker_concurrency: usize,
+    /// Most deliveries applied in one transaction
+    #[arg(long, env = "BATCH_MAX", default_value_t = 64)]
+    batch_max: usize,
+    /// While deliveries queue up (the last batch held more than one), how long to wait
+    /// for more before applying; a lone delivery never waits
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 5)]
+    batch_linger_ms: u64,
+    /// Larger message bodies are dead-lettered as too_large
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    max_message_bytes: usize,
+    /// A batch transaction taking longer is abandoned (rolled back, not acked) and
+    /// retried: a database that stops answering is treated like one that is down
+    #[arg(long, env = "DB_TIMEOUT_SECS", default_value_t = 30)]
+    db_timeout_secs: u64,
+}
+
+/// The task scheduler's settings (`task-scheduler --help` lists them).
+#[derive(Parser, Clone, Debug)]
+#[command(version)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Most tasks claimed per statement
+    #[arg(long, env = "SCHEDULER_BATCH", default_value_t = 5000)]
+    scheduler_batch: i64,
+    /// Longest sleep without looking at the tasks table (at most 1000)
+    #[arg(long, env = "SCHEDULER_POLL_MS", default_value_t = 1000)]
+    scheduler_poll_ms: u64,
+}
+
+/// Parses the command line and the environment for `binary`; on a malformed value or
+/// `--help`, prints and exits as clap does.
+fn parse_for<T: Parser>(binary: &str, about: &str) -> T {
+    let matches = T::command()
+        .name(binary.to_owned())
+        .bin_name(binary.to_owned())
+        .about(about.to_owned())
+        .get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+impl WorkerArgs {
+    /// Parses the settings of the worker `binary` from its flags and the environment.
+    #[must_use]
+    pub fn parse_for(binary: &str) -> Self {
+        parse_for(
+            binary,
+            "An event worker: applies one queue's events to accounts.",
+        )
+    }
+
+    /// The log filter and whether logs are text (read before anything can fail).
+    #[must_use]
+    pub fn logging(&self) -> (&str, bool) {
+        self.common.logging()
+    }
+
+    /// Reads the secrets and the policy and checks the values.
+    ///
+    /// # Errors
+    /// A message naming the variable or policy key that is wrong.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        if self.worker_concurrency == 0 {
+            bail!("WORKER_CONCURRENCY must be at least 1");
+        }
+        if self.batch_max == 0 {
+            bail!("BATCH_MAX must be at least 1");
+        }
+        let pool_default = u32::try_from(self.worker_concurrency + 2).unwrap_or(8);
+        Ok(Config {
+            common: self.common.resolve(pool_default)?,
+            concurrency: self.worker_concurrency,
+            batch_max: self.batch_max,
+            batch_linger: Duration::from_millis(self.batch_linger_ms),
+            max_message_bytes: self.max_message_bytes,
+            db_timeout: Duration::from_secs(self.db_timeout_secs.max(1)),
+        })
+    }
+}
+
+impl SchedulerArgs {
+    /// Parses the scheduler's settings from its flags and the environment.
+    #[must_use]
+    pub fn parse_for(binary: &str) -> Self {
+        parse_for(
+            binary,
+            "The task scheduler: fires planned tasks at their instant, breaks expired \
+             promises, plans the next call.",
+        )
+    }
+
+    /// The log filter and whether logs are text (read before anything can fail).
+    #[must_use]
+    pub fn logging(&self) -> (&str, bool) {
+        self.common.logging()
+    }
+
+    /// Reads the secrets and the policy.
+    ///
+    /// # Errors
+    /// A message naming the variable or policy key that is wrong.
+    pub fn resolve(self) -> anyhow::Result<SchedulerConfig> {
+        let pool_default = u32::try_from(DEFAULT_CONCURRENCY + 2).unwrap_or(8);
+        Ok(SchedulerConfig {
+            common: self.common.resolve(pool_default)?,
+            batch: self.scheduler_batch.max(1),
+            poll: Duration::from_millis(self.scheduler_poll_ms).min(NOTIFY_HORIZON),
+        })
+    }
+}
+
+impl CommonArgs {
+    fn logging(&self) -> (&str, bool) {
+        (&self.rust_log, self.log_format == "text")
+    }
+
+    fn resolve(self, pool_default: u32) -> anyhow::Result<Common> {
+        let policy = match &self.policy_file {
+            Some(path) => {
+                let path = path.display();
+                let text = std::fs::read_to_string(path.to_string())
+                    .with_context(|| format!("cannot read POLICY_FILE {path}"))?;
+                Policy::from_toml_str(&text).with_context(|| format!("POLICY_FILE {path}"))?
+            }
+            None => Policy::default(),
+        };
+        let health_addr = match self.health_addr {
+            Some(addr) => Some(
+                addr.parse()
+                    .map_err(|e| anyhow::anyhow!("HEALTH_ADDR={addr:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Common {
+            database_url: required(
+                "DATABASE_URL",
+                self.database_url,
+                self.database_url_file,
+                "postgres://user:password@127.0.0.1:5432/collections",
+            )?,
+            amqp_url: with_default_heartbeat(&required(
+                "AMQP_URL",
+                self.amqp_url,
+                self.amqp_url_file,
+                "amqp://user:password@127.0.0.1:5672/%2f",
+            )?),
+            amqp_ca: match self.amqp_ca_file {
+                Some(path) => {
+                    Some(std::fs::read_to_string(&path).with_context(|| {
+                        format!("cannot read AMQP_CA_FILE ({})", path.display())
+                    })?)
+                }
+                None => None,
+            },
+            policy,
+            db_pool: self.db_pool.unwrap_or(pool_default),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            health_addr,
+            migrate: self.migrations != "off",
+        })
     }
 }
 
 /// A URL that carries credentials: required, never defaulted in code. It comes from the
 /// variable itself or, for secrets mounted as files (Kubernetes, Docker secrets), from the
 /// file named by `<KEY>_FILE`.
-fn env_required(key: &str, example: &str) -> anyhow::Result<String> {
+fn required(
+    key: &str,
+    value: Option<Secret>,
+    file: Option<PathBuf>,
+    example: &str,
+) -> anyhow::Result<String> {
     let file_key = format!("{key}_FILE");
-    match (std::env::var(key), std::env::var(&file_key)) {
-        (Ok(v), Err(_)) if !v.trim().is_empty() => Ok(v),
-        (Ok(_), Ok(_)) => bail!("set {key} or {file_key}, not both"),
-        (_, Ok(path)) => {
-            let v = std::fs::read_to_string(&path)
+    match (value, file) {
+        (Some(v), None) if !v.0.trim().is_empty() => Ok(v.0),
+        (Some(_), Some(_)) => bail!("set {key} or {file_key}, not both"),
+        (_, Some(path)) => {
+            let path = path.display();
+            let v = std::fs::read_to_string(path.to_string())
                 .with_context(|| format!("cannot read {file_key} ({path})"))?;
             let v = v.trim();
             if v.is_empty() {
@@ -75,23 +295,6 @@ fn env_required(key: &str, example: &str) -> anyhow::Result<String> {
     }
 }
 
-fn env_num<T: std::str::FromStr>(key: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(key) {
-        Ok(v) => v
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{key}={v:?} is not a valid number: {e}")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// Heartbeat interval asked of the broker unless the URL names one (`?heartbeat=N`).
-/// RabbitMQ's own default (60 s) lets a link that stalls without closing go unnoticed
-/// for two minutes; with 10 s a dead link ends the session (and readiness) in about 20.
-pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
-
 fn with_default_heartbeat(url: &str) -> String {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     if query.split('&').any(|p| p.starts_with("heartbeat=")) {
@@ -101,60 +304,79 @@ fn with_default_heartbeat(url: &str) -> String {
     format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
 }
 
-impl Config {
-    /// Reads and checks the environment; loads and validates the policy.
-    ///
-    /// # Errors
-    /// A message naming the variable or policy key that is wrong.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let policy = match std::env::var("POLICY_FILE") {
-            Ok(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read POLICY_FILE {path}"))?;
-                Policy::from_toml_str(&text).with_context(|| format!("POLICY_FILE {path}"))?
-            }
-            Err(_) => Policy::default(),
-        };
-        let concurrency: usize = env_num("WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)?;
-        if concurrency == 0 {
-            bail!("WORKER_CONCURRENCY must be at least 1");
-        }
-        let batch_max: usize = env_num("BATCH_MAX", 64)?;
-        if batch_max == 0 {
-            bail!("BATCH_MAX must be at least 1");
-        }
-        let pool_default = u32::try_from(concurrency + 2).unwrap_or(8);
-        Ok(Self {
-            database_url: env_required(
-                "DATABASE_URL",
-                "postgres://user:password@127.0.0.1:5432/collections",
-            )?,
-            amqp_url: with_default_heartbeat(&env_required(
-                "AMQP_URL",
-                "amqp://user:password@127.0.0.1:5672/%2f",
-            )?),
-            amqp_ca: match std::env::var("AMQP_CA_FILE") {
-                Ok(path) => Some(
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read AMQP_CA_FILE ({path})"))?,
-                ),
-                Err(_) => None,
-            },
-            policy,
-            concurrency,
-            batch_max,
-            batch_linger: Duration::from_millis(env_num("BATCH_LINGER_MS", 5)?),
-            db_pool: env_num("DB_POOL", pool_default)?,
-            max_message_bytes: env_num("MAX_MESSAGE_BYTES", 65_536)?,
-            shutdown_timeout: Duration::from_secs(env_num("SHUTDOWN_TIMEOUT_SECS", 20)?),
-            db_timeout: Duration::from_secs(env_num("DB_TIMEOUT_SECS", 30)?.max(1)),
-        })
+/// What every binary needs to start.
+#[derive(Clone)]
+pub struct Common {
+    /// Postgres URL (`DATABASE_URL` or the file named by `DATABASE_URL_FILE`).
+    pub database_url: String,
+    /// AMQP URL (`AMQP_URL` or `AMQP_URL_FILE`), with the default heartbeat.
+    pub amqp_url: String,
+    /// PEM certificates of a private CA that signs the broker's TLS certificate
+    /// (`AMQP_CA_FILE`), trusted beside the system's roots.
+    pub amqp_ca: Option<String>,
+    /// The policy in force (`POLICY_FILE`, else the built-in default).
+    pub policy: Policy,
+    /// Database pool size (`DB_POOL`, default concurrency + 2).
+    pub db_pool: u32,
+    /// Longest a graceful shutdown may take (`SHUTDOWN_TIMEOUT_SECS`, default 20).
+    pub shutdown_timeout: Duration,
+    /// Where the health and metrics routes listen (`HEALTH_ADDR`, unset: nowhere).
+    pub health_addr: Option<SocketAddr>,
+    /// Whether start-up runs the migrations (`MIGRATIONS`, anything but `off`).
+    pub migrate: bool,
+}
+
+impl std::fmt::Debug for Common {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs carry credentials: never print them.
+        f.debug_struct("Common")
+            .field("policy_version", &self.policy.version())
+            .field("db_pool", &self.db_pool)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("health_addr", &self.health_addr)
+            .field("migrate", &self.migrate)
+            .finish_non_exhaustive()
     }
+}
+
+/// Everything an event worker needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// What every binary needs.
+    pub common: Common,
+    /// Consumers per queue, each with its own channel (`WORKER_CONCURRENCY`, default 1:
+    /// one consumer makes the largest batches, which did best on two shared cores; run
+    /// more replicas to use more cores, see BENCHMARKS.md).
+    pub concurrency: usize,
+    /// Most deliveries applied in one transaction (`BATCH_MAX`, default 64).
+    pub batch_max: usize,
+    /// Longest a batch waits for more deliveries once the previous batch showed that
+    /// deliveries queue up (`BATCH_LINGER_MS`, default 5). At low load batches never wait.
+    pub batch_linger: Duration,
+    /// Largest accepted message body in bytes (`MAX_MESSAGE_BYTES`, default 65536).
+    pub max_message_bytes: usize,
+    /// Longest one batch transaction may take before it is abandoned (rolled back) and
+    /// retried: a database that stops answering is treated like one that is down
+    /// (`DB_TIMEOUT_SECS`, default 30).
+    pub db_timeout: Duration,
+}
+
+/// Everything the scheduler needs to start.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// What every binary needs.
+    pub common: Common,
+    /// Most tasks claimed per statement (`SCHEDULER_BATCH`, default 5000).
+    pub batch: i64,
+    /// Longest sleep without looking at the table (`SCHEDULER_POLL_MS`, default 1000).
+    pub poll: Duration,
 }
 
 #[cfg(test)]
 mod tests {
-    use super::with_default_heartbeat;
+    use clap::Parser;
+
+    use super::{with_default_heartbeat, SchedulerArgs, WorkerArgs};
 
     #[test]
     fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
@@ -170,5 +392,37 @@ mod tests {
             with_default_heartbeat("amqp://h/%2f?heartbeat=30"),
             "amqp://h/%2f?heartbeat=30"
         );
+    }
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        use clap::CommandFactory;
+        WorkerArgs::command().debug_assert();
+        SchedulerArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_give_the_documented_defaults_and_secrets_stay_hidden() {
+        let args = WorkerArgs::try_parse_from([
+            "w",
+            "--database-url",
+            "postgres://u:secret@h/db",
+            "--amqp-url",
+            "amqp://u:secret@h/%2f",
+        ])
+        .expect("parse");
+        assert!(!format!("{args:?}").contains("secret"));
+        let config = args.resolve().expect("resolve");
+        assert!(!format!("{config:?}").contains("secret"));
+        assert_eq!(config.concurrency, 1);
+        assert_eq!(config.batch_max, 64);
+        assert_eq!(config.batch_linger.as_millis(), 5);
+        assert_eq!(config.common.db_pool, 3);
+        assert_eq!(config.max_message_bytes, 65_536);
+        assert_eq!(config.common.shutdown_timeout.as_secs(), 20);
+        assert_eq!(config.db_timeout.as_secs(), 30);
+        assert_eq!(config.common.amqp_url, "amqp://u:secret@h/%2f?heartbeat=10");
+        assert!(config.common.migrate);
+        assert!(config.common.health_addr.is_none());
     }
 }

@@ -1,20 +1,14 @@
-//! The task scheduler: fires planned tasks on the minute, breaks expired promises, plans
-//! the next call attempt, rescues stuck claims and relays the outbox.
-//!
-//! Firing is claim -> publish with confirms -> mark emitted. A scheduler killed between
-//! claim and mark leaves rows `claimed`; the rescuer returns them after
-//! `CLAIM_TIMEOUT` and another scheduler fires them again with the same event ids.
+//! Firing: claim due tasks, publish them with confirms, mark them emitted (or move them
+//! when they came due outside the contact window), publish the follow-ups; sleeps until
+//! the next due task, a notification or the poll interval.
 
-use std::{
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::time::Duration;
 
 use anyhow::Context;
 use collections_bus::{OutMessage, Publisher};
 use collections_core::{fire::FireOutcome, outbound::OutboundMessage, Policy};
 use collections_store::{
-    scheduler::{Claimed, Move, NOTIFY_CHANNEL},
+    scheduler::{Claimed, Move},
     Store,
 };
 use jiff::Timestamp;
@@ -22,180 +16,12 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{backoff, config::Config, health::metrics, relay};
+use crate::{config::SchedulerConfig, outbox, supervisor::backoff, telemetry::metrics};
 
-/// Claims older than this are presumed dead and returned to `scheduled`.
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(collections_store::CLAIM_TIMEOUT_SECS);
-
-/// Scheduler settings from the environment.
-#[derive(Debug, Clone)]
-pub struct SchedulerSettings {
-    /// Most tasks claimed per statement (`SCHEDULER_BATCH`, default 5000).
-    pub batch: i64,
-    /// Longest sleep without looking at the table (`SCHEDULER_POLL_MS`, default 1000).
-    pub poll: Duration,
-}
-
-impl SchedulerSettings {
-    /// Reads `SCHEDULER_BATCH` and `SCHEDULER_POLL_MS`.
-    ///
-    /// # Errors
-    /// A variable that is not a number.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let batch = std::env::var("SCHEDULER_BATCH")
-            .ok()
-            .map(|v| v.parse::<i64>())
-            .transpose()
-            .context("SCHEDULER_BATCH")?
-            .unwrap_or(5000);
-        let poll_ms = std::env::var("SCHEDULER_POLL_MS")
-            .ok()
-            .map(|v| v.parse::<u64>())
-            .transpose()
-            .context("SCHEDULER_POLL_MS")?
-            .unwrap_or(1000);
-        let poll = Duration::from_millis(poll_ms).min(crate::worker::NOTIFY_HORIZON);
-        Ok(Self {
-            batch: batch.max(1),
-            poll,
-        })
-    }
-}
-
-/// Runs the scheduler until SIGTERM.
-///
-/// # Errors
-/// Start-up errors retrying cannot fix.
-pub async fn run_scheduler() -> anyhow::Result<()> {
-    crate::telemetry::init("task-scheduler");
-    let config = Config::from_env()?;
-    let settings = SchedulerSettings::from_env()?;
-    tracing::info!(?config, ?settings, "configuration loaded");
-    let token = crate::shutdown_token();
-    crate::health::serve_from_env(&config.database_url, &token).await?;
-    let Some(store) = crate::worker::connect_store(&config, &token).await? else {
-        return Ok(());
-    };
-    let ctx = Arc::new((config, settings, store));
-    let mut attempt = 0;
-    let mut sessions = 0u64;
-    while !token.is_cancelled() {
-        let started = std::time::Instant::now();
-        if sessions > 0 {
-            metrics().reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        sessions += 1;
-        let result = session(&ctx, &token).await;
-        metrics().consuming.store(false, Ordering::Relaxed);
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    attempt = 0;
-                }
-                attempt += 1;
-                let wait = backoff(attempt, Duration::from_secs(5));
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    ?wait,
-                    "scheduler session ended; reconnecting"
-                );
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
-    crate::worker::close_store(&ctx.2).await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn session(
-    ctx: &Arc<(Config, SchedulerSettings, Store)>,
-    token: &CancellationToken,
-) -> anyhow::Result<()> {
-    let (config, settings, store) = &**ctx;
-    // Shutdown must not wait for a broker or database that is slow to answer set-up.
-    let setup = async {
-        let conn = collections_bus::connect_with_ca(
-            &config.amqp_url,
-            "task-scheduler",
-            config.amqp_ca.as_deref(),
-        )
-        .await
-        .context("connect to broker")?;
-        collections_bus::declare_topology_on(&conn)
-            .await
-            .context("declare topology")?;
-        let publisher = Publisher::open(&conn).await?;
-        let relay_publisher = Publisher::open(&conn).await?;
-        let mut listener = PgListener::connect(&config.database_url).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
-        Ok::<_, anyhow::Error>((conn, publisher, relay_publisher, listener))
-    };
-    let (conn, publisher, relay_publisher, mut listener) = tokio::select! {
-        () = token.cancelled() => return Ok(()),
-        r = setup => r?,
-    };
-    let session_token = token.child_token();
-
-    let relay = tokio::spawn(relay::run_relay(
-        store.clone(),
-        relay_publisher,
-        Duration::from_secs(1),
-        session_token.clone(),
-    ));
-    let rescuer_store = store.clone();
-    let rescuer_token = session_token.clone();
-    let rescuer = tokio::spawn(async move {
-        loop {
-            match rescuer_store
-                .rescue_stuck_claims(CLAIM_TIMEOUT.as_secs_f64())
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(count = n, "rescued tasks claimed by a scheduler that died")
-                }
-                Err(e) => tracing::warn!(error = %e, "rescuer: database unavailable"),
-            }
-            tokio::select! {
-                () = rescuer_token.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-        }
-    });
-
-    metrics().consuming.store(true, Ordering::Relaxed);
-    crate::health::set_broker(Some(conn.status()));
-    tracing::info!("scheduling");
-    // After SIGTERM the batch being fired has SHUTDOWN_TIMEOUT_SECS to finish; claims
-    // left behind are rescued and fired again (same event ids).
-    let shutdown_deadline = async {
-        token.cancelled().await;
-        tokio::time::sleep(config.shutdown_timeout).await;
-    };
-    let result = tokio::select! {
-        r = fire_loop(store, &config.policy, settings, &publisher, &mut listener, token) => r,
-        () = shutdown_deadline => {
-            tracing::warn!("the batch being fired did not finish in time after SIGTERM; its claims will be rescued");
-            Ok(())
-        }
-    };
-    crate::health::set_broker(None);
-    session_token.cancel();
-    let _ = relay.await;
-    let _ = rescuer.await;
-    crate::worker::close(&conn).await;
-    result
-}
-
-async fn fire_loop(
+pub(super) async fn fire_loop(
     store: &Store,
     policy: &Policy,
-    settings: &SchedulerSettings,
+    settings: &SchedulerConfig,
     publisher: &Publisher,
     listener: &mut PgListener,
     token: &CancellationToken,
@@ -339,13 +165,13 @@ async fn fire_batch(
     let confirmed = Timestamp::now();
     for (t, _) in &fired {
         let late = confirmed.duration_since(t.due_at).as_secs_f64().max(0.0);
-        metrics().observe("collections_scheduler_lateness_seconds", &[], late);
+        metrics::observe("collections_scheduler_lateness_seconds", &[], late);
     }
     for m in &publish {
         if m.exchange == collections_core::outbound::TASKS_EXCHANGE {
-            crate::worker::count_task_event(&m.routing_key);
+            metrics::count_task_event(&m.routing_key);
         } else {
-            metrics().inc("collections_promises_expired_total", &[], 1);
+            metrics::inc("collections_promises_expired_total", &[], 1);
         }
     }
     let version = policy.version();
@@ -358,7 +184,7 @@ async fn fire_batch(
         );
     }
     tracing::debug!(fired = fired.len(), "fired");
-    relay::publish_rows(store, publisher, &follow_ups).await?;
+    outbox::publish_rows(store, publisher, &follow_ups).await?;
     Ok(())
 }
 

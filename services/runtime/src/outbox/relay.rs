@@ -1,39 +1,16 @@
 //! The outbox relay: publishes committed messages whose writer did not (it crashed, or the
 //! broker was away), oldest first, then marks them published.
+//!
+//! It shares its session's broker connection: a relay that fails ends the session, whose
+//! supervisor starts a fresh one (with a fresh relay) after a backoff.
 
 use std::time::Duration;
 
-use collections_bus::{OutMessage, Publisher};
-use collections_store::{OutboxRow, Store};
+use collections_bus::Publisher;
+use collections_store::Store;
 use tokio_util::sync::CancellationToken;
 
-/// Publishes rows with confirms and marks them published. Shared by the workers' fast path
-/// and the relay.
-///
-/// # Errors
-/// A broker or database failure; unmarked rows are published again later.
-pub async fn publish_rows(
-    store: &Store,
-    publisher: &Publisher,
-    rows: &[OutboxRow],
-) -> anyhow::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<String> = rows.iter().map(|r| r.event_id.to_string()).collect();
-    let msgs: Vec<OutMessage<'_>> = rows
-        .iter()
-        .zip(&ids)
-        .map(|(r, id)| OutMessage::cloudevent(&r.exchange, &r.routing_key, &r.body, id))
-        .collect();
-    publisher.publish_confirmed(&msgs).await?;
-    for r in rows {
-        crate::worker::count_task_event(&r.routing_key);
-    }
-    let row_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    store.mark_published(&row_ids).await?;
-    Ok(())
-}
+use super::publish_rows;
 
 /// Runs until cancelled or the publisher fails: every `every`, publishes stale rows.
 ///

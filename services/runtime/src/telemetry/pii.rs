@@ -1,29 +1,4 @@
-//! Structured logs: JSON when stdout is not a terminal, human-readable otherwise.
-
-use std::io::IsTerminal;
-
-use tracing_subscriber::{fmt, EnvFilter};
-
-/// Installs the global subscriber (`RUST_LOG` filters, default `info`).
-pub fn init(binary: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
-    let json =
-        !std::io::stdout().is_terminal() && std::env::var("LOG_FORMAT").as_deref() != Ok("text");
-    let result = if json {
-        fmt()
-            .with_env_filter(filter)
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
-    } else {
-        fmt().with_env_filter(filter).try_init()
-    };
-    if result.is_ok() {
-        tracing::info!(binary, version = env!("CARGO_PKG_VERSION"), "starting");
-    }
-}
+//! Masking of personal data in free text that goes to logs and dead-letter headers.
 
 /// Masks personal data that might slip into free text (a parser or database error quoting
 /// the value it choked on):

@@ -1,0 +1,268 @@
+//! Applying one batch: parse, one transaction (retried while the database fails,
+//! isolated event by event when it refuses the data), settle each outcome, one
+//! multiple-ack after commit, then hand the committed task events to the publisher task.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use anyhow::Context;
+use collections_bus::lapin::{message::Delivery, options::BasicAckOptions};
+use collections_core::{parse_event, Event, ParseError, RejectCode};
+use collections_store::{Outcome, StoreError};
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Applied, Item, Pipeline, RELEASE_AFTER_OUTAGE};
+use crate::{config::NOTIFY_HORIZON, supervisor::backoff, telemetry::metrics};
+
+impl Pipeline {
+    fn parse(&self, d: Delivery) -> Item {
+        if d.data.len() > self.ctx.config.max_message_bytes {
+            let e = ParseError {
+                code: RejectCode::TooLarge,
+                detail: format!(
+                    "body of {} bytes exceeds the {} byte limit",
+                    d.data.len(),
+                    self.ctx.config.max_message_bytes
+                ),
+            };
+            return Item::Reject(e, d);
+        }
+        match parse_event(&d.data, Some(self.ctx.event_type)) {
+            Ok(e) => Item::Event(e, d),
+            Err(e) => Item::Reject(e, d),
+        }
+    }
+
+    pub(super) async fn apply_and_ack(
+        &self,
+        batch: Vec<Delivery>,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        let last_tag = batch.last().map(|d| d.acker.clone());
+        let items: Vec<Item> = batch.into_iter().map(|d| self.parse(d)).collect();
+        let mut events = Vec::new();
+        let mut deliveries = Vec::new();
+        for item in items {
+            match item {
+                Item::Event(e, d) => {
+                    events.push(e);
+                    deliveries.push(d);
+                }
+                Item::Reject(e, d) => {
+                    // Not an event we could read: the span names the message as the broker
+                    // knows it (its id property, if the publisher set one).
+                    let span = tracing::info_span!(
+                        "message",
+                        message_id = d
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map_or("", |m| m.as_str()),
+                        routing_key = d.routing_key.as_str(),
+                        delivery_tag = d.delivery_tag,
+                    );
+                    self.dead_letter(&d, e.code.as_str(), &e.detail)
+                        .instrument(span)
+                        .await?;
+                }
+            }
+        }
+        let mut to_publish = Vec::new();
+        if !events.is_empty() {
+            match self.apply_with_retry(&events, token).await? {
+                Applied::Batch(batch) => {
+                    to_publish = self.settle(&events, &deliveries, batch).await?;
+                }
+                Applied::DataRejected(why) => {
+                    // The database refuses something in this batch for what it contains
+                    // (not for being down): apply the events one by one so that only the
+                    // offending one is dead-lettered and the queue never blocks.
+                    tracing::warn!(error = %crate::telemetry::mask_pii(&why), batch = events.len(), "database refused the batch's data; isolating");
+                    for (e, d) in events.iter().zip(&deliveries) {
+                        let one = std::slice::from_ref(e);
+                        match self.apply_with_retry(one, token).await? {
+                            Applied::Batch(batch) => {
+                                let rows = self.settle(one, std::slice::from_ref(d), batch).await?;
+                                to_publish.extend(rows);
+                            }
+                            Applied::DataRejected(why) => {
+                                self.dead_letter(
+                                    d,
+                                    RejectCode::InvalidValue.as_str(),
+                                    &format!("database refused the event: {why}"),
+                                )
+                                .await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Everything in the batch is committed (or dead-lettered with a confirm): one
+        // multiple-ack covers it. Safe because this channel runs one batch at a time.
+        if let Some(acker) = last_tag {
+            acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .context("ack")?;
+            metrics::inc(
+                "collections_events_acked_total",
+                &[("type", self.ctx.event_type.as_str())],
+                n,
+            );
+        }
+        // Published by this pipeline's publisher task, in batch order, while the next
+        // batch is applied. Committed rows it cannot publish stay in the outbox for the relay.
+        let wake = self.wake.swap(false, Ordering::Relaxed);
+        if !to_publish.is_empty() || wake {
+            self.outbox
+                .send((to_publish, wake))
+                .await
+                .map_err(|_| anyhow::anyhow!("the task-event publisher stopped"))?;
+        }
+        Ok(())
+    }
+
+    /// Logs, counts and dead-letters by outcome; returns the outbox rows to publish.
+    async fn settle(
+        &self,
+        events: &[Event],
+        deliveries: &[Delivery],
+        batch: collections_store::Batch,
+    ) -> anyhow::Result<Vec<collections_store::OutboxRow>> {
+        // Wake the scheduler only for tasks due before its next poll would find them.
+        if batch.earliest_due.is_some_and(|d| {
+            d <= Timestamp::now()
+                + jiff::SignedDuration::try_from(NOTIFY_HORIZON).unwrap_or_default()
+        }) {
+            self.wake.store(true, Ordering::Relaxed);
+        }
+        let mut to_publish = Vec::new();
+        for ((event, d), outcome) in events.iter().zip(deliveries).zip(batch.outcomes) {
+            let span = tracing::info_span!(
+                "event",
+                event_id = %event.id,
+                event_type = event.event_type().as_str(),
+                account_id = %event.account_id
+            );
+            match outcome {
+                Outcome::Applied(rows) => {
+                    span.in_scope(|| tracing::debug!(task_events = rows.len(), "applied"));
+                    self.count(event.event_type(), "applied", "");
+                    to_publish.extend(rows);
+                }
+                Outcome::Duplicate => {
+                    span.in_scope(|| tracing::info!("duplicate event id: no change"));
+                    self.count(event.event_type(), "duplicate", "");
+                }
+                Outcome::Rejected(r) => {
+                    self.dead_letter(d, RejectCode::Domain.as_str(), &r.0)
+                        .instrument(span.clone())
+                        .await?;
+                }
+            }
+        }
+        Ok(to_publish)
+    }
+
+    async fn apply_with_retry(
+        &self,
+        events: &[Event],
+        token: &CancellationToken,
+    ) -> anyhow::Result<Applied> {
+        let mut attempt = 0;
+        let mut waiting_for_firing = false;
+        let mut failing_since: Option<std::time::Instant> = None;
+        loop {
+            let started = std::time::Instant::now();
+            // Abandoned on timeout, the batch's connection is closed rather than reused
+            // (`Store::apply_batch`), so nothing it began outlives it.
+            let result = tokio::time::timeout(
+                self.ctx.config.db_timeout,
+                self.ctx.store.apply_batch(
+                    events,
+                    &self.ctx.config.common.policy,
+                    Timestamp::now(),
+                ),
+            )
+            .await;
+            metrics::observe(
+                "collections_batch_apply_seconds",
+                &[("type", self.ctx.event_type.as_str())],
+                started.elapsed().as_secs_f64(),
+            );
+            // `refused`: the database answered with an error (or the link to it failed);
+            // otherwise it did not answer in time.
+            let (error, refused) = match result {
+                Ok(Ok(o)) => {
+                    for (step, d) in o.steps.named() {
+                        metrics::observe(
+                            "collections_batch_step_seconds",
+                            &[("type", self.ctx.event_type.as_str()), ("step", step)],
+                            d.as_secs_f64(),
+                        );
+                    }
+                    return Ok(Applied::Batch(o));
+                }
+                Ok(Err(e)) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
+                Ok(Err(StoreError::TaskFiring(task))) => {
+                    // A scheduler is firing a task this batch would cancel or re-rank: it
+                    // settles within a publish confirm, or its claim goes stale within
+                    // the claim timeout and the next attempt takes the task back.
+                    if !waiting_for_firing {
+                        tracing::debug!(%task, "a task of this batch is being fired; retrying shortly");
+                        waiting_for_firing = true;
+                    }
+                    metrics::inc(
+                        "collections_batch_retries_total",
+                        &[("reason", "task_firing")],
+                        1,
+                    );
+                    let wait = Duration::from_millis(20);
+                    tokio::select! {
+                        () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while waiting for a task being fired")),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => (e.to_string(), true),
+                Err(_) => (
+                    format!(
+                        "no answer within {:?} (DB_TIMEOUT_SECS)",
+                        self.ctx.config.db_timeout
+                    ),
+                    false,
+                ),
+            };
+            // Only a database that refuses us has its deliveries given back: one that
+            // stops answering keeps them, because ending the session would abandon
+            // statements in flight on the stalled link (the relay's), which can leave a
+            // server-side transaction holding row locks on a pooled connection.
+            if refused {
+                let down_for = failing_since.get_or_insert(started).elapsed();
+                if down_for >= RELEASE_AFTER_OUTAGE {
+                    // Held deliveries count one more delivery each time the broker link
+                    // drops meanwhile, and the queue's delivery limit would dead-letter
+                    // valid messages during a long outage. Give them back (one count) and
+                    // consume again once the database answers (see `supervise`).
+                    return Err(anyhow::anyhow!(
+                        "database unavailable for {down_for:?}: releasing {} deliveries until it answers ({error})",
+                        events.len()
+                    ));
+                }
+            } else {
+                failing_since = None;
+            }
+            attempt += 1;
+            let wait = backoff(attempt, Duration::from_secs(5));
+            tracing::warn!(error = %error, attempt, ?wait, batch = events.len(), "database failed; retrying batch (not acked)");
+            tokio::select! {
+                // Not acked: the broker redelivers after we close the channel.
+                () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while the database was failing")),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

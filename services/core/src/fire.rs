@@ -77,7 +77,9 @@ pub fn fire(
         // Calls fired since the plan may have used up the caps.
         let (due_at, why) = crate::caps::first_allowed(now, &state, &[], policy);
         if due_at > now {
-            let due_at = trunc_micros(due_at);
+            // Up, not down: the stored instant keeps whole microseconds, and one rounded
+            // down could be the very instant being fired, moved to itself for ever.
+            let due_at = ceil_micros(due_at);
             let why = why.unwrap_or_else(|| "deferred by the frequency caps".to_owned());
             return moved(
                 task,
@@ -95,11 +97,11 @@ pub fn fire(
     }
 }
 
-fn trunc_micros(t: Timestamp) -> Timestamp {
+fn ceil_micros(t: Timestamp) -> Timestamp {
     t.round(
         jiff::TimestampRound::new()
             .smallest(jiff::Unit::Microsecond)
-            .mode(jiff::RoundMode::Trunc),
+            .mode(jiff::RoundMode::Ceil),
     )
     .unwrap_or(t)
 }

@@ -371,6 +371,16 @@ impl Writes {
     }
 }
 
+/// A column of a `collections_open_batch` row that the row's kind sets (every column of
+/// a function's result is nullable to the query macros).
+fn need<T>(v: Option<T>, col: &str) -> Result<T, StoreError> {
+    v.ok_or_else(|| {
+        StoreError::Db(sqlx::Error::Decode(
+            format!("collections_open_batch: a row without {col}").into(),
+        ))
+    })
+}
+
 /// What [`open_batch`] read: the new event ids, the locked accounts' states and their
 /// open tasks.
 pub(crate) struct Opened {
@@ -429,13 +439,6 @@ pub(crate) async fn open_batch(
         if let Some(id) = r.fresh {
             opened.fresh.insert(id);
         } else if let Some(task_id) = r.task_id {
-            fn need<T>(v: Option<T>, col: &str) -> Result<T, StoreError> {
-                v.ok_or_else(|| {
-                    StoreError::Db(sqlx::Error::Decode(
-                        format!("collections_open_batch: a task row without {col}").into(),
-                    ))
-                })
-            }
             let t = TaskRow {
                 task_id,
                 account_id: need(r.account_id, "account_id")?,
@@ -460,7 +463,8 @@ pub(crate) async fn open_batch(
                 _ => {}
             }
             opened.open.entry(t.account_id.clone()).or_default().push(t);
-        } else if let Some(id) = r.account_id {
+        } else {
+            let id = need(r.account_id, "account_id")?;
             let state = parse_state(&id, r.state.as_deref())?;
             opened.states.insert(id, state);
         }

@@ -72,8 +72,8 @@ impl Store {
         now: Timestamp,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        // The CTE's rows come from `RETURNING *`, which Postgres does not describe as
-        // NOT NULL: the `!` restate what the table's constraints guarantee.
+        // The `!` restate the `tasks` columns' NOT NULL constraints, which sqlx's
+        // nullability inference does not see through the CTE's `RETURNING *`.
         let rows = sqlx::query!(
             r#"WITH claimed AS (
                  UPDATE tasks SET status = 'claimed', claimed_at = now()
@@ -104,7 +104,7 @@ impl Store {
         let mut states: HashMap<String, Option<AccountState>> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let text = r.state.clone();
+            let text = r.state;
             let task = task_row!(r).into_task()?;
             let state = match states.get(&task.account_id) {
                 Some(s) => s.clone(),

@@ -137,25 +137,25 @@ pub(crate) struct TaskRow {
     pub(crate) policy_version: String,
 }
 
-/// A [`TaskRow`] from a `query!` record whose fields are named after `tasks`' columns.
+/// A [`TaskRow`] from a `query!` record (a variable) whose fields are named after
+/// `tasks`' columns. Moves only those fields: the record's others stay usable.
 macro_rules! task_row {
-    ($r:expr) => {{
-        let r = $r;
+    ($r:ident) => {
         $crate::tasks::TaskRow {
-            task_id: r.task_id,
-            account_id: r.account_id,
-            kind: r.kind,
-            channel: r.channel,
-            due_at: r.due_at,
-            priority: r.priority,
-            tone: r.tone,
-            reason: r.reason,
-            promise_id: r.promise_id,
-            cause_event_id: r.cause_event_id,
-            attempt: r.attempt,
-            policy_version: r.policy_version,
+            task_id: $r.task_id,
+            account_id: $r.account_id,
+            kind: $r.kind,
+            channel: $r.channel,
+            due_at: $r.due_at,
+            priority: $r.priority,
+            tone: $r.tone,
+            reason: $r.reason,
+            promise_id: $r.promise_id,
+            cause_event_id: $r.cause_event_id,
+            attempt: $r.attempt,
+            policy_version: $r.policy_version,
         }
-    }};
+    };
 }
 pub(crate) use task_row;
 

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use collections_core::AccountState;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use crate::StoreError;
 
@@ -19,17 +19,17 @@ pub(crate) async fn lock_accounts(
     // Existing accounts (the common case) are locked in one round trip.
     let mut rows = select_for_update(tx, accounts).await?;
     if rows.len() < accounts.len() {
-        let found: HashSet<String> = rows.iter().map(|r| r.get("account_id")).collect();
+        let found: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
         let missing: Vec<&str> = accounts
             .iter()
             .copied()
             .filter(|a| !found.contains(*a))
             .collect();
-        let inserted: Vec<String> = sqlx::query_scalar(
+        let inserted: Vec<String> = sqlx::query_scalar!(
             "INSERT INTO accounts (account_id) SELECT unnest($1::text[])
              ON CONFLICT DO NOTHING RETURNING account_id",
+            &missing as &[&str],
         )
-        .bind(&missing)
         .fetch_all(&mut **tx)
         .await?;
         // Rows we inserted are ours (locked, no state yet); rows another transaction
@@ -44,25 +44,29 @@ pub(crate) async fn lock_accounts(
         }
     }
     let mut out = HashMap::with_capacity(rows.len());
-    for r in rows {
-        let id: String = r.get("account_id");
-        let state = parse_state(&id, r.get::<Option<&str>, _>("state"))?;
+    for (id, state) in rows {
+        let state = parse_state(&id, state.as_deref())?;
         out.insert(id, state);
     }
     Ok(out)
 }
 
+/// Locks the accounts' rows, in account-id order; returns each id with its state
+/// document as text.
 async fn select_for_update(
     tx: &mut Transaction<'_, Postgres>,
     accounts: &[&str],
-) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
-    Ok(sqlx::query(
-        "SELECT account_id, state::text AS state FROM accounts WHERE account_id = ANY($1)
-         ORDER BY account_id FOR UPDATE",
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    Ok(sqlx::query!(
+        r#"SELECT account_id, state::text AS "state?" FROM accounts WHERE account_id = ANY($1)
+         ORDER BY account_id FOR UPDATE"#,
+        accounts as &[&str],
     )
-    .bind(accounts)
     .fetch_all(&mut **tx)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|r| (r.account_id, r.state))
+    .collect())
 }
 
 pub(crate) fn parse_state(

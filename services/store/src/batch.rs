@@ -19,7 +19,7 @@ use crate::{
     accounts::parse_state,
     guard::AbandonGuard,
     outbox::{bind_outbox, outbox_ctes, OutboxRow},
-    tasks::{task_from_row, TaskStatus, CLAIM_TIMEOUT_SECS},
+    tasks::{TaskRow, TaskStatus, CLAIM_TIMEOUT_SECS},
     Store, StoreError,
 };
 
@@ -311,6 +311,7 @@ impl Writes {
         let j_details: Vec<&str> = j.iter().map(|e| e.2.detail.as_str()).collect();
         let j_tasks: Vec<Option<Uuid>> = j.iter().map(|e| e.2.task_id).collect();
         let outbox: Vec<&OutboundMessage> = self.net.outbox().iter().map(|m| &m.1).collect();
+        // Built at runtime (the outbox CTEs are shared): not checked at build time.
         let q = sqlx::query(WRITE_BATCH_SQL.as_str())
             .bind(&acc_ids)
             .bind(&docs)
@@ -344,8 +345,7 @@ impl Writes {
         if !self.rejected.is_empty() {
             // Rare (the rules refused an event), so a statement of its own: inside the
             // one above, a generic plan may scan the whole inbox on every batch.
-            sqlx::query("DELETE FROM inbox WHERE event_id = ANY($1)")
-                .bind(&self.rejected)
+            sqlx::query!("DELETE FROM inbox WHERE event_id = ANY($1)", &self.rejected)
                 .execute(&mut **tx)
                 .await?;
         }
@@ -371,6 +371,16 @@ impl Writes {
     }
 }
 
+/// A column of a `collections_open_batch` row that the row's kind sets (every column of
+/// a function's result is nullable to the query macros).
+fn need<T>(v: Option<T>, col: &str) -> Result<T, StoreError> {
+    v.ok_or_else(|| {
+        StoreError::Db(sqlx::Error::Decode(
+            format!("collections_open_batch: a row without {col}").into(),
+        ))
+    })
+}
+
 /// What [`open_batch`] read: the new event ids, the locked accounts' states and their
 /// open tasks.
 pub(crate) struct Opened {
@@ -381,7 +391,7 @@ pub(crate) struct Opened {
     pub(crate) firing: HashSet<Uuid>,
 }
 
-/// The read half of the batch transaction (`collections_open_batch`, migration 0003):
+/// The read half of the batch transaction (`collections_open_batch`, migration 0004):
 /// records the event ids in the inbox, creates and locks the accounts of the new ones (in
 /// account-id order: no deadlocks between batches) and loads their open tasks.
 ///
@@ -403,13 +413,21 @@ pub(crate) async fn open_batch(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
     let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    let result = sqlx::query("SELECT * FROM collections_open_batch($1, $2, $3, $4)")
-        .bind(&ids)
-        .bind(&types)
-        .bind(&accounts)
-        .bind(CLAIM_TIMEOUT_SECS as f64)
-        .fetch_all(&mut **tx)
-        .await?;
+    // collections_open_batch: live definition in migrations/0004_tasks_being_fired.sql.
+    // Every column of a function's result may be NULL: the three kinds of row tell apart
+    // by which are set (the migration's comment).
+    let result = sqlx::query!(
+        r#"SELECT fresh, account_id, state, task_id, kind, channel,
+                  due_at AS "due_at: Ts", priority, tone, reason, promise_id, cause_event_id,
+                  attempt, policy_version, status
+           FROM collections_open_batch($1, $2, $3, $4)"#,
+        &ids,
+        &types as &[&str],
+        &accounts as &[&str],
+        CLAIM_TIMEOUT_SECS as f64,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     let mut opened = Opened {
         fresh: HashSet::new(),
         states: HashMap::new(),
@@ -417,13 +435,27 @@ pub(crate) async fn open_batch(
         firing: HashSet::new(),
     };
     let mut stale = Vec::new();
-    for r in &result {
-        if let Some(id) = r.try_get::<Option<Uuid>, _>("fresh")? {
+    for r in result {
+        if let Some(id) = r.fresh {
             opened.fresh.insert(id);
-        } else if r.try_get::<Option<Uuid>, _>("task_id")?.is_some() {
-            let t = task_from_row(r)?;
+        } else if let Some(task_id) = r.task_id {
+            let t = TaskRow {
+                task_id,
+                account_id: need(r.account_id, "account_id")?,
+                kind: need(r.kind, "kind")?,
+                channel: need(r.channel, "channel")?,
+                due_at: need(r.due_at, "due_at")?,
+                priority: need(r.priority, "priority")?,
+                tone: need(r.tone, "tone")?,
+                reason: need(r.reason, "reason")?,
+                promise_id: r.promise_id,
+                cause_event_id: need(r.cause_event_id, "cause_event_id")?,
+                attempt: need(r.attempt, "attempt")?,
+                policy_version: need(r.policy_version, "policy_version")?,
+            }
+            .into_task()?;
             // A status this binary does not know is left alone, as `scheduled` is.
-            match r.try_get::<&str, _>("status")?.parse::<TaskStatus>() {
+            match need(r.status, "status")?.parse::<TaskStatus>() {
                 Ok(TaskStatus::Claimed) => {
                     opened.firing.insert(t.task_id);
                 }
@@ -432,8 +464,8 @@ pub(crate) async fn open_batch(
             }
             opened.open.entry(t.account_id.clone()).or_default().push(t);
         } else {
-            let id: String = r.try_get("account_id")?;
-            let state = parse_state(&id, r.try_get::<Option<&str>, _>("state")?)?;
+            let id = need(r.account_id, "account_id")?;
+            let state = parse_state(&id, r.state.as_deref())?;
             opened.states.insert(id, state);
         }
     }
@@ -441,19 +473,19 @@ pub(crate) async fn open_batch(
         // Rare: a scheduler died holding these claims. The account locks keep new claims
         // off them; what the dead scheduler's completion or a rescuer did meanwhile is
         // read back after the update.
-        sqlx::query(
+        sqlx::query!(
             "UPDATE tasks SET status = 'scheduled', claimed_at = NULL
              WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
                AND claimed_at < now() - make_interval(secs => $2)",
+            &stale,
+            CLAIM_TIMEOUT_SECS as f64,
         )
-        .bind(&stale)
-        .bind(CLAIM_TIMEOUT_SECS as f64)
         .execute(&mut **tx)
         .await?;
-        let still_open: HashSet<Uuid> = sqlx::query_scalar(
+        let still_open: HashSet<Uuid> = sqlx::query_scalar!(
             "SELECT task_id FROM tasks WHERE task_id = ANY($1) AND (status = 'scheduled') IS TRUE",
+            &stale,
         )
-        .bind(&stale)
         .fetch_all(&mut **tx)
         .await?
         .into_iter()

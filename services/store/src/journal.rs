@@ -22,20 +22,20 @@ pub(crate) async fn insert_journal(
     let kinds: Vec<&str> = entries.iter().map(|e| e.2.kind).collect();
     let details: Vec<&str> = entries.iter().map(|e| e.2.detail.as_str()).collect();
     let tasks: Vec<Option<Uuid>> = entries.iter().map(|e| e.2.task_id).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO journal (account_id, event_id, kind, detail, task_id, policy_version, decided_at)
          SELECT a, e, k, d, t, $6, $7
          FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])
               WITH ORDINALITY AS j(a, e, k, d, t, n)
          ORDER BY n",
+        &accounts as &[&str],
+        &events,
+        &kinds as &[&str],
+        &details as &[&str],
+        &tasks as &[Option<Uuid>],
+        version,
+        now.to_sqlx() as _,
     )
-    .bind(&accounts)
-    .bind(&events)
-    .bind(&kinds)
-    .bind(&details)
-    .bind(&tasks)
-    .bind(version)
-    .bind(now.to_sqlx())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -19,6 +19,27 @@
 //! (task rows and their statuses), [`outbox`] (outbound messages and their publication),
 //! [`scheduler`] (claims, completion, moves), `journal` (the collection note), `guard`
 //! (connections abandoned mid-transaction). Timestamps cross as `jiff_sqlx::Timestamp`.
+//!
+//! Checked SQL: every static statement is a `sqlx::query!` (or `query_scalar!`), checked
+//! at build time against the schema, so a renamed column fails the build. The macros read
+//! the schema's description from the committed offline data (`.sqlx/` at the workspace
+//! root; `.cargo/config.toml` sets `SQLX_OFFLINE=true`), so building needs no database.
+//! Timestamp columns are typed by override (`due_at AS "due_at: Ts"`, parameters
+//! `… as _`): the macros do not know jiff. After changing a query or a migration,
+//! regenerate the offline data against a migrated scratch database and commit `.sqlx/`:
+//!
+//! ```text
+//! createdb -h 127.0.0.1 -U postgres sqlx_prepare
+//! sqlx migrate run --source services/store/migrations \
+//!     --database-url postgres://postgres@127.0.0.1:5432/sqlx_prepare
+//! SQLX_OFFLINE=false DATABASE_URL=postgres://postgres@127.0.0.1:5432/sqlx_prepare \
+//!     cargo sqlx prepare --workspace
+//! ```
+//!
+//! (`cargo install sqlx-cli --version '^0.8' --no-default-features --features
+//! postgres,rustls --locked`; CI runs `cargo sqlx prepare --workspace --check`.) The two
+//! statements built at runtime, `batch::WRITE_BATCH_SQL` and the outbox insert (both
+//! share the outbox CTEs), stay unchecked `sqlx::query` calls.
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -37,7 +58,7 @@ pub mod tasks;
 pub use batch::{Batch, BatchSteps, Outcome};
 pub use error::StoreError;
 pub use outbox::{insert_outbox, OutboxRow, OUTBOX_LEASE_SECS};
-pub use tasks::{task_from_row, TaskStatus, CLAIM_TIMEOUT_SECS};
+pub use tasks::{TaskStatus, CLAIM_TIMEOUT_SECS};
 
 /// Handle on the database.
 #[derive(Clone)]
@@ -90,7 +111,9 @@ impl Store {
     /// # Errors
     /// When the database does not answer.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query_scalar!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -38,8 +38,8 @@ impl Store {
         }
         // Asynchronous commit (see the function): a lost mark only republishes with the
         // same event ids.
-        sqlx::query("SELECT collections_mark_published($1)")
-            .bind(ids)
+        // collections_mark_published: live definition in migrations/0005_outbox_pending.sql.
+        sqlx::query!("SELECT collections_mark_published($1)", ids)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -55,8 +55,8 @@ impl Store {
     pub async fn claim_stale_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         // Oldest first along the primary key (migration 0005 explains the scan); the
         // bodies are fetched by id, so the outbox's history is never scanned.
-        let rows = sqlx::query(
-            "WITH claimed AS (
+        let mut out: Vec<OutboxRow> = sqlx::query!(
+            r#"WITH claimed AS (
                  UPDATE outbox_pending SET lease_until = now() + make_interval(secs => $2)
                  WHERE id = ANY(ARRAY(
                      SELECT id FROM outbox_pending
@@ -64,14 +64,22 @@ impl Store {
                      ORDER BY id LIMIT $1
                      FOR UPDATE SKIP LOCKED))
                  RETURNING id)
-             SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS body
-             FROM outbox o WHERE o.id = ANY(ARRAY(SELECT id FROM claimed))",
+             SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS "body!"
+             FROM outbox o WHERE o.id = ANY(ARRAY(SELECT id FROM claimed))"#,
+            limit,
+            OUTBOX_LEASE_SECS,
         )
-        .bind(limit)
-        .bind(OUTBOX_LEASE_SECS)
         .fetch_all(&self.pool)
-        .await?;
-        let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect();
+        .await?
+        .into_iter()
+        .map(|r| OutboxRow {
+            id: r.id,
+            event_id: r.event_id,
+            exchange: r.exchange,
+            routing_key: r.routing_key,
+            body: r.body.into_bytes(),
+        })
+        .collect();
         out.sort_by_key(|r| r.id);
         Ok(out)
     }
@@ -81,9 +89,11 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM outbox_pending"#)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }
 
@@ -144,6 +154,8 @@ pub async fn insert_outbox<'m>(
     if messages.is_empty() {
         return Ok(Vec::new());
     }
+    // Built at runtime (the CTEs are shared with the batch statement): not checked at
+    // build time.
     let rows = bind_outbox(sqlx::query(INSERT_OUTBOX_SQL.as_str()), &messages)
         .fetch_all(&mut **tx)
         .await?;
@@ -163,17 +175,6 @@ pub async fn insert_outbox<'m>(
             })
         })
         .collect())
-}
-
-fn outbox_row(r: &sqlx::postgres::PgRow) -> OutboxRow {
-    let body: String = r.get("body");
-    OutboxRow {
-        id: r.get("id"),
-        event_id: r.get("event_id"),
-        exchange: r.get("exchange"),
-        routing_key: r.get("routing_key"),
-        body: body.into_bytes(),
-    }
 }
 
 /// A serialised message as text for a `jsonb` parameter (serde_json writes UTF-8 only).

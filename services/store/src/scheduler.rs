@@ -10,7 +10,7 @@ use collections_core::{
 };
 use jiff::Timestamp;
 use jiff_sqlx::{Timestamp as Ts, ToSqlx};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     guard::AbandonGuard,
     journal::insert_journal,
     outbox::{insert_outbox, OutboxRow},
-    tasks::{load_open_tasks, task_from_row},
+    tasks::{load_open_tasks, task_row},
     Store, StoreError,
 };
 
@@ -72,8 +72,10 @@ impl Store {
         now: Timestamp,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let rows = sqlx::query(
-            "WITH claimed AS (
+        // The `!` restate the `tasks` columns' NOT NULL constraints, which sqlx's
+        // nullability inference does not see through the CTE's `RETURNING *`.
+        let rows = sqlx::query!(
+            r#"WITH claimed AS (
                  UPDATE tasks SET status = 'claimed', claimed_at = now()
                  WHERE task_id = ANY(ARRAY(
                      SELECT t.task_id FROM tasks t
@@ -85,26 +87,29 @@ impl Store {
                      FOR KEY SHARE OF a SKIP LOCKED))
                    AND (status = 'scheduled') IS TRUE
                  RETURNING *)
-             SELECT c.task_id, c.account_id, c.kind, c.channel, c.due_at, c.priority, c.tone,
-                    c.reason, c.promise_id, c.cause_event_id, c.attempt, c.policy_version,
-                    a.state::text AS state
+             SELECT c.task_id AS "task_id!", c.account_id AS "account_id!", c.kind AS "kind!",
+                    c.channel AS "channel!", c.due_at AS "due_at!: Ts",
+                    c.priority AS "priority!", c.tone AS "tone!", c.reason AS "reason!",
+                    c.promise_id AS "promise_id?", c.cause_event_id AS "cause_event_id!",
+                    c.attempt AS "attempt!", c.policy_version AS "policy_version!",
+                    a.state::text AS "state?"
              FROM claimed c LEFT JOIN accounts a ON a.account_id = c.account_id
-             ORDER BY c.due_at",
+             ORDER BY c.due_at"#,
+            now.to_sqlx() as _,
+            limit,
         )
-        .bind(now.to_sqlx())
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         // An account with several tasks in the batch is parsed once.
         let mut states: HashMap<String, Option<AccountState>> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let task = task_from_row(r)?;
+        for r in rows {
+            let text = r.state;
+            let task = task_row!(r).into_task()?;
             let state = match states.get(&task.account_id) {
                 Some(s) => s.clone(),
                 None => {
-                    let text: Option<&str> = r.get("state");
-                    let s = text.and_then(|t| serde_json::from_str::<AccountState>(t).ok());
+                    let s = text.and_then(|t| serde_json::from_str::<AccountState>(&t).ok());
                     states.insert(task.account_id.clone(), s.clone());
                     s
                 }
@@ -119,10 +124,11 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        let t: Option<Ts> =
-            sqlx::query_scalar("SELECT min(due_at) FROM tasks WHERE status = 'scheduled'")
-                .fetch_one(&self.pool)
-                .await?;
+        let t = sqlx::query_scalar!(
+            r#"SELECT min(due_at) AS "due_at: Ts" FROM tasks WHERE status = 'scheduled'"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(t.map(Ts::to_jiff))
     }
 
@@ -132,11 +138,11 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn rescue_stuck_claims(&self, older_than_secs: f64) -> Result<u64, StoreError> {
-        let r = sqlx::query(
+        let r = sqlx::query!(
             "UPDATE tasks SET status = 'scheduled', claimed_at = NULL
              WHERE status = 'claimed' AND claimed_at < now() - make_interval(secs => $1)",
+            older_than_secs,
         )
-        .bind(older_than_secs)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -147,8 +153,7 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn notify_scheduler(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
+        sqlx::query!("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -208,15 +213,15 @@ async fn reschedule_claimed_on(
     let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
     let due: Vec<Ts> = moves.iter().map(|m| m.due_at.to_sqlx()).collect();
     let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due,
                     priority = m.priority
              FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[]) AS m(id, due, priority)
              WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE",
+        &ids,
+        &due as &[Ts],
+        &priority,
     )
-    .bind(&ids)
-    .bind(&due)
-    .bind(&priority)
     .execute(&mut *tx)
     .await?;
     let journal: Vec<_> = moves
@@ -259,12 +264,12 @@ async fn complete_fired_on(
     // Accounts first, then task rows: the same lock order as the workers.
     let mut states = lock_accounts(&mut tx, &accounts).await?;
     let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
-    let emitted: HashSet<Uuid> = sqlx::query_scalar(
+    let emitted: HashSet<Uuid> = sqlx::query_scalar!(
         "UPDATE tasks SET status = 'emitted', emitted_at = now()
              WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
              RETURNING task_id",
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()

@@ -7,7 +7,7 @@ use std::{
 
 use collections_core::Task;
 use jiff_sqlx::Timestamp as Ts;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -97,18 +97,20 @@ pub(crate) async fn load_open_tasks(
     // re-rank them, and cannot wait for them (their batch may wait for this one). The
     // scheduled rows stay scheduled: the caller holds their accounts' locks, which claims
     // respect.
-    let rows = sqlx::query(
-        "SELECT task_id, account_id, kind, channel, due_at, priority, tone, reason, promise_id,
-                cause_event_id, attempt, policy_version, status = 'claimed' AS firing
+    let rows = sqlx::query!(
+        r#"SELECT task_id, account_id, kind, channel, due_at AS "due_at: Ts", priority, tone,
+                reason, promise_id, cause_event_id, attempt, policy_version,
+                status = 'claimed' AS "firing!"
          FROM tasks WHERE account_id = ANY($1) AND status IN ('scheduled', 'claimed')
-         ORDER BY created_at, task_id",
+         ORDER BY created_at, task_id"#,
+        accounts as &[&str],
     )
-    .bind(accounts)
     .fetch_all(&mut **tx)
     .await?;
-    for r in &rows {
-        let t = task_from_row(r)?;
-        if r.try_get::<bool, _>("firing")? {
+    for r in rows {
+        let is_firing = r.firing;
+        let t = task_row!(r).into_task()?;
+        if is_firing {
             firing.insert(t.task_id);
         }
         out.entry(t.account_id.clone()).or_default().push(t);
@@ -116,27 +118,69 @@ pub(crate) async fn load_open_tasks(
     Ok((out, firing))
 }
 
-/// Reads a task row.
-///
-/// # Errors
-/// When a stored enum value is unknown (a newer binary wrote it).
-pub fn task_from_row(r: &sqlx::postgres::PgRow) -> Result<Task, StoreError> {
-    let bad = |e: String| StoreError::Db(sqlx::Error::Decode(e.into()));
-    let due: Ts = r.get("due_at");
-    Ok(Task {
-        task_id: r.get("task_id"),
-        account_id: r.get("account_id"),
-        kind: r.get::<String, _>("kind").parse().map_err(bad)?,
-        channel: r.get::<String, _>("channel").parse().map_err(bad)?,
-        due_at: due.to_jiff(),
-        priority: u8::try_from(r.get::<i16, _>("priority")).unwrap_or(9),
-        tone: r.get::<String, _>("tone").parse().map_err(bad)?,
-        reason: r.get("reason"),
-        promise_id: r.get("promise_id"),
-        cause_event_id: r.get("cause_event_id"),
-        attempt: u32::try_from(r.get::<i32, _>("attempt")).unwrap_or(1),
-        policy_version: r.get("policy_version"),
-    })
+/// A task row as stored: the columns every statement that reads tasks selects, with the
+/// names of `tasks`' columns (so [`task_row!`] builds one from any `query!` record that
+/// selects them).
+#[derive(Debug, Clone)]
+pub(crate) struct TaskRow {
+    pub(crate) task_id: Uuid,
+    pub(crate) account_id: String,
+    pub(crate) kind: String,
+    pub(crate) channel: String,
+    pub(crate) due_at: Ts,
+    pub(crate) priority: i16,
+    pub(crate) tone: String,
+    pub(crate) reason: String,
+    pub(crate) promise_id: Option<String>,
+    pub(crate) cause_event_id: Uuid,
+    pub(crate) attempt: i32,
+    pub(crate) policy_version: String,
+}
+
+/// A [`TaskRow`] from a `query!` record (a variable) whose fields are named after
+/// `tasks`' columns. Moves only those fields: the record's others stay usable.
+macro_rules! task_row {
+    ($r:ident) => {
+        $crate::tasks::TaskRow {
+            task_id: $r.task_id,
+            account_id: $r.account_id,
+            kind: $r.kind,
+            channel: $r.channel,
+            due_at: $r.due_at,
+            priority: $r.priority,
+            tone: $r.tone,
+            reason: $r.reason,
+            promise_id: $r.promise_id,
+            cause_event_id: $r.cause_event_id,
+            attempt: $r.attempt,
+            policy_version: $r.policy_version,
+        }
+    };
+}
+pub(crate) use task_row;
+
+impl TaskRow {
+    /// The core's task.
+    ///
+    /// # Errors
+    /// When a stored enum value is unknown (a newer binary wrote it).
+    pub(crate) fn into_task(self) -> Result<Task, StoreError> {
+        let bad = |e: String| StoreError::Db(sqlx::Error::Decode(e.into()));
+        Ok(Task {
+            task_id: self.task_id,
+            account_id: self.account_id,
+            kind: self.kind.parse().map_err(bad)?,
+            channel: self.channel.parse().map_err(bad)?,
+            due_at: self.due_at.to_jiff(),
+            priority: u8::try_from(self.priority).unwrap_or(9),
+            tone: self.tone.parse().map_err(bad)?,
+            reason: self.reason,
+            promise_id: self.promise_id,
+            cause_event_id: self.cause_event_id,
+            attempt: u32::try_from(self.attempt).unwrap_or(1),
+            policy_version: self.policy_version,
+        })
+    }
 }
 
 #[cfg(test)]

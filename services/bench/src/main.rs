@@ -2,6 +2,10 @@
 //! acked consume with lapin, Postgres one-transaction-per-event with sqlx) and the real
 //! service binaries in the same run, and prints the ratio.
 //!
+//! `main.rs` is the command line only; each phase and helper is a module. The benchmark
+//! starts the real release binaries as child processes; of their libraries it uses only
+//! what prepares a run (`Store::migrate`, an `AccountState` to seed, a default).
+//!
 //! ```sh
 //! cargo build --release --bins
 //! cargo run --release -p bench -- ingest --events 50000 --accounts 100000

@@ -2,6 +2,9 @@
 //!
 //! lapin's own auto-recovery is not relied upon; the runtime supervises whole sessions
 //! (connect, declare, consume) and starts a new one when anything in it fails.
+//!
+//! It owns the contract's exchanges, queues and headers; it may not touch Postgres or hold
+//! collections rules (events are passed through as bytes and typed by `collections-core`).
 
 use collections_core::EventType;
 use futures::future::{maybe_done, try_join_all};

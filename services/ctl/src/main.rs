@@ -1,4 +1,8 @@
 //! `collectionsctl`: the operator's tool.
+//!
+//! Demo scenario, the simulator (`simulate`, the core's own functions on a virtual clock),
+//! `policy check`, `watch` of task events, and dead letters (list, show, replay). It keeps
+//! no rules of its own: everything it decides comes from `collections-core`.
 
 mod dlq;
 mod simulate;

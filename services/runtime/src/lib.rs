@@ -11,6 +11,9 @@
 //! - [`pipeline`]: the batching consumer (batch, apply, dead-letter);
 //! - [`scheduler`]: the task scheduler (fire loop, rescuer);
 //! - [`worker`]: an event worker binary's life (sessions of pipelines and a relay).
+//!
+//! It may not hold collections rules (they are `collections-core`'s) or SQL (it calls
+//! `collections-store`, one function per statement).
 
 pub mod telemetry;
 

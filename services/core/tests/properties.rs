@@ -22,6 +22,7 @@ use collections_core::{
     decide, fire, on_call_fired, parse_event,
     policy::{DEFAULT_POLICY_TOML, US_REG_F_POLICY_TOML},
     sim::{simulate, Scenario, Timed},
+    state::Status,
     window, AccountState, Decision, Event, FireOutcome, Policy, Task, TaskKind,
 };
 use jiff::{SignedDuration, Timestamp, ToSpan};
@@ -385,6 +386,22 @@ impl<'a> Fold<'a> {
             .count();
         if calls > 1 {
             return Err(format!("(b) {calls} collection calls are open"));
+        }
+        // (e) No delinquent account is left without a next step: with no promise pending,
+        // some follow-up (a call, an escalation, a review) is open.
+        if let Some(state) = &self.state {
+            let follow_up = self.open.iter().any(|o| {
+                !matches!(
+                    o.task.kind,
+                    TaskKind::PreDueReminder | TaskKind::PromiseExpiry
+                )
+            });
+            if state.status == Status::Delinquent && state.open_promise().is_none() && !follow_up {
+                return Err(format!(
+                    "(e) delinquent, {} overdue, no promise pending and no follow-up open",
+                    state.overdue()
+                ));
+            }
         }
         Ok(())
     }

@@ -1225,6 +1225,46 @@ fn payments_reaching_promise_amount_within_grace_keep_it_and_cancel_its_check() 
 }
 
 #[test]
+fn a_kept_promise_smaller_than_the_overdue_plans_the_next_call_by_the_cadence() {
+    // Issue 17 item 2: overdue 1,250.00, a promise of 500.00 kept by a payment of 500.00.
+    // The promise cancelled the call and keeping it cancels its check: without a next
+    // call the account would owe 750.00 with nothing planned, for ever.
+    let mut a = Account::new();
+    let fail_at = "2026-11-03T10:00:00+08:00";
+    a.apply(
+        &payment_failed(1, fail_at, SHANGHAI, 3, "2026-11-01", 125_000),
+        fail_at,
+    );
+    let now = "2026-11-03T10:20:00+08:00";
+    a.apply(
+        &promise_made(2, now, "ptp-1", 50_000, "2026-11-04T15:00:00+08:00"),
+        now,
+    );
+    assert!(
+        a.open_of(TaskKind::CollectionCall).is_empty(),
+        "the promise cancelled the call"
+    );
+    let paid = "2026-11-04T14:10:00+08:00";
+    let d = a.apply(&payment_received(3, paid, 50_000, "CNY", None), paid);
+    assert!(d.journal.iter().any(|j| j.kind == "promise_kept"));
+    assert_eq!(d.state.status, Status::Delinquent);
+    assert_eq!(d.state.overdue_minor, 75_000);
+    let call = only(&d, TaskKind::CollectionCall);
+    // 14:10 local: the next cadence hour (10:00, 13:00, 17:00, 20:00) is 17:00 today.
+    assert_eq!(local(call.due_at, SHANGHAI).time(), hm(17, 0));
+    assert_eq!(
+        local(call.due_at, SHANGHAI).date(),
+        local(ts(paid), SHANGHAI).date()
+    );
+    assert!(call.reason.contains("ptp-1 kept"), "{}", call.reason);
+    assert_eq!(a.open_of(TaskKind::CollectionCall).len(), 1);
+    // A second payment that does not cure plans no second call beside it.
+    let later = "2026-11-04T15:00:00+08:00";
+    a.apply(&payment_received(4, later, 10_000, "CNY", None), later);
+    assert_eq!(a.open_of(TaskKind::CollectionCall).len(), 1);
+}
+
+#[test]
 fn payment_after_grace_does_not_keep_the_promise() {
     let mut a = Account::new();
     let fail_at = "2026-11-03T10:00:00+08:00";

@@ -95,31 +95,7 @@ impl Planner<'_> {
             self.note("decision", detail);
             return;
         }
-        let cadence = self.policy.cadence.clone();
-        let first = cadence.hours[0];
-        let bucket = bucket(self.state.dpd(self.now));
-        let gap = *cadence.days_between_attempts.get(bucket);
-        let next_day = today
-            .checked_add(jiff::Span::new().days(gap))
-            .unwrap_or(today);
-        let (day, hour, why) = if self.state.calls_today >= cadence.attempts_per_day {
-            (next_day, first, "daily attempt cap reached")
-        } else if let Some(h) = cadence.hours.iter().find(|h| **h > local.time()) {
-            (today, *h, "next cadence hour today")
-        } else {
-            (next_day, first, "no cadence hour left today")
-        };
-        let why = if day == today || gap == 1 {
-            why.to_owned()
-        } else {
-            format!("{why}; {bucket} calls every {gap} days")
-        };
-        let at = day
-            .to_datetime(hour)
-            .to_zoned(tz)
-            .map(|z| z.timestamp())
-            .unwrap_or(self.now);
-        let due = self.next_allowed(at.max(self.now));
+        let (due, hour, why) = self.next_cadence_slot();
         let attempt = fired.attempt + 1;
         let channel = channel_for_attempt(attempt, &self.policy.channel_mix);
         self.plan(
@@ -136,5 +112,44 @@ impl Planner<'_> {
             t.attempt = attempt;
         }
         self.open_bucket_escalations();
+    }
+
+    /// The next call by the cadence: the next cadence hour not yet tried today, else the
+    /// first hour of the next calling day (the DPD bucket's spacing), within the daily
+    /// attempt cap and the contact window. Returns the instant, the cadence hour and why.
+    pub(super) fn next_cadence_slot(&self) -> (Timestamp, jiff::civil::Time, String) {
+        let tz = self.state.zone();
+        let local = self.now.to_zoned(tz.clone());
+        let today = local.date();
+        let cadence = &self.policy.cadence;
+        let first = cadence.hours[0];
+        let bucket = bucket(self.state.dpd(self.now));
+        let gap = *cadence.days_between_attempts.get(bucket);
+        let next_day = today
+            .checked_add(jiff::Span::new().days(gap))
+            .unwrap_or(today);
+        let calls_today = if self.state.calls_day == Some(today) {
+            self.state.calls_today
+        } else {
+            0
+        };
+        let (day, hour, why) = if calls_today >= cadence.attempts_per_day {
+            (next_day, first, "daily attempt cap reached")
+        } else if let Some(h) = cadence.hours.iter().find(|h| **h > local.time()) {
+            (today, *h, "next cadence hour today")
+        } else {
+            (next_day, first, "no cadence hour left today")
+        };
+        let why = if day == today || gap == 1 {
+            why.to_owned()
+        } else {
+            format!("{why}; {bucket} calls every {gap} days")
+        };
+        let at = day
+            .to_datetime(hour)
+            .to_zoned(tz)
+            .map(|z| z.timestamp())
+            .unwrap_or(self.now);
+        (self.next_allowed(at.max(self.now)), hour, why)
     }
 }

@@ -3,7 +3,7 @@
 //! payment marks the account as able to pay part, and a new due date plans the pre-due
 //! reminder its segment calls for (domain.md rule 9).
 
-use super::{DomainError, Planner};
+use super::{channel_for_attempt, DomainError, Planner};
 use crate::{
     event::PaymentReceived,
     state::{PromiseStatus, Status},
@@ -81,6 +81,9 @@ impl Planner<'_> {
                 "decision",
                 format!("partial payment: {after} still overdue, plan kept, account can pay part"),
             );
+            if let Some(id) = &kept {
+                self.follow_up_kept_promise(id, &after.to_string());
+            }
         }
         if let Some(next) = new_period {
             self.plan_pre_due(next);
@@ -88,6 +91,42 @@ impl Planner<'_> {
             self.state.partial_this_period = false;
         }
         Ok(())
+    }
+
+    /// A promise smaller than the overdue was kept: its check is cancelled and the calls
+    /// were cancelled when it was made, so without this the account would owe money with
+    /// nothing planned. The next collection call follows the cadence, unless another
+    /// promise is still open or a call is already planned.
+    fn follow_up_kept_promise(&mut self, promise_id: &str, still_overdue: &str) {
+        if let Some(p) = self.state.open_promise() {
+            let detail = format!(
+                "promise {promise_id} kept; no call: promise {} is open",
+                p.promise_id
+            );
+            self.note("decision", detail);
+            return;
+        }
+        if let Some(t) = self.has_open(TaskKind::CollectionCall) {
+            let detail = format!(
+                "promise {promise_id} kept; call {} is already open",
+                t.task_id
+            );
+            self.note("decision", detail);
+            return;
+        }
+        let (due, hour, why) = self.next_cadence_slot();
+        let channel = channel_for_attempt(1, &self.policy.channel_mix);
+        self.plan(
+            TaskKind::CollectionCall,
+            channel,
+            due,
+            format!(
+                "promise {promise_id} kept, {still_overdue} still overdue: next call by the cadence ({why}, {} local)",
+                hour.strftime("%H:%M")
+            ),
+            None,
+        );
+        self.open_bucket_escalations();
     }
 
     /// Plans the reminder before the next due date that the account's segment calls for

@@ -1224,11 +1224,9 @@ fn payments_reaching_promise_amount_within_grace_keep_it_and_cancel_its_check() 
     assert!(a.open_of(TaskKind::PromiseCheck).is_empty());
 }
 
-#[test]
-fn a_kept_promise_smaller_than_the_overdue_plans_the_next_call_by_the_cadence() {
-    // Issue 17 item 2: overdue 1,250.00, a promise of 500.00 kept by a payment of 500.00.
-    // The promise cancelled the call and keeping it cancels its check: without a next
-    // call the account would owe 750.00 with nothing planned, for ever.
+/// An account 1,250.00 overdue (instalment 3 failed on 3 November, Shanghai) whose
+/// customer promised `minor` for 4 November at 15:00 local (`ptp-1`).
+fn promised_on_an_overdue_of_1250(minor: i64) -> Account {
     let mut a = Account::new();
     let fail_at = "2026-11-03T10:00:00+08:00";
     a.apply(
@@ -1237,9 +1235,18 @@ fn a_kept_promise_smaller_than_the_overdue_plans_the_next_call_by_the_cadence() 
     );
     let now = "2026-11-03T10:20:00+08:00";
     a.apply(
-        &promise_made(2, now, "ptp-1", 50_000, "2026-11-04T15:00:00+08:00"),
+        &promise_made(2, now, "ptp-1", minor, "2026-11-04T15:00:00+08:00"),
         now,
     );
+    a
+}
+
+#[test]
+fn a_kept_promise_smaller_than_the_overdue_plans_the_next_call_by_the_cadence() {
+    // Issue 17 item 2: overdue 1,250.00, a promise of 500.00 kept by a payment of 500.00.
+    // The promise cancelled the call and keeping it cancels its check: without a next
+    // call the account would owe 750.00 with nothing planned, for ever.
+    let mut a = promised_on_an_overdue_of_1250(50_000);
     assert!(
         a.open_of(TaskKind::CollectionCall).is_empty(),
         "the promise cancelled the call"
@@ -1266,17 +1273,7 @@ fn a_kept_promise_smaller_than_the_overdue_plans_the_next_call_by_the_cadence() 
 
 #[test]
 fn payment_after_grace_does_not_keep_the_promise() {
-    let mut a = Account::new();
-    let fail_at = "2026-11-03T10:00:00+08:00";
-    a.apply(
-        &payment_failed(1, fail_at, SHANGHAI, 3, "2026-11-01", 125_000),
-        fail_at,
-    );
-    let now = "2026-11-03T10:20:00+08:00";
-    a.apply(
-        &promise_made(2, now, "ptp-1", 60_000, "2026-11-04T15:00:00+08:00"),
-        now,
-    );
+    let mut a = promised_on_an_overdue_of_1250(60_000);
     let late = "2026-11-04T17:00:01+08:00";
     let d = a.apply(&payment_received(3, late, 60_000, "CNY", None), late);
     assert!(d.cancel.is_empty());

@@ -42,6 +42,7 @@ pub mod window;
 
 pub use decide::{
     channel_for_attempt, decide, on_call_fired, priority_at, Decision, DomainError, JournalEntry,
+    NEXT_STEP_BACKSTOP,
 };
 pub use event::{parse_event, Event, EventBody, EventType, ParseError, RejectCode};
 pub use fire::{fire, FireOutcome};

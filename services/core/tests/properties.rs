@@ -23,7 +23,7 @@ use collections_core::{
     policy::{DEFAULT_POLICY_TOML, US_REG_F_POLICY_TOML},
     sim::{simulate, Scenario, Timed},
     state::Status,
-    window, AccountState, Decision, Event, FireOutcome, Policy, Task, TaskKind,
+    window, AccountState, Decision, Event, FireOutcome, Policy, Task, TaskKind, NEXT_STEP_BACKSTOP,
 };
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use proptest::prelude::*;
@@ -407,6 +407,11 @@ impl<'a> Fold<'a> {
     }
 
     fn apply(&mut self, d: Decision, now: Timestamp) -> Result<(), Violation> {
+        // The rules themselves leave every delinquent account a next step; the backstop
+        // in `decide` is for what no history here reaches.
+        if let Some(j) = d.journal.iter().find(|j| j.kind == NEXT_STEP_BACKSTOP) {
+            return Err(format!("(e) a rule left no next step: {}", j.detail));
+        }
         self.open
             .retain(|o| !d.cancel.iter().any(|c| c.task_id == o.task.task_id));
         self.state = Some(d.state);
@@ -531,8 +536,22 @@ fn report(f: &Fold<'_>, v: &str) -> String {
 // Properties
 // ---------------------------------------------------------------------------------------
 
+/// 64 cases from a fixed seed, so a run (CI's among them) is reproducible; explore
+/// further with `PROPTEST_CASES=5000 PROPTEST_RNG_SEED=<any u64>` and commit what a
+/// failure adds to `properties.proptest-regressions`.
+fn config() -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 64;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        c.rng_seed = proptest::test_runner::RngSeed::Fixed(0x00c0_11ec_7104);
+    }
+    c
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(config())]
 
     /// (a) and (b): no contact task is planned, moved or open outside the contact window
     /// in the account's zone, and at most one collection call is open, whether the

@@ -3,7 +3,7 @@
 //! Every instant is fixed: no test reads the clock.
 
 use collections_core::{
-    decide,
+    decide, on_call_fired,
     outbound::TASKS_EXCHANGE,
     parse_event,
     state::{PromiseStatus, Status},
@@ -1076,6 +1076,36 @@ fn unknown_promise_broken_is_recorded_not_an_error() {
     // The open call is replaced by one in the escalated tone.
     assert_eq!(cancelled(&d), vec![old_call]);
     assert_eq!(only(&d, TaskKind::CollectionCall).tone, Tone::Firm);
+}
+
+/// Found by the property tests in CI: a `promise.broken` for a new account, then its
+/// `promise.made`, left the account `current`, so the call the break planned fired with
+/// no next attempt, and a later, older promise turned the account delinquent with nothing
+/// open. A broken promise makes the account delinquent, whichever report comes first.
+#[test]
+fn a_broken_promise_reported_before_it_was_made_leaves_the_account_delinquent_and_called() {
+    let mut a = Account::new();
+    let now = "2026-11-04T10:00:00+08:00";
+    let broken = a.apply(&promise_broken(1, now, "ptp-1"), now);
+    assert_eq!(broken.state.status, Status::Delinquent);
+    let call = only(&broken, TaskKind::CollectionCall).clone();
+    let made = a.apply(
+        &promise_made(2, now, "ptp-1", 50_000, "2026-11-04T10:00:00+08:00"),
+        now,
+    );
+    assert_eq!(made.state.status, Status::Delinquent);
+    assert!(
+        made.schedule.is_empty(),
+        "a broken promise plans nothing when made"
+    );
+    let fired_at = ts(now);
+    let next = on_call_fired(a.state(), &[], &call, Uuid::nil(), &a.policy, fired_at);
+    let next_call = only(&next, TaskKind::CollectionCall);
+    assert!(next_call.due_at > fired_at);
+    assert!(next
+        .journal
+        .iter()
+        .all(|j| j.kind != collections_core::NEXT_STEP_BACKSTOP));
 }
 
 #[test]

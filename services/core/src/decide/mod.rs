@@ -20,7 +20,7 @@ use crate::{
     event::{Event, EventBody},
     outbound::{task_message, task_message_with_id, OutboundMessage, TaskState},
     policy::Policy,
-    state::{bucket, AccountState},
+    state::{bucket, AccountState, Status},
     task::{Channel, Task, TaskKind, Tone},
     window,
 };
@@ -34,6 +34,10 @@ mod promise_made;
 
 pub use call_fired::on_call_fired;
 pub use priority::{channel_for_attempt, priority_at};
+
+/// Journal kind of a call the backstop planned because no rule left the delinquent
+/// account a next step (see `Planner::ensure_next_step`).
+pub const NEXT_STEP_BACKSTOP: &str = "next_step_backstop";
 
 /// The event cannot be applied to this account as it stands (goes to the dead-letter queue).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -346,7 +350,34 @@ impl Planner<'_> {
         self.open_bucket_escalations();
     }
 
-    fn finish(self) -> Decision {
+    /// The backstop of domain rule "no delinquent account without a next step": when a
+    /// decision leaves a delinquent account with no promise pending and no follow-up
+    /// (a call, an escalation, a check, a review) open or planned, a collection call is
+    /// planned, and the journal says the backstop did it (`next_step_backstop`), so a rule
+    /// that forgot the next step shows in the notes and the property tests.
+    fn ensure_next_step(&mut self) {
+        if self.state.status != Status::Delinquent || self.state.open_promise().is_some() {
+            return;
+        }
+        let follow_up = self
+            .open
+            .iter()
+            .chain(self.schedule.iter())
+            .any(|t| !matches!(t.kind, TaskKind::PreDueReminder | TaskKind::PromiseExpiry));
+        if follow_up {
+            return;
+        }
+        self.note(
+            NEXT_STEP_BACKSTOP,
+            "delinquent with no promise pending and no follow-up open: a call is planned",
+        );
+        self.plan_collection_call(
+            "delinquent with no promise pending and no follow-up open".to_owned(),
+        );
+    }
+
+    fn finish(mut self) -> Decision {
+        self.ensure_next_step();
         let summary = self.state.summary(self.now);
         // Priority follows the account (domain.md rule 2): open tasks whose rank changed
         // with this decision are updated and re-announced.

@@ -49,6 +49,11 @@ impl Planner<'_> {
                 });
             }
         }
+        // A broken promise means money is owed, as a promise made does: whichever of the
+        // two arrives first, the account is delinquent after both.
+        if self.state.status == Status::Current {
+            self.state.status = Status::Delinquent;
+        }
         self.state.broken_promises += 1;
         let n = self.state.broken_promises;
         let unknown = if status.is_none() {

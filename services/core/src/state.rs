@@ -1,6 +1,6 @@
 //! Per-account collection state, kept by the store as one JSON document per account.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{civil::Date, tz::TimeZone, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,24 @@ pub struct PromiseRecord {
     /// was applied): orders promises applied out of order. Unknown in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_at: Option<Timestamp>,
+    /// When money kept it (the payment's `received_at`, or the cure's): a promise made
+    /// before that instant but applied after it superseded this one first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_at: Option<Timestamp>,
+    /// When billing reported it broken (the `promise.broken` `time`): a cure reported
+    /// before the break, applied after it, leaves what the break planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_at: Option<Timestamp>,
+}
+
+impl PromiseRecord {
+    /// Whether the promise was still open at `at`: open now, or kept by money that came
+    /// after `at` (a promise made at `at` arriving late supersedes it).
+    #[must_use]
+    pub fn open_at(&self, at: Timestamp) -> bool {
+        self.status == PromiseStatus::Open
+            || (self.status == PromiseStatus::Kept && self.kept_at.is_some_and(|k| k > at))
+    }
 }
 
 /// The last payment seen.
@@ -116,7 +134,46 @@ pub struct AccountState {
     /// Bucket escalations already opened (`"M3:formal_letter"`), so each opens once.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub bucket_escalations: BTreeSet<String>,
+    /// When billing stated the overdue in `overdue_minor` (the `time` of the
+    /// `payment.failed` or the `payment.received` with `overdue_amount_after` it came
+    /// from). A balance stated earlier than this, arriving late from another queue, does
+    /// not overwrite it. Unknown in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_as_of: Option<Timestamp>,
+    /// The latest instant billing stated the overdue as zero (a cure). Promises made and
+    /// breaks reported before it, arriving late, are judged as they stood at the cure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<Timestamp>,
+    /// The latest payments (at most [`RECENT_PAYMENTS`], by `received_at`), so a promise
+    /// whose `promise.made` arrives after the money it was paid with is still kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_payments: Vec<RecentPayment>,
+    /// When billing last reported each unpaid due date failed (the `payment.failed`
+    /// `time`, keyed by the due date; instalment 1 also under [`FIRST_INSTALMENT_KEY`]):
+    /// a cure reported before failures applied ahead of it clears only what failed
+    /// before the cure.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_reported_at: BTreeMap<String, Timestamp>,
 }
+
+/// The key of instalment 1's failure in [`AccountState::failed_reported_at`].
+pub const FIRST_INSTALMENT_KEY: &str = "instalment-1";
+
+/// A payment remembered for promises applied after it (see `recent_payments`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RecentPayment {
+    /// When billing received it.
+    pub received_at: Timestamp,
+    /// Amount in minor units of the account's currency.
+    pub minor: i64,
+    /// Billing stated the overdue as zero after it (it cured the account).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settled: bool,
+}
+
+/// How many payments an account remembers for promises made before them that arrive
+/// after them.
+pub const RECENT_PAYMENTS: usize = 16;
 
 /// The account summary every task carries (domain.md rule 10).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +208,64 @@ pub fn bucket(dpd: i64) -> &'static str {
 }
 
 impl AccountState {
+    /// Takes billing's statement of the overdue at `as_of` unless a later one is already
+    /// known; returns whether it was taken.
+    pub fn state_balance(&mut self, minor: i64, as_of: Timestamp) -> bool {
+        if minor == 0 && self.settled_at.is_none_or(|s| s < as_of) {
+            self.settled_at = Some(as_of);
+        }
+        if self.balance_as_of.is_some_and(|known| known > as_of) {
+            return false;
+        }
+        self.overdue_minor = minor;
+        self.balance_as_of = Some(as_of);
+        true
+    }
+
+    /// A cure billing reported at `at`, applied after failures reported later: what
+    /// failed before it is paid (its due dates, the first-instalment default); what failed
+    /// after it stays.
+    pub fn settle_failures_before(&mut self, at: Timestamp) {
+        let before: Vec<String> = self
+            .failed_reported_at
+            .iter()
+            .filter(|(_, reported)| **reported < at)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in before {
+            self.failed_reported_at.remove(&key);
+            if key == FIRST_INSTALMENT_KEY {
+                self.first_installment_default = false;
+            } else if let Ok(date) = key.parse::<Date>() {
+                self.unpaid_due_dates.remove(&date);
+            }
+        }
+    }
+
+    /// The promise that was open at `at` (index into `promises`): made by then, and open
+    /// now or superseded only by a promise made after `at` (applied first from its queue).
+    #[must_use]
+    pub fn open_promise_at(&self, at: Timestamp) -> Option<usize> {
+        let next_made = |mine: Timestamp| {
+            self.promises
+                .iter()
+                .filter_map(|q| q.made_at)
+                .filter(|m| *m > mine)
+                .min()
+        };
+        self.promises
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.made_at.is_none_or(|m| m <= at))
+            .filter(|(_, p)| {
+                p.status == PromiseStatus::Open
+                    || (p.status == PromiseStatus::Superseded
+                        && p.made_at.and_then(next_made).is_some_and(|next| next > at))
+            })
+            .max_by_key(|(_, p)| p.made_at)
+            .map(|(i, _)| i)
+    }
+
     /// A fresh account.
     #[must_use]
     pub fn new(account_id: &str, timezone: &str) -> Self {
@@ -176,6 +291,10 @@ impl AccountState {
             failed_installments: BTreeSet::new(),
             partial_this_period: false,
             bucket_escalations: BTreeSet::new(),
+            balance_as_of: None,
+            settled_at: None,
+            recent_payments: Vec::new(),
+            failed_reported_at: BTreeMap::new(),
         }
     }
 

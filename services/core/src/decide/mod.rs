@@ -310,6 +310,54 @@ impl Planner<'_> {
         self.plan(kind, channel, due, format!("{why}: {what}"), None);
     }
 
+    /// A broken promise reported at `reported` was counted late (its queue was behind):
+    /// the open tasks of promises made after it, and the open call when a later promise
+    /// cancelled the calls before it, were planned in the tone of one broken promise
+    /// fewer, so they are cancelled and planned again, at the same instants, in the tone
+    /// in force.
+    ///
+    /// `calls`: whether the open call counts among them.
+    fn replan_for_tone(&mut self, reported: Timestamp, calls: bool, why: &str) {
+        let tone = self.tone();
+        let later: Vec<&str> = self
+            .state
+            .promises
+            .iter()
+            .filter(|p| p.made_at.is_some_and(|m| m > reported))
+            .map(|p| p.promise_id.as_str())
+            .collect();
+        let stale: Vec<Task> = self
+            .open
+            .iter()
+            .filter(|t| {
+                t.tone != tone
+                    && ((calls && t.kind == TaskKind::CollectionCall)
+                        || t.promise_id
+                            .as_deref()
+                            .is_some_and(|id| later.contains(&id)))
+            })
+            .cloned()
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = stale.iter().map(|t| t.task_id).collect();
+        let reason = format!("{why}: planned again in the {tone} tone");
+        self.cancel_where(&reason, |t| ids.contains(&t.task_id));
+        for t in stale {
+            self.plan(
+                t.kind,
+                t.channel,
+                t.due_at,
+                format!("{} ({reason})", t.reason),
+                t.promise_id.as_deref(),
+            );
+            if let Some(planned) = self.schedule.last_mut() {
+                planned.attempt = t.attempt;
+            }
+        }
+    }
+
     fn plan_collection_call(&mut self, why: String) {
         let mut due = self.next_allowed(self.now);
         let mut moved = if due == self.now {

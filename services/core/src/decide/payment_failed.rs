@@ -90,14 +90,46 @@ impl Planner<'_> {
                 self.replan_for_zone(&previous);
             }
         }
-        self.state.status = Status::Delinquent;
-        self.state.overdue_minor = d.overdue_amount.minor;
-        self.state.unpaid_due_dates.insert(d.installment.due_date);
         self.state.failed_payments += 1;
         self.state.failed_installments.insert(d.installment.number);
-        self.cancel_where("the instalment it announced failed", |t| {
-            t.kind == TaskKind::PreDueReminder
-        });
+        // Queues are independent: a payment billing reported after this failure may have
+        // been applied first. Its balance is the later statement and stands.
+        let latest = self
+            .state
+            .state_balance(d.overdue_amount.minor, self.event_time);
+        let settled_since = self.state.settled_at.is_some_and(|s| s > self.event_time);
+        if !latest && settled_since {
+            if self.state.status != Status::Delinquent {
+                self.state.status = Status::Cured;
+            }
+            self.note(
+                "event_applied",
+                format!(
+                    "payment.failed: instalment {} due {} failed ({}), reported at {}; a later \
+                     payment settled the overdue since: recorded, nothing planned",
+                    d.installment.number, d.installment.due_date, d.failure_reason, self.event_time
+                ),
+            );
+            return Ok(());
+        }
+        self.state.status = Status::Delinquent;
+        self.state.unpaid_due_dates.insert(d.installment.due_date);
+        let reported = self.event_time;
+        let mut note_reported = |key: String| {
+            let at = self.state.failed_reported_at.entry(key).or_insert(reported);
+            *at = (*at).max(reported);
+        };
+        note_reported(d.installment.due_date.to_string());
+        if d.installment.number == 1 {
+            note_reported(crate::state::FIRST_INSTALMENT_KEY.to_owned());
+        }
+        if latest {
+            // (A late failure says nothing about the reminder for a due date announced
+            // since.)
+            self.cancel_where("the instalment it announced failed", |t| {
+                t.kind == TaskKind::PreDueReminder
+            });
+        }
         if d.installment.number == 1 {
             self.state.first_installment_default = true;
         }

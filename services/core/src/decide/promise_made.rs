@@ -19,10 +19,15 @@ impl Planner<'_> {
         self.check_currency(d.amount)?;
         if let Some(existing) = self.state.promise_mut(&d.promise_id) {
             let status = existing.status;
-            if existing.amount.is_none() {
+            let first_seen = existing.amount.is_none();
+            if first_seen {
                 existing.amount = Some(d.amount);
                 existing.promised_at = Some(d.promised_at);
                 existing.made_at = Some(self.event_time);
+            }
+            if first_seen && status == PromiseStatus::Broken {
+                self.broken_promise_made_late(d);
+                return Ok(());
             }
             let detail = if status == PromiseStatus::Broken {
                 format!(
@@ -38,9 +43,57 @@ impl Planner<'_> {
             self.note("event_applied", detail);
             return Ok(());
         }
-        if self.state.status == Status::Current {
-            self.state.status = Status::Delinquent;
+        // A payment billing reported after this promise, applied first from its queue,
+        // settled the account: the promise was kept by it, nothing is planned (a failure
+        // since then planned its own call).
+        let settled_since = self
+            .state
+            .settled_at
+            .is_some_and(|settled| settled > self.event_time);
+        if settled_since {
+            if self.state.status != Status::Delinquent {
+                self.state.status = Status::Cured;
+            }
+            // Promises made before this one and still open when it was made were
+            // superseded by it, whatever kept them since.
+            let made = self.event_time;
+            for p in &mut self.state.promises {
+                if p.made_at.is_some_and(|m| m < made) && p.open_at(made) {
+                    p.status = PromiseStatus::Superseded;
+                    p.kept_at = None;
+                }
+            }
+            self.state.promises.push(PromiseRecord {
+                promise_id: d.promise_id.clone(),
+                amount: Some(d.amount),
+                promised_at: Some(d.promised_at),
+                status: PromiseStatus::Kept,
+                paid_minor: 0,
+                made_at: Some(self.event_time),
+                // Kept by the first cure after it was made.
+                kept_at: self
+                    .state
+                    .recent_payments
+                    .iter()
+                    .filter(|p| p.settled && p.received_at > self.event_time)
+                    .map(|p| p.received_at)
+                    .min()
+                    .or(self.state.settled_at),
+                broken_at: None,
+            });
+            self.note(
+                "event_applied",
+                format!(
+                    "promise.made: {} to pay {} by {}, made at {}; the overdue was paid in \
+                     full since: recorded kept, nothing planned",
+                    d.promise_id, d.amount, d.promised_at, self.event_time
+                ),
+            );
+            return Ok(());
         }
+        // A promise to pay means money is owed, on a cured account too (a new arrear the
+        // failure of which is still on its way).
+        self.state.status = Status::Delinquent;
         // A promise is captured in a right-party conversation (frequency caps).
         if self
             .state
@@ -74,6 +127,8 @@ impl Planner<'_> {
                 status: PromiseStatus::Superseded,
                 paid_minor: 0,
                 made_at: Some(self.event_time),
+                kept_at: None,
+                broken_at: None,
             });
             self.note(
                 "promise_superseded",
@@ -85,13 +140,15 @@ impl Planner<'_> {
             );
             return Ok(());
         }
+        let made = self.event_time;
         let superseded: Vec<String> = self
             .state
             .promises
             .iter_mut()
-            .filter(|p| p.status == PromiseStatus::Open)
+            .filter(|p| p.open_at(made))
             .map(|p| {
                 p.status = PromiseStatus::Superseded;
+                p.kept_at = None;
                 p.promise_id.clone()
             })
             .collect();
@@ -105,16 +162,113 @@ impl Planner<'_> {
         }
         let reason = format!("promise {} made", d.promise_id);
         self.cancel_where(&reason, |t| t.kind == TaskKind::CollectionCall);
+        // Money received since the promise was made (applied first from its queue) counts
+        // toward it, as it would have had the promise arrived first.
+        let deadline = d.promised_at + self.policy.promise.grace;
+        let paid: i64 = self
+            .state
+            .recent_payments
+            .iter()
+            .filter(|p| p.received_at >= made && p.received_at <= deadline)
+            .map(|p| p.minor)
+            .sum();
+        let kept = paid >= d.amount.minor;
+        let kept_at = self
+            .state
+            .recent_payments
+            .iter()
+            .filter(|p| p.received_at >= made && p.received_at <= deadline)
+            .map(|p| p.received_at)
+            .max();
         self.state.promises.push(PromiseRecord {
             promise_id: d.promise_id.clone(),
             amount: Some(d.amount),
             promised_at: Some(d.promised_at),
-            status: PromiseStatus::Open,
-            paid_minor: 0,
-            made_at: Some(self.event_time),
+            status: if kept {
+                PromiseStatus::Kept
+            } else {
+                PromiseStatus::Open
+            },
+            paid_minor: paid,
+            made_at: Some(made),
+            kept_at: kept_at.filter(|_| kept),
+            broken_at: None,
         });
-        self.plan_promise_tasks(d);
+        if !kept {
+            self.plan_promise_tasks(d);
+            return Ok(());
+        }
+        self.note(
+            "promise_kept",
+            format!(
+                "promise {} kept by {} received since it was made (applied before it)",
+                d.promise_id,
+                crate::Money {
+                    minor: paid,
+                    currency: d.amount.currency
+                }
+            ),
+        );
+        if self.state.status == Status::Delinquent && self.state.overdue_minor > 0 {
+            let owing = self.state.overdue().to_string();
+            self.follow_up_kept_promise(&d.promise_id, &owing, kept_at.unwrap_or(made));
+        }
         Ok(())
+    }
+
+    /// The `promise.made` of a promise already reported broken (its queue was behind):
+    /// it is recorded and plans nothing of its own, but as the customer's word at its
+    /// time it supersedes the promises made before it, and if one of those was holding
+    /// the calls back, the call the break would have planned is planned now.
+    fn broken_promise_made_late(&mut self, d: &PromiseMade) {
+        // (A cure reported at the very instant it was made is taken to follow it.)
+        if self.state.settled_at.is_none_or(|s| s < self.event_time) {
+            self.state.status = Status::Delinquent;
+        } else if self.state.status == Status::Current {
+            self.state.status = Status::Cured;
+        }
+        let made = self.event_time;
+        let older: Vec<String> = self
+            .state
+            .promises
+            .iter_mut()
+            .filter(|p| p.open_at(made) && p.made_at.is_some_and(|m| m < made))
+            .map(|p| {
+                p.status = PromiseStatus::Superseded;
+                p.kept_at = None;
+                p.promise_id.clone()
+            })
+            .collect();
+        self.note(
+            "event_applied",
+            format!(
+                "promise.made for {} after its promise.broken: recorded, nothing planned",
+                d.promise_id
+            ),
+        );
+        if older.is_empty() {
+            // Made after its break was reported (clocks of different systems), on an
+            // account with no call: the break's call is planned now.
+            if self.state.status == Status::Delinquent
+                && self.state.open_promise().is_none()
+                && self.has_open(TaskKind::CollectionCall).is_none()
+            {
+                self.call_after_break(&d.promise_id, "reported broken before it was made", false);
+            }
+            return;
+        }
+        for old in &older {
+            self.note(
+                "promise_superseded",
+                format!(
+                    "{old} superseded by {} (made later, since broken)",
+                    d.promise_id
+                ),
+            );
+            let reason = format!("promise {old} superseded by {}", d.promise_id);
+            self.cancel_where(&reason, |t| t.promise_id.as_deref() == Some(old.as_str()));
+        }
+        self.call_after_break(&d.promise_id, "reported broken before it was made", false);
     }
 
     fn plan_promise_tasks(&mut self, d: &PromiseMade) {

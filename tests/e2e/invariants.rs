@@ -11,6 +11,8 @@
 //!   `task.due`, `task.cancelled`; re-announcements (a move at firing time, a new rank)
 //!   carry ids of their own by design and must be derived from what caused them;
 //! - no `task.due` fired outside 08:00-21:00 in the account's zone;
+//! - no delinquent account without a next step: with no promise pending, a follow-up
+//!   task is open;
 //! - nothing dead-lettered, on any of the four queues.
 //!
 //! Delivery to the exchange is at-least-once with stable ids, so a copy of an id received
@@ -572,6 +574,30 @@ async fn judge(
                 );
             }
         }
+    }
+
+    // No delinquent account without a next step: with no promise pending, some follow-up
+    // (a call, an escalation, a check, a review) is open. Judged once settled, so a
+    // firing in progress (`claimed`) counts as open.
+    let stranded: Vec<String> = sqlx::query_scalar(
+        "SELECT a.account_id FROM accounts a
+         WHERE a.state->>'status' = 'delinquent'
+           AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(a.state->'promises') p
+                           WHERE p->>'status' = 'open')
+           AND NOT EXISTS (SELECT 1 FROM tasks t
+                           WHERE t.account_id = a.account_id
+                             AND t.status IN ('scheduled', 'claimed')
+                             AND t.kind NOT IN ('pre_due_reminder', 'promise_expiry'))
+         ORDER BY 1",
+    )
+    .fetch_all(&env.db)
+    .await
+    .expect("accounts");
+    for account in stranded {
+        v.push(
+            "no delinquent account without a next step",
+            format!("{account}: delinquent, no promise pending, no follow-up open"),
+        );
     }
 
     // Dead letters: none, on any queue.

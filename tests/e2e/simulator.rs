@@ -182,7 +182,8 @@ async fn simulated_timeline_equals_what_the_binaries_emit() {
     let simulated: Vec<&Entry> = timeline.tasks();
 
     // Task by task: the same events in the same order, each with the same state, channel,
-    // tone, priority, attempt and reason, and a due instant within 2 s.
+    // tone, priority, attempt and reason, and a due instant within 5 s (a task due "now"
+    // is due when the real worker decided: seconds later on a loaded two-core machine).
     let sim_lives = lives(simulated.iter().copied());
     let real_lives = lives(&real);
     let outline = |ls: &[Life]| {
@@ -206,7 +207,7 @@ async fn simulated_timeline_equals_what_the_binaries_emit() {
         );
         for (sd, rd) in s.dues.iter().zip(&r.dues) {
             assert!(
-                rd.duration_since(*sd).abs() <= SignedDuration::from_secs(2),
+                rd.duration_since(*sd).abs() <= SignedDuration::from_secs(5),
                 "{} due {sd} simulated, {rd} real",
                 s.kind
             );

@@ -132,6 +132,27 @@ impl Planner<'_> {
                 self.cancel_where("account cured", |t| {
                     t.promise_id.as_ref().is_some_and(|id| !later.contains(id))
                 });
+                // A break reported after the cure, applied before it while the promise
+                // this payment kept still held the calls back, plans its call now.
+                let received = d.received_at;
+                let broken_after = self
+                    .state
+                    .promises
+                    .iter()
+                    .filter(|p| p.broken_at.is_some_and(|b| b > received))
+                    .max_by_key(|p| p.broken_at)
+                    .map(|p| p.promise_id.clone());
+                if let Some(broken) = broken_after {
+                    if self.state.open_promise().is_none()
+                        && self.has_open(TaskKind::CollectionCall).is_none()
+                    {
+                        self.call_after_break(
+                            &broken,
+                            "reported after the payment, applied before it",
+                            false,
+                        );
+                    }
+                }
             }
         } else if !latest && left_owing == 0 {
             // A cure reported before failures already applied: what failed before it is

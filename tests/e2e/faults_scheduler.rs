@@ -476,7 +476,9 @@ pub async fn scheduler_under_faults(test: &str, fault: SchedulerFault, times: us
         &Expect {
             inputs: &load.inputs,
             scheduler: true,
-            settle: Duration::from_secs(45),
+            // A claim left by the last kill runs out after the claim timeout (40 s) and
+            // waits for the rescuer's next round (5 s).
+            settle: Duration::from_secs(60),
             horizon: Some(load.horizon),
             // A kill between publish and mark, or a link cut that loses the confirm.
             crashed_firings: fault != SchedulerFault::DatabaseCut,

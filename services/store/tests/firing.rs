@@ -317,6 +317,53 @@ async fn a_claim_is_rescued_only_once_it_ran_out() {
 }
 
 #[tokio::test]
+async fn a_claim_is_renewed_only_by_its_holder_and_only_while_it_holds_it() {
+    let store = store("renew_fenced", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f10").await;
+    let a = claim(&store).await;
+    let until = || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT extract(epoch FROM claim_until - now())::float8 FROM tasks WHERE task_id = $1",
+        )
+        .bind(call)
+        .fetch_one(store.pool())
+        .await
+        .expect("claim_until")
+    };
+    assert!(
+        store
+            .renew_claim(Uuid::new_v4(), &[call])
+            .await
+            .expect("renew")
+            .is_empty(),
+        "another token renews nothing"
+    );
+    run_out(&store, call).await;
+    assert_eq!(
+        store.renew_claim(a.token, &[call]).await.expect("renew"),
+        vec![call]
+    );
+    assert!(
+        until().await > 30.0,
+        "renewed for the claim timeout from now"
+    );
+    run_out(&store, call).await;
+    assert_eq!(store.rescue_stuck_claims().await.expect("rescue"), 1);
+    let b = claim(&store).await;
+    assert_eq!(b.tasks.len(), 1);
+    assert!(
+        store
+            .renew_claim(a.token, &[call])
+            .await
+            .expect("renew")
+            .is_empty(),
+        "a claim taken over is not renewed by its old holder"
+    );
+    drop_store(store, "renew_fenced").await;
+}
+
+#[tokio::test]
 async fn a_scheduler_whose_claim_was_taken_over_completes_nothing_of_it() {
     let store = store("completion_fenced", 4).await;
     let policy = Policy::default();

@@ -117,6 +117,15 @@ async fn scheduler_database_cut_under_load_loses_and_duplicates_nothing() {
     .await;
 }
 
+/// A broker holding one scheduler's confirms longer than the old claim timeout while a
+/// second scheduler runs: the claim holds (it outlasts the confirm wait), completions are
+/// fenced by the claim's token, and each call fires exactly once.
+#[tokio::test]
+async fn a_broker_stalling_confirms_past_the_claim_timeout_fires_each_task_once() {
+    faults_scheduler::a_broker_stalling_confirms_past_the_claim_timeout_fires_each_task_once()
+        .await;
+}
+
 #[tokio::test]
 async fn a_task_cancelled_as_it_comes_due_is_never_also_fired() {
     faults_scheduler::a_task_cancelled_as_it_comes_due_is_never_also_fired().await;

@@ -476,7 +476,9 @@ pub async fn scheduler_under_faults(test: &str, fault: SchedulerFault, times: us
         &Expect {
             inputs: &load.inputs,
             scheduler: true,
-            settle: Duration::from_secs(45),
+            // A claim left by the last kill runs out after the claim timeout (40 s) and
+            // waits for the rescuer's next round (5 s).
+            settle: Duration::from_secs(60),
             horizon: Some(load.horizon),
             // A kill between publish and mark, or a link cut that loses the confirm.
             crashed_firings: fault != SchedulerFault::DatabaseCut,
@@ -558,4 +560,158 @@ pub async fn a_task_cancelled_as_it_comes_due_is_never_also_fired() {
     )
     .await;
     println!("invariants hold: {}", observed.summary);
+}
+
+/// A broker that takes a scheduler's publishes but holds its confirms for 25 s, longer
+/// than the claim timeout of old (15 s) and shorter than the confirm timeout (30 s),
+/// while a second scheduler runs. The stalled scheduler's claim must hold until its
+/// confirms come in (claim timeout > confirm timeout + margin), and a completion must
+/// only complete its own claim (fencing token). The contact window closes 8 s after the
+/// calls come due: a second scheduler that rescued them and fired them again would find
+/// the window closed and move them to tomorrow, where they would fire a second time
+/// under a new id (a second call to the customer). Each call fires exactly once.
+pub async fn a_broker_stalling_confirms_past_the_claim_timeout_fires_each_task_once() {
+    const CALLS: usize = 8;
+    const STALL: Duration = Duration::from_secs(25);
+    let mut env = TestEnv::new().await;
+    let (zone, tz) = zone_where_it_is(13);
+    let window_end = Timestamp::now() + SignedDuration::from_secs(45);
+    let fire_at = window_end - SignedDuration::from_secs(8);
+    let mut text = collections_core::policy::DEFAULT_POLICY_TOML.to_owned();
+    for (from, to) in [
+        (
+            "end = \"21:00\"".to_owned(),
+            format!(
+                "end = \"{}\"",
+                window_end.to_zoned(tz.clone()).strftime("%H:%M:%S")
+            ),
+        ),
+        (
+            "default_timezone = \"Asia/Shanghai\"".to_owned(),
+            format!("default_timezone = \"{zone}\""),
+        ),
+        // Inside the shortened window: the next attempts are planned for tomorrow.
+        (
+            "hours = [\"10:00\", \"13:00\", \"17:00\", \"20:00\"]".to_owned(),
+            "hours = [\"10:00\"]".to_owned(),
+        ),
+    ] {
+        assert!(text.contains(&from), "the default policy has `{from}`");
+        text = text.replacen(&from, &to, 1);
+    }
+    if let Err(e) = collections_core::Policy::from_toml_str(&text) {
+        panic!("the test policy is valid: {e}");
+    }
+    let path = env.log_dir.join("policy.toml");
+    std::fs::write(&path, text).expect("write policy");
+    env.extra_env
+        .push(("POLICY_FILE".into(), path.display().to_string()));
+    env.start_workers().await;
+
+    // The calls are planned (due at once), then set to come due together at `fire_at`,
+    // before any scheduler runs: the first scheduler claims them all in one batch.
+    let today = Timestamp::now().to_zoned(tz.clone()).date().to_string();
+    let mut inputs = Vec::new();
+    for i in 0..CALLS {
+        let acc = format!("acc-s{i}");
+        inputs.push(
+            env.publish("payment.failed", &acc, failed(&acc, &zone, &today))
+                .await,
+        );
+    }
+    env.wait_count(
+        "SELECT count(*) FROM tasks WHERE kind = 'collection_call'",
+        i64::try_from(CALLS).expect("small"),
+        Duration::from_secs(20),
+    )
+    .await;
+    let calls: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE tasks SET due_at = to_timestamp($1::float8 / 1000000)
+         WHERE kind = 'collection_call' RETURNING task_id",
+    )
+    .bind(fire_at.as_microsecond())
+    .fetch_all(&env.db)
+    .await
+    .expect("set the calls' instant");
+    assert_eq!(calls.len(), CALLS);
+    assert!(
+        Timestamp::now() + SignedDuration::from_secs(5) < fire_at,
+        "set-up took too long: the calls are due at {fire_at}, the scheduler must be up first"
+    );
+
+    // The first scheduler's broker link goes through a proxy; a long heartbeat, so that
+    // only the confirm timeout bounds its wait.
+    let proxy = Proxy::start(target(&env.amqp_url, 5672).await).await;
+    let url = via(&env.amqp_url, proxy.addr, 5672);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let overrides = vec![("AMQP_URL".to_owned(), format!("{url}{sep}heartbeat=120"))];
+    let first = env.start("task-scheduler", &overrides, "task-scheduler-0");
+    env.children.push(("task-scheduler".into(), first));
+    let up = Instant::now();
+    while !env.log("task-scheduler-0").contains("\"scheduling\"")
+        && !env.log("task-scheduler-0").contains(" scheduling")
+    {
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "the first scheduler did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.stall_replies();
+    let claimed = env
+        .wait_count(
+            "SELECT count(*) FROM tasks WHERE status = 'claimed'",
+            i64::try_from(CALLS).expect("small"),
+            Duration::from_secs(40),
+        )
+        .await;
+    assert_eq!(
+        claimed,
+        i64::try_from(CALLS).expect("small"),
+        "the first scheduler claimed the calls"
+    );
+    let stalled_at = Instant::now();
+    // Now a second scheduler, with a direct link to the broker.
+    let second = env.start("task-scheduler", &[], "task-scheduler-1");
+    env.children.push(("task-scheduler".into(), second));
+    tokio::time::sleep(STALL.saturating_sub(stalled_at.elapsed())).await;
+    proxy.restore();
+
+    let observed = verify(
+        &env,
+        &Expect {
+            inputs: &inputs,
+            scheduler: true,
+            settle: Duration::from_secs(45),
+            horizon: Some(fire_at),
+            crashed_firings: false,
+        },
+    )
+    .await;
+    for call in &calls {
+        let events = observed.of_task(*call);
+        let due = events
+            .iter()
+            .filter(|e| e.transition == Transition::Due)
+            .count();
+        let moved = events
+            .iter()
+            .filter(|e| e.transition == Transition::Moved)
+            .count();
+        assert_eq!(
+            (due, moved, observed.tasks[call].status.as_str()),
+            (1, 0, "emitted"),
+            "call {call}: fired once, never moved to fire again"
+        );
+    }
+    let lost = (0..2)
+        .map(|n| env.log(&format!("task-scheduler-{n}")))
+        .collect::<String>()
+        .matches("rescued tasks claimed by a scheduler that died")
+        .count();
+    println!(
+        "confirms stalled {STALL:?} with two schedulers: invariants hold: {}; rescues logged \
+         {lost}",
+        observed.summary
+    );
 }

@@ -14,19 +14,23 @@ use tokio_util::sync::CancellationToken;
 
 /// Forwards 127.0.0.1:<port> to a target. `cut` drops every connection and refuses new
 /// ones; `stall` keeps every connection open but holds all bytes (a black-holed network,
-/// a peer that stopped answering); `restore` ends either.
+/// a peer that stopped answering); `stall_replies` holds only the server's bytes (a
+/// broker that takes the publishes but is slow to confirm them); `restore` ends any.
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: Arc<Mutex<CancellationToken>>,
     stalled: tokio::sync::watch::Sender<bool>,
+    replies_stalled: tokio::sync::watch::Sender<bool>,
 }
 
-/// Copies one direction, holding the bytes while the link is stalled.
+/// Copies one direction, holding the bytes while the link (or this direction, `also`) is
+/// stalled.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut stalled: tokio::sync::watch::Receiver<bool>,
+    mut also: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
@@ -37,6 +41,11 @@ async fn pump(
         };
         if stalled.wait_for(|s| !*s).await.is_err() {
             return;
+        }
+        if let Some(also) = also.as_mut() {
+            if also.wait_for(|s| !*s).await.is_err() {
+                return;
+            }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -51,7 +60,9 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let generation = Arc::new(Mutex::new(CancellationToken::new()));
         let (stalled, _) = tokio::sync::watch::channel(false);
+        let (replies_stalled, _) = tokio::sync::watch::channel(false);
         let (u, g, st) = (up.clone(), generation.clone(), stalled.clone());
+        let rst = replies_stalled.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if !u.load(Ordering::SeqCst) {
@@ -60,6 +71,7 @@ impl Proxy {
                 }
                 let token = g.lock().expect("lock").clone();
                 let (a, b) = (st.subscribe(), st.subscribe());
+                let b2 = rst.subscribe();
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
@@ -68,8 +80,8 @@ impl Proxy {
                     let (out_r, out_w) = outbound.into_split();
                     tokio::select! {
                         () = token.cancelled() => {}
-                        () = pump(in_r, out_w, a) => {}
-                        () = pump(out_r, in_w, b) => {}
+                        () = pump(in_r, out_w, a, None) => {}
+                        () = pump(out_r, in_w, b, Some(b2)) => {}
                     }
                 });
             }
@@ -79,6 +91,7 @@ impl Proxy {
             up,
             generation,
             stalled,
+            replies_stalled,
         }
     }
 
@@ -93,9 +106,15 @@ impl Proxy {
         self.stalled.send_replace(true);
     }
 
+    /// Holds the server's bytes only: what the client sends still arrives.
+    pub fn stall_replies(&self) {
+        self.replies_stalled.send_replace(true);
+    }
+
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
         self.stalled.send_replace(false);
+        self.replies_stalled.send_replace(false);
     }
 }
 

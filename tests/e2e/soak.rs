@@ -121,9 +121,9 @@ pub async fn soak_with_random_faults() {
                 }
             }
             7 => {
-                // Longer than the 15 s claim timeout: completions retried across it meet
-                // the rescuer.
-                let d = rng.millis(16_000, 20_000);
+                // Longer than the 40 s claim timeout: completions retried across it meet
+                // the rescuer (and find their claims taken over: fenced).
+                let d = rng.millis(41_000, 45_000);
                 faults.push(format!("{at} long database cut {d:?}"));
                 db.cut();
                 tokio::time::sleep(d).await;

@@ -61,7 +61,8 @@ pub enum BusError {
 
 /// Longest a connection handshake may take before the attempt is abandoned and retried.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Longest a confirmed publish may wait for the broker's confirms.
+/// Longest a confirmed publish may wait for the broker's confirms, unless the publisher
+/// is given another bound ([`Publisher::with_confirm_timeout`]).
 pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Name of a queue's dead-letter queue.
@@ -337,6 +338,7 @@ impl<'a> OutMessage<'a> {
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    confirm_timeout: std::time::Duration,
 }
 
 impl Publisher {
@@ -349,7 +351,17 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            confirm_timeout: CONFIRM_TIMEOUT,
+        })
+    }
+
+    /// The same publisher, waiting at most `timeout` for a round's confirms.
+    #[must_use]
+    pub fn with_confirm_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
     }
 
     /// The underlying channel.
@@ -368,9 +380,9 @@ impl Publisher {
         // A broker that stops answering (a stalled network, a blocked connection) must not
         // hold the caller forever: past the bound the session is restarted, and whatever
         // was not confirmed is published again (from the outbox, or redelivered).
-        tokio::time::timeout(CONFIRM_TIMEOUT, self.publish_confirmed_unbounded(msgs))
+        tokio::time::timeout(self.confirm_timeout, self.publish_confirmed_unbounded(msgs))
             .await
-            .map_err(|_| BusError::Timeout(CONFIRM_TIMEOUT))?
+            .map_err(|_| BusError::Timeout(self.confirm_timeout))?
     }
 
     async fn publish_confirmed_unbounded(&self, msgs: &[OutMessage<'_>]) -> Result<(), BusError> {

@@ -11,6 +11,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{bail, Context};
 use clap::Parser;
 use collections_core::Policy;
+use collections_store::Leases;
 
 /// Consumers per worker process unless `WORKER_CONCURRENCY` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 1;
@@ -23,6 +24,11 @@ pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 /// Tasks due sooner than this wake the scheduler at once; later ones it finds by polling
 /// (its poll interval must not exceed this).
 pub const NOTIFY_HORIZON: Duration = Duration::from_secs(1);
+
+/// How much longer than the wait it covers a claim or a lease must be at least: the
+/// database write that ends the holder's work (completion, mark published) after the
+/// last confirm arrived, and a scheduler's preparation of its batch.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The log filter when `RUST_LOG` is unset or invalid.
 const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,lapin=warn";
@@ -78,6 +84,15 @@ pub struct CommonArgs {
     /// abandoned unacked (redelivered)
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     shutdown_timeout_secs: u64,
+    /// Longest a publish waits for the broker's confirms; past it the session is rebuilt
+    /// and what was not confirmed is published again (same event ids)
+    #[arg(long, env = "CONFIRM_TIMEOUT_SECS", default_value_t = collections_bus::CONFIRM_TIMEOUT.as_secs())]
+    confirm_timeout_secs: u64,
+    /// How long a writer (or a relay) owns the outbox rows it publishes before a relay of
+    /// any process may take them over; must exceed CONFIRM_TIMEOUT_SECS by 5 s at least,
+    /// so a publisher waiting on a slow broker keeps its rows
+    #[arg(long, env = "OUTBOX_LEASE_SECS", default_value_t = collections_store::OUTBOX_LEASE_SECS)]
+    outbox_lease_secs: u64,
     /// Where to serve /health/live, /health/ready and /metrics, e.g. 0.0.0.0:9100 (port 0
     /// picks one) [default: not served]
     #[arg(long, env = "HEALTH_ADDR")]
@@ -133,6 +148,12 @@ pub struct SchedulerArgs {
     /// Longest sleep without looking at the tasks table (at most 1000)
     #[arg(long, env = "SCHEDULER_POLL_MS", default_value_t = 1000)]
     scheduler_poll_ms: u64,
+    /// How long a claim on due tasks lasts (renewed before its batch is published); a
+    /// claim that runs out is taken back by any scheduler or worker and fired again. Must
+    /// exceed CONFIRM_TIMEOUT_SECS by 5 s at least, so a scheduler waiting on a slow
+    /// broker keeps its claim
+    #[arg(long, env = "CLAIM_TIMEOUT_SECS", default_value_t = collections_store::CLAIM_TIMEOUT_SECS)]
+    claim_timeout_secs: u64,
 }
 
 /// Parses the command line and the environment for `binary`; on a malformed value or
@@ -208,10 +229,15 @@ impl SchedulerArgs {
     /// A message naming the variable or policy key that is wrong.
     pub fn resolve(self) -> anyhow::Result<SchedulerConfig> {
         let pool_default = u32::try_from(DEFAULT_CONCURRENCY + 2).unwrap_or(8);
+        let mut common = self.common.resolve(pool_default)?;
+        let claim_timeout = Duration::from_secs(self.claim_timeout_secs);
+        longer_than_confirms("CLAIM_TIMEOUT_SECS", claim_timeout, common.confirm_timeout)?;
+        common.leases.claim_secs = claim_timeout.as_secs_f64();
         Ok(SchedulerConfig {
-            common: self.common.resolve(pool_default)?,
+            common,
             batch: self.scheduler_batch.max(1),
             poll: Duration::from_millis(self.scheduler_poll_ms).min(NOTIFY_HORIZON),
+            claim_timeout,
         })
     }
 }
@@ -231,6 +257,12 @@ impl CommonArgs {
             }
             None => Policy::default(),
         };
+        if self.confirm_timeout_secs == 0 {
+            bail!("CONFIRM_TIMEOUT_SECS must be at least 1");
+        }
+        let confirm_timeout = Duration::from_secs(self.confirm_timeout_secs);
+        let outbox_lease = Duration::from_secs(self.outbox_lease_secs);
+        longer_than_confirms("OUTBOX_LEASE_SECS", outbox_lease, confirm_timeout)?;
         let health_addr = match self.health_addr {
             Some(addr) => Some(
                 addr.parse()
@@ -262,6 +294,11 @@ impl CommonArgs {
             policy,
             db_pool: self.db_pool.unwrap_or(pool_default),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            confirm_timeout,
+            leases: Leases {
+                outbox_secs: outbox_lease.as_secs_f64(),
+                ..Leases::default()
+            },
             health_addr,
             migrate: self.migrations != "off",
         })
@@ -295,6 +332,25 @@ fn required(
     }
 }
 
+/// Checks that a claim or lease (`key`) outlasts the confirm wait it covers by
+/// [`LEASE_MARGIN`]: a shorter one would let another process take the work over from a
+/// holder that is only waiting for a slow broker, and fire or publish it a second time.
+fn longer_than_confirms(key: &str, lease: Duration, confirms: Duration) -> anyhow::Result<()> {
+    let least = confirms + LEASE_MARGIN;
+    if lease < least {
+        bail!(
+            "{key}={} is too short: it must be at least CONFIRM_TIMEOUT_SECS ({}) + {} s = {} s, \
+             or another process takes the work over while its holder still waits for the \
+             broker's confirms, and fires or publishes it twice",
+            lease.as_secs(),
+            confirms.as_secs(),
+            LEASE_MARGIN.as_secs(),
+            least.as_secs()
+        );
+    }
+    Ok(())
+}
+
 fn with_default_heartbeat(url: &str) -> String {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     if query.split('&').any(|p| p.starts_with("heartbeat=")) {
@@ -320,6 +376,11 @@ pub struct Common {
     pub db_pool: u32,
     /// Longest a graceful shutdown may take (`SHUTDOWN_TIMEOUT_SECS`, default 20).
     pub shutdown_timeout: Duration,
+    /// Longest a publish waits for its confirms (`CONFIRM_TIMEOUT_SECS`, default 30).
+    pub confirm_timeout: Duration,
+    /// The claims and leases this process takes (`OUTBOX_LEASE_SECS`, default 40; the
+    /// scheduler's `CLAIM_TIMEOUT_SECS`, default 40), each longer than the confirm wait.
+    pub leases: Leases,
     /// Where the health and metrics routes listen (`HEALTH_ADDR`, unset: nowhere).
     pub health_addr: Option<SocketAddr>,
     /// Whether start-up runs the migrations (`MIGRATIONS`, anything but `off`).
@@ -333,6 +394,8 @@ impl std::fmt::Debug for Common {
             .field("policy_version", &self.policy.version())
             .field("db_pool", &self.db_pool)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("leases", &self.leases)
             .field("health_addr", &self.health_addr)
             .field("migrate", &self.migrate)
             .finish_non_exhaustive()
@@ -370,6 +433,9 @@ pub struct SchedulerConfig {
     pub batch: i64,
     /// Longest sleep without looking at the table (`SCHEDULER_POLL_MS`, default 1000).
     pub poll: Duration,
+    /// How long a claim lasts (`CLAIM_TIMEOUT_SECS`, default 40); also in
+    /// `common.leases`.
+    pub claim_timeout: Duration,
 }
 
 #[cfg(test)]
@@ -392,6 +458,45 @@ mod tests {
             with_default_heartbeat("amqp://h/%2f?heartbeat=30"),
             "amqp://h/%2f?heartbeat=30"
         );
+    }
+
+    #[test]
+    fn a_lease_no_longer_than_the_confirm_wait_it_covers_is_refused() {
+        let base = [
+            "s",
+            "--database-url",
+            "postgres://u:p@h/db",
+            "--amqp-url",
+            "amqp://u:p@h/%2f",
+        ];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            SchedulerArgs::try_parse_from(args)
+                .expect("parse")
+                .resolve()
+        };
+        let config = with(&[]).expect("the defaults are consistent");
+        assert_eq!(config.claim_timeout.as_secs(), 40);
+        assert_eq!(config.common.confirm_timeout.as_secs(), 30);
+        assert!((config.common.leases.claim_secs - 40.0).abs() < f64::EPSILON);
+        assert!((config.common.leases.outbox_secs - 40.0).abs() < f64::EPSILON);
+        let e = with(&["--claim-timeout-secs", "15"]).expect_err("too short");
+        assert!(
+            e.to_string().contains("CLAIM_TIMEOUT_SECS=15 is too short"),
+            "{e}"
+        );
+        let e = with(&["--confirm-timeout-secs", "60"]).expect_err("leases now too short");
+        assert!(e.to_string().contains("OUTBOX_LEASE_SECS=40"), "{e}");
+        let config = with(&[
+            "--confirm-timeout-secs",
+            "10",
+            "--claim-timeout-secs",
+            "15",
+            "--outbox-lease-secs",
+            "15",
+        ])
+        .expect("shorter waits, shorter leases");
+        assert!((config.common.leases.outbox_secs - 15.0).abs() < f64::EPSILON);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub async fn run_worker(event_type: EventType, binary: &str) -> anyhow::Result<(
         supervisor::connect_store(&common.database_url, common.db_pool, common.migrate, &token)
             .await?;
     let Some(store) = store else { return Ok(()) };
+    let store = store.with_leases(common.leases);
     let ctx = Arc::new(Ctx {
         config,
         store,
@@ -80,7 +81,9 @@ async fn session(ctx: &Arc<Ctx>, token: &CancellationToken) -> anyhow::Result<()
             let t = session_token.clone();
             tasks.spawn(async move { pipeline.run(t).await });
         }
-        let relay_pub = Publisher::open(&conn).await?;
+        let relay_pub = Publisher::open(&conn)
+            .await?
+            .with_confirm_timeout(ctx.config.common.confirm_timeout);
         let relay_token = session_token.clone();
         let relay_store = ctx.store.clone();
         tasks.spawn(async move {

@@ -19,8 +19,8 @@ use crate::{
     accounts::parse_state,
     guard::AbandonGuard,
     outbox::{bind_outbox, outbox_ctes, OutboxRow},
-    tasks::{TaskRow, TaskStatus, CLAIM_TIMEOUT_SECS},
-    Store, StoreError,
+    tasks::{TaskRow, TaskStatus},
+    Leases, Store, StoreError,
 };
 
 /// What happened to one event of a batch.
@@ -97,7 +97,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Batch, StoreError> {
         let mut conn = AbandonGuard::acquire(&self.pool).await?;
-        let result = apply_batch_on(conn.conn(), events, policy, now).await;
+        let result = apply_batch_on(conn.conn(), events, policy, now, self.leases).await;
         conn.release();
         result
     }
@@ -159,6 +159,7 @@ async fn apply_batch_on(
     events: &[Event],
     policy: &Policy,
     now: Timestamp,
+    leases: Leases,
 ) -> Result<Batch, StoreError> {
     let mut steps = BatchSteps::default();
     let mut lap = std::time::Instant::now();
@@ -169,7 +170,7 @@ async fn apply_batch_on(
     };
     let mut tx = conn.begin().await?;
     step(&mut steps.begin);
-    let opened = open_batch(&mut tx, events).await?;
+    let opened = open_batch(&mut tx, events, leases.claim_secs).await?;
     step(&mut steps.read);
     let (fresh, mut states, mut open, firing) =
         (opened.fresh, opened.states, opened.open, opened.firing);
@@ -215,7 +216,9 @@ async fn apply_batch_on(
     }
     let earliest_due = w.net.earliest_due();
     step(&mut steps.decide);
-    let (rows, origins) = w.write(&mut tx, &states, version, now).await?;
+    let (rows, origins) = w
+        .write(&mut tx, &states, version, now, leases.outbox_secs)
+        .await?;
     step(&mut steps.write);
     tx.commit().await?;
     step(&mut steps.commit);
@@ -261,6 +264,7 @@ impl Writes {
         states: &HashMap<String, Option<AccountState>>,
         version: &str,
         now: Timestamp,
+        lease_secs: f64,
     ) -> Result<(Vec<OutboxRow>, Vec<Option<usize>>), StoreError> {
         let mut acc_ids = Vec::new();
         let mut docs = Vec::new();
@@ -341,7 +345,9 @@ impl Writes {
             .bind(&j_details)
             .bind(&j_tasks)
             .bind(now.to_sqlx());
-        let rows = bind_outbox(q, &outbox).fetch_all(&mut **tx).await?;
+        let rows = bind_outbox(q, &outbox, lease_secs)
+            .fetch_all(&mut **tx)
+            .await?;
         if !self.rejected.is_empty() {
             // Rare (the rules refused an event), so a statement of its own: inside the
             // one above, a generic plan may scan the whole inbox on every batch.
@@ -363,6 +369,7 @@ impl Writes {
                     exchange: m.exchange.to_owned(),
                     routing_key: m.routing_key.clone(),
                     body: m.body.clone(),
+                    lease: 0,
                 });
                 origins.push(*origin);
             }
@@ -397,11 +404,14 @@ pub(crate) struct Opened {
 ///
 /// Tasks a scheduler claimed before the accounts were locked are open (a call being fired
 /// still counts as the account's open call) and listed in [`Opened::firing`]. Claims older
-/// than [`CLAIM_TIMEOUT_SECS`] belong to a scheduler presumed dead: they are returned to
-/// `scheduled` here, as the rescuer would, so a worker never waits on a dead scheduler.
+/// that ran out (`claim_until`; for claims without one, taken by binaries older than
+/// migration 0007, `claimed_at` older than `claim_secs`) belong to a scheduler presumed
+/// dead: they are returned to `scheduled` here, as the rescuer would, so a worker never
+/// waits on a dead scheduler.
 pub(crate) async fn open_batch(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Event],
+    claim_secs: f64,
 ) -> Result<Opened, StoreError> {
     // Sorted so that two batches sharing ids take the unique-index locks in one order.
     let mut rows: Vec<(Uuid, &str, &str)> = events
@@ -413,7 +423,7 @@ pub(crate) async fn open_batch(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
     let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    // collections_open_batch: live definition in migrations/0004_tasks_being_fired.sql.
+    // collections_open_batch: live definition in migrations/0007_fencing_tokens.sql.
     // Every column of a function's result may be NULL: the three kinds of row tell apart
     // by which are set (the migration's comment).
     let result = sqlx::query!(
@@ -424,7 +434,7 @@ pub(crate) async fn open_batch(
         &ids,
         &types as &[&str],
         &accounts as &[&str],
-        CLAIM_TIMEOUT_SECS as f64,
+        claim_secs,
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -474,11 +484,12 @@ pub(crate) async fn open_batch(
         // off them; what the dead scheduler's completion or a rescuer did meanwhile is
         // read back after the update.
         sqlx::query!(
-            "UPDATE tasks SET status = 'scheduled', claimed_at = NULL
+            "UPDATE tasks SET status = 'scheduled', claimed_at = NULL, claim_token = NULL,
+                    claim_until = NULL
              WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
-               AND claimed_at < now() - make_interval(secs => $2)",
+               AND coalesce(claim_until, claimed_at + make_interval(secs => $2)) < now()",
             &stale,
-            CLAIM_TIMEOUT_SECS as f64,
+            claim_secs,
         )
         .execute(&mut **tx)
         .await?;

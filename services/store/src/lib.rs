@@ -60,10 +60,34 @@ pub use error::StoreError;
 pub use outbox::{insert_outbox, OutboxRow, OUTBOX_LEASE_SECS};
 pub use tasks::{TaskStatus, CLAIM_TIMEOUT_SECS};
 
+/// How long the claims and leases this process takes last before another process may
+/// take them over. Each must outlast the longest wait it covers (a publish awaiting its
+/// confirms, then the database write that ends it): the runtime's configuration checks
+/// that at start. The holder's completion is fenced by a token either way, so one that
+/// runs late loses its rows instead of completing another's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Leases {
+    /// A scheduler's claim on due tasks, in seconds ([`CLAIM_TIMEOUT_SECS`] by default).
+    pub claim_secs: f64,
+    /// A writer's or a relay's lease on unpublished outbox rows, in seconds
+    /// ([`OUTBOX_LEASE_SECS`] by default).
+    pub outbox_secs: f64,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            claim_secs: CLAIM_TIMEOUT_SECS as f64,
+            outbox_secs: OUTBOX_LEASE_SECS as f64,
+        }
+    }
+}
+
 /// Handle on the database.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    leases: Leases,
 }
 
 impl Store {
@@ -81,13 +105,29 @@ impl Store {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(opts)
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool.
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            leases: Leases::default(),
+        }
+    }
+
+    /// The same store, taking claims and leases of these lengths.
+    #[must_use]
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// The lengths of the claims and leases this store takes.
+    #[must_use]
+    pub fn leases(&self) -> Leases {
+        self.leases
     }
 
     /// The pool.

@@ -9,8 +9,11 @@ use uuid::Uuid;
 
 use crate::{Store, StoreError};
 
-/// How long a worker owns the outbox rows it just wrote before a relay may publish them.
-pub const OUTBOX_LEASE_SECS: f64 = 10.0;
+/// How long a writer owns the outbox rows it just wrote (and a relay the rows it claimed)
+/// before a relay may publish them: the default of `OUTBOX_LEASE_SECS`. Longer than the
+/// broker's confirm timeout (30 s) plus a margin for the mark, so a publisher that waits
+/// on a slow broker keeps its rows.
+pub const OUTBOX_LEASE_SECS: u64 = 40;
 
 /// A committed outbound message waiting to be published.
 #[derive(Debug, Clone)]
@@ -25,28 +28,43 @@ pub struct OutboxRow {
     pub routing_key: String,
     /// Serialised CloudEvent.
     pub body: Vec<u8>,
+    /// The lease number the holder got the row with (the fencing token): 0 for the writer
+    /// that committed it, one more at each relay's claim. Only the latest holder's mark
+    /// counts.
+    pub lease: i64,
 }
 
 impl Store {
-    /// `outbox_pending` entries. The outbox rows themselves are never updated.
+    /// Marks outbox rows published (confirmed by the broker) by deleting their
+    /// `outbox_pending` entries, each only if its lease is still the caller's: a row a
+    /// relay took over meanwhile (the caller's lease ran out) is the relay's to mark.
+    /// Returns how many rows the caller had lost so (their messages went out twice, with
+    /// the same ids). The outbox rows themselves are never updated.
     ///
     /// # Errors
     /// A database error; the rows stay unpublished and a relay publishes them again later.
-    pub async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
+    pub async fn mark_published(&self, rows: &[OutboxRow]) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
         }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let leases: Vec<i64> = rows.iter().map(|r| r.lease).collect();
         // Asynchronous commit (see the function): a lost mark only republishes with the
         // same event ids.
-        // collections_mark_published: live definition in migrations/0005_outbox_pending.sql.
-        sqlx::query!("SELECT collections_mark_published($1)", ids)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        // collections_mark_published: live definition in migrations/0007_fencing_tokens.sql.
+        let marked = sqlx::query_scalar!(
+            r#"SELECT collections_mark_published($1, $2) AS "marked!""#,
+            &ids,
+            &leases
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((rows.len() as u64).saturating_sub(u64::try_from(marked).unwrap_or(0)))
     }
 
     /// Claims up to `limit` unpublished outbox rows whose lease has run out (their writer
-    /// crashed or lost the broker), leasing them to the caller, oldest first. Runs every
+    /// crashed or lost the broker), leasing them to the caller (the next lease number),
+    /// oldest first. Runs every
     /// second in every process: it reads only `outbox_pending`, whose rows are the
     /// unpublished ones, and fetches the bodies by primary key.
     ///
@@ -57,17 +75,19 @@ impl Store {
         // bodies are fetched by id, so the outbox's history is never scanned.
         let mut out: Vec<OutboxRow> = sqlx::query!(
             r#"WITH claimed AS (
-                 UPDATE outbox_pending SET lease_until = now() + make_interval(secs => $2)
+                 UPDATE outbox_pending
+                 SET lease_until = now() + make_interval(secs => $2), lease = lease + 1
                  WHERE id = ANY(ARRAY(
                      SELECT id FROM outbox_pending
                      WHERE lease_until < now()
                      ORDER BY id LIMIT $1
                      FOR UPDATE SKIP LOCKED))
-                 RETURNING id)
-             SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS "body!"
-             FROM outbox o WHERE o.id = ANY(ARRAY(SELECT id FROM claimed))"#,
+                 RETURNING id, lease)
+             SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS "body!",
+                    c.lease
+             FROM outbox o JOIN claimed c ON c.id = o.id"#,
             limit,
-            OUTBOX_LEASE_SECS,
+            self.leases.outbox_secs,
         )
         .fetch_all(&self.pool)
         .await?
@@ -78,6 +98,7 @@ impl Store {
             exchange: r.exchange,
             routing_key: r.routing_key,
             body: r.body.into_bytes(),
+            lease: r.lease,
         })
         .collect();
         out.sort_by_key(|r| r.id);
@@ -129,6 +150,7 @@ pub(crate) fn outbox_ctes(p: usize) -> String {
 pub(crate) fn bind_outbox<'q>(
     q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     messages: &[&'q OutboundMessage],
+    lease_secs: f64,
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     let strs = |f: fn(&'q OutboundMessage) -> &'q str| -> Vec<&'q str> {
         messages.iter().map(|m| f(m)).collect()
@@ -138,17 +160,18 @@ pub(crate) fn bind_outbox<'q>(
         .bind(strs(|m| m.exchange))
         .bind(strs(|m| m.routing_key.as_str()))
         .bind(strs(|m| body_text(&m.body)))
-        .bind(OUTBOX_LEASE_SECS)
+        .bind(lease_secs)
 }
 
 /// Writes outbound messages with their `outbox_pending` entries, leased to the caller for
-/// [`OUTBOX_LEASE_SECS`]; returns the rows in input order.
+/// `lease_secs` (lease number 0); returns the rows in input order.
 ///
 /// # Errors
 /// A database error.
 pub async fn insert_outbox<'m>(
     tx: &mut Transaction<'_, Postgres>,
     messages: impl Iterator<Item = &'m OutboundMessage>,
+    lease_secs: f64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let messages: Vec<&OutboundMessage> = messages.collect();
     if messages.is_empty() {
@@ -156,9 +179,13 @@ pub async fn insert_outbox<'m>(
     }
     // Built at runtime (the CTEs are shared with the batch statement): not checked at
     // build time.
-    let rows = bind_outbox(sqlx::query(INSERT_OUTBOX_SQL.as_str()), &messages)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows = bind_outbox(
+        sqlx::query(INSERT_OUTBOX_SQL.as_str()),
+        &messages,
+        lease_secs,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     let by_event: HashMap<Uuid, i64> = rows
         .iter()
         .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
@@ -172,6 +199,7 @@ pub async fn insert_outbox<'m>(
                 exchange: m.exchange.to_owned(),
                 routing_key: m.routing_key.clone(),
                 body: m.body.clone(),
+                lease: 0,
             })
         })
         .collect())

@@ -20,7 +20,7 @@ use crate::{
     journal::insert_journal,
     outbox::{insert_outbox, OutboxRow},
     tasks::{load_open_tasks, task_row},
-    Store, StoreError,
+    Leases, Store, StoreError,
 };
 
 /// NOTIFY channel that wakes the scheduler when a task is planned due soon.
@@ -33,6 +33,28 @@ pub struct Claimed {
     pub task: Task,
     /// Its account's state, if the account row has one.
     pub state: Option<AccountState>,
+}
+
+/// Due tasks claimed by one statement, fenced by its token: only the holder of the token
+/// may complete, move or renew them, and only until another process took them over
+/// (after the claim ran out).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The claim's fencing token, written on every row it claimed.
+    pub token: Uuid,
+    /// The tasks claimed, earliest due first.
+    pub tasks: Vec<Claimed>,
+}
+
+/// What a completion or a move wrote, and the claims it found lost.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// The outbox rows to publish (follow-ups, re-announcements): only for tasks whose
+    /// claim the caller still held.
+    pub rows: Vec<OutboxRow>,
+    /// Tasks whose claim had run out and been taken over by another process (rescued,
+    /// then maybe fired or moved by it): left as they are.
+    pub lost: Vec<Uuid>,
 }
 
 /// A claimed task to put back at a later instant.
@@ -52,7 +74,8 @@ pub struct Move {
 
 impl Store {
     /// Claims up to `limit` tasks due at or before `now`, earliest first, in one statement.
-    /// Several schedulers may run this at once: `SKIP LOCKED` hands each row to one.
+    /// Several schedulers may run this at once: `SKIP LOCKED` hands each row to one. The
+    /// claim gets a fresh token and runs out after the store's claim timeout.
     ///
     /// Tasks whose account a worker (or a completion) holds locked are passed over until
     /// it commits: the lightest row lock on the account (`KEY SHARE`) still conflicts
@@ -67,16 +90,14 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn claim_due_tasks(
-        &self,
-        now: Timestamp,
-        limit: i64,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    pub async fn claim_due_tasks(&self, now: Timestamp, limit: i64) -> Result<Claim, StoreError> {
+        let token = Uuid::new_v4();
         // The `!` restate the `tasks` columns' NOT NULL constraints, which sqlx's
         // nullability inference does not see through the CTE's `RETURNING *`.
         let rows = sqlx::query!(
             r#"WITH claimed AS (
-                 UPDATE tasks SET status = 'claimed', claimed_at = now()
+                 UPDATE tasks SET status = 'claimed', claimed_at = now(), claim_token = $3,
+                        claim_until = now() + make_interval(secs => $4)
                  WHERE task_id = ANY(ARRAY(
                      SELECT t.task_id FROM tasks t
                      JOIN accounts a ON a.account_id = t.account_id
@@ -97,6 +118,8 @@ impl Store {
              ORDER BY c.due_at"#,
             now.to_sqlx() as _,
             limit,
+            token,
+            self.leases.claim_secs,
         )
         .fetch_all(&self.pool)
         .await?;
@@ -116,7 +139,27 @@ impl Store {
             };
             out.push(Claimed { task, state });
         }
-        Ok(out)
+        Ok(Claim { token, tasks: out })
+    }
+
+    /// Extends a claim by the claim timeout from now, for the tasks of `ids` it still
+    /// holds; returns those. A scheduler renews a claim that waited (behind the previous
+    /// batch's firing) before publishing it, so the claim covers the publish and the
+    /// completion in full, and it never publishes a task it has lost.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn renew_claim(&self, token: Uuid, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            "UPDATE tasks SET claim_until = now() + make_interval(secs => $3)
+             WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE AND claim_token = $2
+             RETURNING task_id",
+            ids,
+            token,
+            self.leases.claim_secs,
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The earliest due instant of any scheduled task.
@@ -132,16 +175,21 @@ impl Store {
         Ok(t.map(Ts::to_jiff))
     }
 
-    /// Returns tasks claimed longer than `older_than_secs` ago (their scheduler died before
-    /// the broker confirmed) to `scheduled`, so another scheduler fires them.
+    /// Returns tasks whose claim ran out (their scheduler died, or lost the database,
+    /// before completing them) to `scheduled`, so another scheduler fires them; their
+    /// token is cleared, so the old holder can no longer complete or move them. Claims
+    /// without `claim_until` (taken by binaries older than migration 0007) run out
+    /// `claim_secs` after `claimed_at`.
     ///
     /// # Errors
     /// A database error.
-    pub async fn rescue_stuck_claims(&self, older_than_secs: f64) -> Result<u64, StoreError> {
+    pub async fn rescue_stuck_claims(&self) -> Result<u64, StoreError> {
         let r = sqlx::query!(
-            "UPDATE tasks SET status = 'scheduled', claimed_at = NULL
-             WHERE status = 'claimed' AND claimed_at < now() - make_interval(secs => $1)",
-            older_than_secs,
+            "UPDATE tasks SET status = 'scheduled', claimed_at = NULL, claim_token = NULL,
+                    claim_until = NULL
+             WHERE status = 'claimed'
+               AND coalesce(claim_until, claimed_at + make_interval(secs => $1)) < now()",
+            self.leases.claim_secs,
         )
         .execute(&self.pool)
         .await?;
@@ -160,43 +208,50 @@ impl Store {
     }
 
     /// Puts claimed tasks back at later instants (they came due outside the contact
-    /// window) and queues their re-emitted `task.scheduled` in the outbox.
+    /// window) and queues their re-emitted `task.scheduled` in the outbox, for the tasks
+    /// the claim `token` still holds; the others are reported lost and neither moved,
+    /// journaled nor announced.
     ///
     /// # Errors
     /// A database error: nothing changed; the claims are rescued later.
     pub async fn reschedule_claimed(
         &self,
+        token: Uuid,
         moves: &[Move],
         version: &str,
         now: Timestamp,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    ) -> Result<Settled, StoreError> {
         if moves.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Settled::default());
         }
         let mut conn = AbandonGuard::acquire(&self.pool).await?;
-        let result = reschedule_claimed_on(conn.conn(), moves, version, now).await;
+        let result =
+            reschedule_claimed_on(conn.conn(), token, moves, (version, now), self.leases).await;
         conn.release();
         result
     }
 
     /// Marks published tasks emitted and, for each fired collection call, counts the
     /// attempt and plans the next one (see `collections_core::on_call_fired`), all in one
-    /// transaction. Returns the outbox rows to publish.
+    /// transaction, for the tasks the claim `token` still holds. Tasks whose claim was
+    /// taken over are reported lost and get no follow-up: their new holder completes or
+    /// moves them. Returns the outbox rows to publish.
     ///
     /// # Errors
     /// A database error: nothing changed; the claims are rescued and fired again (same
     /// event ids, so consumers see a duplicate at worst).
     pub async fn complete_fired(
         &self,
+        token: Uuid,
         fired: &[(Task, Uuid)],
         policy: &Policy,
         now: Timestamp,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    ) -> Result<Settled, StoreError> {
         if fired.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Settled::default());
         }
         let mut conn = AbandonGuard::acquire(&self.pool).await?;
-        let result = complete_fired_on(conn.conn(), fired, policy, now).await;
+        let result = complete_fired_on(conn.conn(), token, fired, policy, now, self.leases).await;
         conn.release();
         result
     }
@@ -205,25 +260,32 @@ impl Store {
 /// [`Store::reschedule_claimed`] on one connection.
 async fn reschedule_claimed_on(
     conn: &mut PgConnection,
+    token: Uuid,
     moves: &[Move],
-    version: &str,
-    now: Timestamp,
-) -> Result<Vec<OutboxRow>, StoreError> {
+    (version, now): (&str, Timestamp),
+    leases: Leases,
+) -> Result<Settled, StoreError> {
     let mut tx = conn.begin().await?;
     let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
     let due: Vec<Ts> = moves.iter().map(|m| m.due_at.to_sqlx()).collect();
     let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
-    sqlx::query!(
-        "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, due_at = m.due,
-                    priority = m.priority
+    let held: HashSet<Uuid> = sqlx::query_scalar!(
+        "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, claim_token = NULL,
+                    claim_until = NULL, due_at = m.due, priority = m.priority
              FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[]) AS m(id, due, priority)
-             WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE",
+             WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE AND t.claim_token = $4
+             RETURNING t.task_id",
         &ids,
         &due as &[Ts],
         &priority,
+        token,
     )
-    .execute(&mut *tx)
-    .await?;
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let (moves, lost): (Vec<&Move>, Vec<&Move>) =
+        moves.iter().partition(|m| held.contains(&m.task_id));
     let journal: Vec<_> = moves
         .iter()
         .map(|m| {
@@ -239,9 +301,17 @@ async fn reschedule_claimed_on(
         })
         .collect();
     insert_journal(&mut tx, &journal, version, now).await?;
-    let rows = insert_outbox(&mut tx, moves.iter().map(|m| &m.message)).await?;
+    let rows = insert_outbox(
+        &mut tx,
+        moves.iter().map(|m| &m.message),
+        leases.outbox_secs,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(rows)
+    Ok(Settled {
+        rows,
+        lost: lost.iter().map(|m| m.task_id).collect(),
+    })
 }
 
 /// [`Store::complete_fired`] on one connection: locks the calls' accounts, marks the
@@ -249,10 +319,12 @@ async fn reschedule_claimed_on(
 /// `collections_core::completion::complete_calls` decides.
 async fn complete_fired_on(
     conn: &mut PgConnection,
+    token: Uuid,
     fired: &[(Task, Uuid)],
     policy: &Policy,
     now: Timestamp,
-) -> Result<Vec<OutboxRow>, StoreError> {
+    leases: Leases,
+) -> Result<Settled, StoreError> {
     let mut tx = conn.begin().await?;
     let mut accounts: Vec<&str> = fired
         .iter()
@@ -266,9 +338,10 @@ async fn complete_fired_on(
     let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
     let emitted: HashSet<Uuid> = sqlx::query_scalar!(
         "UPDATE tasks SET status = 'emitted', emitted_at = now()
-             WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
+             WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE AND claim_token = $2
              RETURNING task_id",
         &ids,
+        token,
     )
     .fetch_all(&mut *tx)
     .await?
@@ -289,7 +362,10 @@ async fn complete_fired_on(
         net,
         rejected: Vec::new(),
     };
-    let (rows, _) = w.write(&mut tx, &states, version, now).await?;
+    let (rows, _) = w
+        .write(&mut tx, &states, version, now, leases.outbox_secs)
+        .await?;
     tx.commit().await?;
-    Ok(rows)
+    let lost = ids.into_iter().filter(|id| !emitted.contains(id)).collect();
+    Ok(Settled { rows, lost })
 }

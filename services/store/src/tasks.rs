@@ -12,9 +12,14 @@ use uuid::Uuid;
 
 use crate::StoreError;
 
-/// A claim older than this is presumed dead (its scheduler died between claim and
-/// confirm): the rescuer, or a worker that needs the task, returns it to `scheduled`.
-pub const CLAIM_TIMEOUT_SECS: u64 = 15;
+/// A claim runs out this long after it was taken (unless its scheduler renews it); then
+/// its scheduler is presumed dead (between claim and confirm) and the rescuer, or a
+/// worker that needs the task, returns it to `scheduled`. The default of the scheduler's
+/// `CLAIM_TIMEOUT_SECS`: longer than the broker's confirm timeout (30 s) plus a margin
+/// for the completion, so a scheduler that waits on a slow broker keeps its claim.
+/// Claims record when they run out (`claim_until`); this also judges claims taken by
+/// binaries older than migration 0007, which do not.
+pub const CLAIM_TIMEOUT_SECS: u64 = 40;
 
 /// Where a task is in its life: the values of `tasks.status` (migration 0001's check),
 /// and the one status `collections_open_batch` reports but never stores.
@@ -34,8 +39,8 @@ pub enum TaskStatus {
     Emitted,
     /// Will never fire.
     Cancelled,
-    /// Never stored: `collections_open_batch` (migration 0004) reports a claim older than
-    /// [`CLAIM_TIMEOUT_SECS`] so (its scheduler is presumed dead).
+    /// Never stored: `collections_open_batch` (migration 0007) reports a claim that ran
+    /// out so (its scheduler is presumed dead).
     Stale,
 }
 

@@ -4,7 +4,7 @@
 
 use collections_core::{outbound::OutboundMessage, parse_event, Event, Policy};
 use collections_store::{
-    scheduler::{Claimed, Move},
+    scheduler::{Claim, Move},
     Outcome, Store, StoreError,
 };
 use jiff::Timestamp;
@@ -76,7 +76,7 @@ async fn due_call(store: &Store, policy: &Policy, account: &str) -> Uuid {
 }
 
 /// Claims what is due now, as a scheduler does.
-async fn claim(store: &Store) -> Vec<Claimed> {
+async fn claim(store: &Store) -> Claim {
     store
         .claim_due_tasks(Timestamp::now(), 10)
         .await
@@ -108,7 +108,7 @@ async fn a_payment_waits_for_the_call_being_fired_and_leaves_it_fired() {
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f1").await;
     let claimed = claim(&store).await;
-    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed.tasks.len(), 1);
 
     let payment = paid_in_full("acc-f1");
     let r = store
@@ -128,9 +128,14 @@ async fn a_payment_waits_for_the_call_being_fired_and_leaves_it_fired() {
 
     // The firing settles (confirmed, marked emitted); the retried payment cures the
     // account and leaves the fired call alone.
-    let task = claimed[0].task.clone();
+    let task = claimed.tasks[0].task.clone();
     store
-        .complete_fired(&[(task, Uuid::new_v4())], &policy, Timestamp::now())
+        .complete_fired(
+            claimed.token,
+            &[(task, Uuid::new_v4())],
+            &policy,
+            Timestamp::now(),
+        )
         .await
         .expect("complete");
     let batch = store
@@ -158,9 +163,9 @@ async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
     let store = store("stale_claim", 4).await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f2").await;
-    assert_eq!(claim(&store).await.len(), 1);
-    // Its scheduler died before the confirm, and no rescuer ran since.
-    sqlx::query("UPDATE tasks SET claimed_at = now() - interval '20 seconds' WHERE task_id = $1")
+    assert_eq!(claim(&store).await.tasks.len(), 1);
+    // Its scheduler died before the confirm, the claim ran out, and no rescuer ran since.
+    sqlx::query("UPDATE tasks SET claim_until = now() - interval '1 second' WHERE task_id = $1")
         .bind(call)
         .execute(store.pool())
         .await
@@ -174,7 +179,7 @@ async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
     assert_eq!(cancellations_announced(&store, call).await, 1);
     let claimed = claim(&store).await;
     assert!(
-        claimed.is_empty(),
+        claimed.tasks.is_empty(),
         "a cancelled task is never claimed again"
     );
     drop_store(store, "stale_claim").await;
@@ -192,14 +197,14 @@ async fn a_claim_passes_over_an_account_a_worker_holds() {
         .expect("lock");
     let claimed = claim(&store).await;
     assert!(
-        claimed.is_empty(),
+        claimed.tasks.is_empty(),
         "the task of an account a worker holds is not claimed under its feet"
     );
     assert_eq!(status(&store, call).await, "scheduled");
     worker.commit().await.expect("commit");
     let claimed = claim(&store).await;
-    assert_eq!(claimed.len(), 1, "claimed once the worker committed");
-    assert_eq!(claimed[0].task.task_id, call);
+    assert_eq!(claimed.tasks.len(), 1, "claimed once the worker committed");
+    assert_eq!(claimed.tasks[0].task.task_id, call);
     drop_store(store, "passes_over_locked").await;
 }
 
@@ -235,9 +240,10 @@ async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
     .await
     .expect("second call");
     let claimed = claim(&store).await;
-    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed.tasks.len(), 2);
     let task = |id: Uuid| {
         claimed
+            .tasks
             .iter()
             .find(|c| c.task.task_id == id)
             .map(|c| c.task.clone())
@@ -246,9 +252,15 @@ async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
 
     // This replica fired the first; the other is still firing the second.
     let rows = store
-        .complete_fired(&[(task(first), Uuid::new_v4())], &policy, Timestamp::now())
+        .complete_fired(
+            claimed.token,
+            &[(task(first), Uuid::new_v4())],
+            &policy,
+            Timestamp::now(),
+        )
         .await
-        .expect("completed");
+        .expect("completed")
+        .rows;
     assert_eq!(status(&store, first).await, "emitted");
     assert_eq!(
         status(&store, second).await,
@@ -268,12 +280,174 @@ async fn a_completion_plans_no_call_beside_one_another_replica_is_firing() {
 
     // When the other firing completes, it plans the next attempt: exactly one.
     store
-        .complete_fired(&[(task(second), Uuid::new_v4())], &policy, Timestamp::now())
+        .complete_fired(
+            claimed.token,
+            &[(task(second), Uuid::new_v4())],
+            &policy,
+            Timestamp::now(),
+        )
         .await
         .expect("completed");
     assert_eq!(status(&store, second).await, "emitted");
     assert_eq!(scheduled_calls(&store, "acc-f4").await, 1);
     drop_store(store, "completion_sees_firing").await;
+}
+
+/// Ends the claim on `task`, as if its scheduler had waited longer than the claim timeout.
+async fn run_out(store: &Store, task: Uuid) {
+    sqlx::query("UPDATE tasks SET claim_until = now() - interval '1 second' WHERE task_id = $1")
+        .bind(task)
+        .execute(store.pool())
+        .await
+        .expect("run the claim out");
+}
+
+#[tokio::test]
+async fn a_claim_is_rescued_only_once_it_ran_out() {
+    let store = store("rescue_ran_out", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f7").await;
+    assert_eq!(claim(&store).await.tasks.len(), 1);
+    assert_eq!(store.rescue_stuck_claims().await.expect("rescue"), 0);
+    assert_eq!(status(&store, call).await, "claimed");
+    run_out(&store, call).await;
+    assert_eq!(store.rescue_stuck_claims().await.expect("rescue"), 1);
+    assert_eq!(status(&store, call).await, "scheduled");
+    drop_store(store, "rescue_ran_out").await;
+}
+
+#[tokio::test]
+async fn a_claim_is_renewed_only_by_its_holder_and_only_while_it_holds_it() {
+    let store = store("renew_fenced", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f10").await;
+    let a = claim(&store).await;
+    let until = || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT extract(epoch FROM claim_until - now())::float8 FROM tasks WHERE task_id = $1",
+        )
+        .bind(call)
+        .fetch_one(store.pool())
+        .await
+        .expect("claim_until")
+    };
+    assert!(
+        store
+            .renew_claim(Uuid::new_v4(), &[call])
+            .await
+            .expect("renew")
+            .is_empty(),
+        "another token renews nothing"
+    );
+    run_out(&store, call).await;
+    assert_eq!(
+        store.renew_claim(a.token, &[call]).await.expect("renew"),
+        vec![call]
+    );
+    assert!(
+        until().await > 30.0,
+        "renewed for the claim timeout from now"
+    );
+    run_out(&store, call).await;
+    assert_eq!(store.rescue_stuck_claims().await.expect("rescue"), 1);
+    let b = claim(&store).await;
+    assert_eq!(b.tasks.len(), 1);
+    assert!(
+        store
+            .renew_claim(a.token, &[call])
+            .await
+            .expect("renew")
+            .is_empty(),
+        "a claim taken over is not renewed by its old holder"
+    );
+    drop_store(store, "renew_fenced").await;
+}
+
+#[tokio::test]
+async fn a_scheduler_whose_claim_was_taken_over_completes_nothing_of_it() {
+    let store = store("completion_fenced", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f8").await;
+    // Replica A claims the call and waits on a slow broker past its claim; replica B
+    // rescues it and claims it again.
+    let a = claim(&store).await;
+    run_out(&store, call).await;
+    assert_eq!(store.rescue_stuck_claims().await.expect("rescue"), 1);
+    let b = claim(&store).await;
+    assert_eq!(b.tasks.len(), 1);
+    assert_ne!(a.token, b.token);
+
+    // A's confirms come in: it completes nothing of B's claim and plans nothing.
+    let fired = vec![(a.tasks[0].task.clone(), Uuid::new_v4())];
+    let done = store
+        .complete_fired(a.token, &fired, &policy, Timestamp::now())
+        .await
+        .expect("completed");
+    assert_eq!(done.lost, vec![call], "A learns it lost the claim");
+    assert!(done.rows.is_empty(), "no follow-up from a lost claim");
+    assert_eq!(status(&store, call).await, "claimed", "still B's");
+    assert_eq!(scheduled_calls(&store, "acc-f8").await, 0);
+
+    // B completes its own claim: the next attempt is planned once.
+    let fired = vec![(b.tasks[0].task.clone(), Uuid::new_v4())];
+    let done = store
+        .complete_fired(b.token, &fired, &policy, Timestamp::now())
+        .await
+        .expect("completed");
+    assert!(done.lost.is_empty());
+    assert_eq!(status(&store, call).await, "emitted");
+    assert_eq!(scheduled_calls(&store, "acc-f8").await, 1);
+    drop_store(store, "completion_fenced").await;
+}
+
+#[tokio::test]
+async fn a_scheduler_whose_claim_was_taken_over_moves_and_announces_nothing() {
+    let store = store("move_fenced", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f9").await;
+    let a = claim(&store).await;
+    run_out(&store, call).await;
+    assert_eq!(store.rescue_stuck_claims().await.expect("rescue"), 1);
+    let b = claim(&store).await;
+    assert_eq!(b.tasks.len(), 1);
+    let moves = vec![Move {
+        task_id: call,
+        due_at: Timestamp::now() + jiff::SignedDuration::from_hours(12),
+        priority: 3,
+        why: "outside the contact window".to_owned(),
+        message: OutboundMessage {
+            event_id: Uuid::new_v4(),
+            exchange: "collections.tasks",
+            routing_key: "task.scheduled.collection_call".to_owned(),
+            account_id: "acc-f9".to_owned(),
+            body: serde_json::to_vec(&serde_json::json!({"type": "task.scheduled"})).expect("json"),
+        },
+    }];
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    let moved = store
+        .reschedule_claimed(a.token, &moves, "v", Timestamp::now())
+        .await
+        .expect("moved");
+    assert_eq!(moved.lost, vec![call]);
+    assert!(moved.rows.is_empty(), "no move announced for a lost claim");
+    assert_eq!(status(&store, call).await, "claimed", "still B's");
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(after, pending, "nothing queued to publish");
+    let journaled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM journal WHERE kind = 'task_moved' AND task_id = $1",
+    )
+    .bind(call)
+    .fetch_one(store.pool())
+    .await
+    .expect("count");
+    assert_eq!(journaled, 0, "no move journaled");
+    drop_store(store, "move_fenced").await;
 }
 
 /// A connection of the test's own to the test's database, outside the store's pool.
@@ -343,8 +517,9 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f5").await;
     let claimed = claim(&store).await;
-    assert_eq!(claimed.len(), 1);
-    let fired = vec![(claimed[0].task.clone(), Uuid::new_v4())];
+    assert_eq!(claimed.tasks.len(), 1);
+    let fired = vec![(claimed.tasks[0].task.clone(), Uuid::new_v4())];
+    let token = claimed.token;
     let mut probe = probe("completion_abandoned").await;
 
     // A worker holds the account: the completion's transaction begins, then waits for it.
@@ -352,7 +527,7 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
         let (store, fired, policy) = (store.clone(), fired.clone(), policy.clone());
         async move {
             store
-                .complete_fired(&fired, &policy, Timestamp::now())
+                .complete_fired(token, &fired, &policy, Timestamp::now())
                 .await
         }
     };
@@ -373,7 +548,7 @@ async fn a_completion_abandoned_mid_transaction_closes_its_connection() {
 
     // Completed again (as the scheduler's retry does), it commits once.
     store
-        .complete_fired(&fired, &policy, Timestamp::now())
+        .complete_fired(token, &fired, &policy, Timestamp::now())
         .await
         .expect("completed");
     let seen: String = sqlx::query_scalar("SELECT status FROM tasks WHERE task_id = $1")
@@ -392,7 +567,8 @@ async fn a_move_abandoned_mid_transaction_closes_its_connection() {
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f6").await;
     let claimed = claim(&store).await;
-    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed.tasks.len(), 1);
+    let token = claimed.token;
     let later = Timestamp::now() + jiff::SignedDuration::from_hours(12);
     let message = OutboundMessage {
         event_id: Uuid::new_v4(),
@@ -415,7 +591,7 @@ async fn a_move_abandoned_mid_transaction_closes_its_connection() {
         let (store, moves) = (store.clone(), moves.clone());
         async move {
             store
-                .reschedule_claimed(&moves, "v", Timestamp::now())
+                .reschedule_claimed(token, &moves, "v", Timestamp::now())
                 .await
         }
     };
@@ -439,9 +615,10 @@ async fn a_move_abandoned_mid_transaction_closes_its_connection() {
 
     // Moved again (as the scheduler's retry does), it commits once.
     let rows = store
-        .reschedule_claimed(&moves, "v", Timestamp::now())
+        .reschedule_claimed(token, &moves, "v", Timestamp::now())
         .await
-        .expect("moved");
+        .expect("moved")
+        .rows;
     assert_eq!(rows.len(), 1, "its task.scheduled written once");
     let (seen, due): (String, i64) = sqlx::query_as(
         "SELECT status, floor(extract(epoch FROM due_at))::bigint FROM tasks WHERE task_id = $1",

@@ -28,7 +28,7 @@ fn message(n: usize) -> OutboundMessage {
 
 async fn write(store: &Store, messages: &[OutboundMessage]) -> Vec<OutboxRow> {
     let mut tx = store.pool().begin().await.expect("begin");
-    let rows = insert_outbox(&mut tx, messages.iter())
+    let rows = insert_outbox(&mut tx, messages.iter(), 40.0)
         .await
         .expect("insert");
     tx.commit().await.expect("commit");
@@ -82,10 +82,11 @@ async fn a_row_is_claimed_only_after_its_lease_and_never_once_published() {
         .expect("claim")
         .is_empty());
 
-    store
-        .mark_published(&ids(&written)[..2])
-        .await
-        .expect("mark");
+    assert_eq!(
+        store.mark_published(&claimed[..2]).await.expect("mark"),
+        0,
+        "the relay holds the rows it marks"
+    );
     assert_eq!(store.outbox_backlog().await.expect("backlog"), 1);
     expire_leases(&store).await;
     let claimed = store.claim_stale_outbox(10).await.expect("claim");
@@ -104,6 +105,26 @@ async fn a_row_is_claimed_only_after_its_lease_and_never_once_published() {
         .expect("count");
     assert_eq!(kept, 3, "published rows stay in the outbox as history");
     drop_store(store, "outbox_lease").await;
+}
+
+#[tokio::test]
+async fn a_writers_late_mark_leaves_the_rows_a_relay_took_over_to_the_relay() {
+    let store = store("outbox_fenced", 2).await;
+    let messages: Vec<OutboundMessage> = (0..3).map(message).collect();
+    let written = write(&store, &messages).await;
+    // The writer waited on the broker longer than its lease: a relay took the rows over.
+    expire_leases(&store).await;
+    let relayed = store.claim_stale_outbox(10).await.expect("claim");
+    assert_eq!(ids(&relayed), ids(&written));
+    assert!(relayed.iter().all(|r| r.lease == 1), "the relay's lease");
+
+    // The writer's confirms come in at last: its mark counts the rows as lost and leaves
+    // them to the relay, which is still publishing them.
+    assert_eq!(store.mark_published(&written).await.expect("mark"), 3);
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), 3);
+    assert_eq!(store.mark_published(&relayed).await.expect("mark"), 0);
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), 0);
+    drop_store(store, "outbox_fenced").await;
 }
 
 /// Heap and index blocks of `table` read or found in shared buffers so far.
@@ -131,7 +152,7 @@ async fn the_relays_scan_never_reads_the_published_history() {
     // Published longer ago than a lease: the rows a relay's scan passes by are exactly
     // those whose leases ran out.
     expire_leases(&store).await;
-    store.mark_published(&ids(&written)).await.expect("mark");
+    store.mark_published(&written).await.expect("mark");
     let outbox_pages: i64 = sqlx::query_scalar(
         "SELECT pg_relation_size('outbox') / current_setting('block_size')::int",
     )

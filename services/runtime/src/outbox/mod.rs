@@ -13,7 +13,10 @@ pub use relay::run_relay;
 
 use crate::telemetry::metrics;
 
-/// Publishes rows with confirms and marks them published.
+/// Publishes rows with confirms and marks them published. Rows whose lease ran out
+/// while the broker confirmed (a relay took them over, and publishes them too, with the
+/// same ids) are left to the relay: logged and counted in
+/// `collections_leases_lost_total{what="outbox"}`.
 ///
 /// # Errors
 /// A broker or database failure; unmarked rows are published again later.
@@ -35,7 +38,14 @@ pub async fn publish_rows(
     for r in rows {
         metrics::count_task_event(&r.routing_key);
     }
-    let row_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    store.mark_published(&row_ids).await?;
+    let lost = store.mark_published(rows).await?;
+    if lost > 0 {
+        tracing::warn!(
+            count = lost,
+            "outbox rows were taken over by a relay while the broker confirmed them (lease \
+             ran out): left to it"
+        );
+        metrics::inc("collections_leases_lost_total", &[("what", "outbox")], lost);
+    }
     Ok(())
 }

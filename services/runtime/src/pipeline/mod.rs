@@ -65,10 +65,12 @@ impl Pipeline {
         let (_ch, consumer) =
             collections_bus::consume(conn, ctx.event_type.queue(), prefetch, &tag).await?;
         // Publishes (task events, dead letters) go on their own confirm-mode channel.
-        let publisher = Publisher::open(conn).await?;
+        let confirms = ctx.config.common.confirm_timeout;
+        let publisher = Publisher::open(conn).await?.with_confirm_timeout(confirms);
         let (outbox, mut rx) =
             tokio::sync::mpsc::channel::<(Vec<collections_store::OutboxRow>, bool)>(4);
-        let (store, task_publisher) = (ctx.store.clone(), Publisher::open(conn).await?);
+        let task_publisher = Publisher::open(conn).await?.with_confirm_timeout(confirms);
+        let store = ctx.store.clone();
         let publishing = tokio::spawn(async move {
             while let Some((mut rows, mut wake)) = rx.recv().await {
                 // Batches committed meanwhile go out together: one round of confirms and

@@ -1,14 +1,20 @@
 //! Firing: claim due tasks, publish them with confirms, mark them emitted (or move them
 //! when they came due outside the contact window), publish the follow-ups; sleeps until
 //! the next due task, a notification or the poll interval.
+//!
+//! A claim must outlast the firing of its batch: the publish (up to the confirm timeout)
+//! and the completion. A batch claimed while the previous one was being fired may have
+//! waited for it; when that wait ate into the claim's margin, the claim is renewed before
+//! publishing, and tasks it lost meanwhile are not published. Completion and moves are
+//! fenced by the claim's token: tasks another scheduler took over are left to it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use collections_bus::{OutMessage, Publisher};
 use collections_core::{fire::FireOutcome, outbound::OutboundMessage, Policy};
 use collections_store::{
-    scheduler::{Claimed, Move},
+    scheduler::{Claim, Move},
     Store,
 };
 use jiff::Timestamp;
@@ -35,7 +41,9 @@ pub(super) async fn fire_loop(
             if token.is_cancelled() {
                 break;
             }
-            let claimed = match store
+            // Before the statement: the claim's age is never underestimated.
+            let claimed_at = Instant::now();
+            let claim = match store
                 .claim_due_tasks(Timestamp::now(), settings.batch)
                 .await
             {
@@ -63,12 +71,22 @@ pub(super) async fn fire_loop(
             if let Some(previous) = firing.take() {
                 previous.await??;
             }
-            let full = i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= settings.batch;
-            if !claimed.is_empty() {
+            let full = i64::try_from(claim.tasks.len()).unwrap_or(i64::MAX) >= settings.batch;
+            if !claim.tasks.is_empty() {
                 let (store, policy, publisher) = (store.clone(), policy.clone(), publisher.clone());
                 let token = token.clone();
+                let renew_after = renew_after(settings);
                 firing = Some(tokio::spawn(async move {
-                    fire(&store, &policy, &publisher, claimed, &token).await
+                    let age = claimed_at.elapsed();
+                    let claim = if age > renew_after {
+                        match renew(&store, claim, age).await {
+                            Some(claim) => claim,
+                            None => return Ok(()),
+                        }
+                    } else {
+                        claim
+                    };
+                    fire(&store, &policy, &publisher, claim, &token).await
                 }));
             }
             if !full {
@@ -107,16 +125,68 @@ pub(super) async fn fire_loop(
     }
 }
 
+/// How old a claim may be when its batch starts firing without being renewed: half the
+/// claim's margin over the confirm wait, so that the rest covers the completion.
+fn renew_after(settings: &SchedulerConfig) -> Duration {
+    settings
+        .claim_timeout
+        .saturating_sub(settings.common.confirm_timeout)
+        / 2
+}
+
+/// Renews a claim that waited `age` before firing; keeps the tasks it still holds. `None`
+/// when the database failed: the batch is left to run out and be rescued.
+async fn renew(store: &Store, mut claim: Claim, age: Duration) -> Option<Claim> {
+    let ids: Vec<_> = claim.tasks.iter().map(|c| c.task.task_id).collect();
+    match store.renew_claim(claim.token, &ids).await {
+        Ok(held) => {
+            let before = claim.tasks.len();
+            claim.tasks.retain(|c| held.contains(&c.task.task_id));
+            let lost = before - claim.tasks.len();
+            tracing::info!(
+                ?age,
+                tasks = before,
+                lost,
+                "claim waited before firing: renewed"
+            );
+            count_lost(lost, "before publishing");
+            Some(claim)
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::telemetry::mask_pii(&e.to_string()), tasks = ids.len(), "could not renew a claim that waited; left to run out and be rescued");
+            None
+        }
+    }
+}
+
+/// Logs and counts tasks whose claim this scheduler lost (it ran out and another process
+/// took the tasks over), found `when`.
+fn count_lost(lost: usize, when: &str) {
+    if lost == 0 {
+        return;
+    }
+    tracing::warn!(
+        count = lost,
+        when,
+        "claims ran out and were taken over by another scheduler: their tasks are left to it"
+    );
+    metrics::inc(
+        "collections_leases_lost_total",
+        &[("what", "claim")],
+        u64::try_from(lost).unwrap_or(u64::MAX),
+    );
+}
+
 /// Fires one claimed batch.
 async fn fire(
     store: &Store,
     policy: &Policy,
     publisher: &Publisher,
-    claimed: Vec<Claimed>,
+    claim: Claim,
     token: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let span = tracing::info_span!("fire", tasks = claimed.len());
-    fire_batch(store, policy, publisher, claimed, token)
+    let span = tracing::info_span!("fire", tasks = claim.tasks.len());
+    fire_batch(store, policy, publisher, claim, token)
         .instrument(span)
         .await
 }
@@ -125,14 +195,17 @@ async fn fire_batch(
     store: &Store,
     policy: &Policy,
     publisher: &Publisher,
-    claimed: Vec<Claimed>,
+    claim: Claim,
     token: &CancellationToken,
 ) -> anyhow::Result<()> {
+    if claim.tasks.is_empty() {
+        return Ok(());
+    }
     let now = Timestamp::now();
-    let mut publish: Vec<OutboundMessage> = Vec::with_capacity(claimed.len());
-    let mut fired = Vec::with_capacity(claimed.len());
+    let mut publish: Vec<OutboundMessage> = Vec::with_capacity(claim.tasks.len());
+    let mut fired = Vec::with_capacity(claim.tasks.len());
     let mut moves = Vec::new();
-    for c in claimed {
+    for c in claim.tasks {
         // One firing rule for the service and the simulator (collections_core::fire).
         match collections_core::fire(&c.task, c.state.as_ref(), policy, now) {
             FireOutcome::Due { message, .. } | FireOutcome::Expired { message } => {
@@ -175,11 +248,21 @@ async fn fire_batch(
         }
     }
     let version = policy.version();
-    let mut follow_ups = with_retry(token, || store.complete_fired(&fired, policy, now)).await?;
-    follow_ups.extend(with_retry(token, || store.reschedule_claimed(&moves, version, now)).await?);
-    if !moves.is_empty() {
+    let completed = with_retry(token, || {
+        store.complete_fired(claim.token, &fired, policy, now)
+    })
+    .await?;
+    let moved = with_retry(token, || {
+        store.reschedule_claimed(claim.token, &moves, version, now)
+    })
+    .await?;
+    // Tasks taken over get no follow-up from here: their new holder completes them.
+    count_lost(completed.lost.len() + moved.lost.len(), "at completion");
+    let mut follow_ups = completed.rows;
+    follow_ups.extend(moved.rows);
+    if moves.len() > moved.lost.len() {
         tracing::info!(
-            count = moves.len(),
+            count = moves.len() - moved.lost.len(),
             "tasks came due outside the contact window: moved"
         );
     }

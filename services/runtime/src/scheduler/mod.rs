@@ -3,8 +3,10 @@
 //! outbox.
 //!
 //! Firing is claim -> publish with confirms -> mark emitted. A scheduler killed between
-//! claim and mark leaves rows `claimed`; the rescuer returns them after
-//! `CLAIM_TIMEOUT` and another scheduler fires them again with the same event ids.
+//! claim and mark leaves rows `claimed`; the rescuer returns them once the claim runs out
+//! (`CLAIM_TIMEOUT_SECS`, longer than the confirm wait it covers) and another scheduler
+//! fires them again with the same event ids. Each claim carries a fencing token: a
+//! scheduler whose claim was taken over completes or moves nothing of it.
 //!
 //! Uses [`crate::outbox`], [`crate::http`], [`crate::supervisor`], [`crate::config`] and
 //! [`crate::telemetry`] below it.
@@ -20,8 +22,6 @@ use collections_store::{scheduler::NOTIFY_CHANNEL, Store};
 use futures::{future::FusedFuture, FutureExt};
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
-
-pub use rescuer::CLAIM_TIMEOUT;
 
 use crate::{
     config::{SchedulerArgs, SchedulerConfig},
@@ -50,6 +50,7 @@ pub async fn run_scheduler() -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    let store = store.with_leases(common.leases);
     let ctx = Arc::new((config, store));
     supervisor::run_sessions(
         &token,
@@ -81,8 +82,9 @@ async fn session(
         collections_bus::declare_topology_on(&conn)
             .await
             .context("declare topology")?;
-        let publisher = Publisher::open(&conn).await?;
-        let relay_publisher = Publisher::open(&conn).await?;
+        let confirms = common.confirm_timeout;
+        let publisher = Publisher::open(&conn).await?.with_confirm_timeout(confirms);
+        let relay_publisher = Publisher::open(&conn).await?.with_confirm_timeout(confirms);
         let mut listener = PgListener::connect(&common.database_url).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         Ok::<_, anyhow::Error>((conn, publisher, relay_publisher, listener))

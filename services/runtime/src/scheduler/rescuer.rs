@@ -1,13 +1,10 @@
-//! The rescuer: every few seconds, returns to `scheduled` the tasks whose claim is older
-//! than [`CLAIM_TIMEOUT`] (their scheduler died between claim and mark).
+//! The rescuer: every few seconds, returns to `scheduled` the tasks whose claim ran out
+//! (their scheduler died, or lost the database, between claim and mark).
 
 use std::time::Duration;
 
 use collections_store::Store;
 use tokio_util::sync::CancellationToken;
-
-/// Claims older than this are presumed dead and returned to `scheduled`.
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(collections_store::CLAIM_TIMEOUT_SECS);
 
 /// Rescues stuck claims every 5 s until cancelled. A database that is away is logged and
 /// tried again at the next round.
@@ -16,7 +13,7 @@ pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(collections_store::CLAIM
 /// None so far; the signature lets its supervisor restart it should one appear.
 pub async fn run_rescuer(store: Store, token: CancellationToken) -> anyhow::Result<()> {
     loop {
-        match store.rescue_stuck_claims(CLAIM_TIMEOUT.as_secs_f64()).await {
+        match store.rescue_stuck_claims().await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(count = n, "rescued tasks claimed by a scheduler that died");

@@ -409,3 +409,229 @@ async fn killing_a_scheduler_mid_run_loses_nothing() {
         "each fired call planned exactly one next attempt"
     );
 }
+
+/// A worker committed a task and died (or lost the broker) before publishing its
+/// `task.scheduled`: the row waits in the outbox for its lease to run out. The task comes
+/// due meanwhile. Dashboards must not get `task.due` for a task they were never told of:
+/// the scheduler publishes the account's unpublished events first, in commit order.
+#[tokio::test]
+async fn a_task_due_never_overtakes_its_unpublished_task_scheduled() {
+    use collections_core::{
+        outbound::{task_message, TaskState},
+        AccountState, Channel, Task, TaskKind, Tone,
+    };
+    let mut env = TestEnv::new().await;
+    env.spawn("task-scheduler").await;
+    // The schema is the scheduler's to create (migrations at start).
+    env.wait_count(
+        "SELECT count(*) FROM pg_proc WHERE proname = 'collections_open_batch_revised'",
+        1,
+        WAIT,
+    )
+    .await;
+    let account = "acc-held";
+    let now = Timestamp::now();
+    let task = Task {
+        task_id: uuid::Uuid::new_v4(),
+        account_id: account.to_owned(),
+        // Internal work (no contact window, no follow-up): it fires whatever the hour.
+        kind: TaskKind::SupervisorReview,
+        channel: Channel::None,
+        due_at: now,
+        priority: 3,
+        tone: Tone::Gentle,
+        reason: "promise_far_ahead".to_owned(),
+        promise_id: None,
+        cause_event_id: uuid::Uuid::new_v4(),
+        attempt: 1,
+        policy_version: "test".to_owned(),
+        revision: Task::FIRST_REVISION,
+    };
+    let summary = AccountState::new(account, "Asia/Shanghai").summary(now);
+    let scheduled = task_message(TaskState::Scheduled, &task, &summary, now, None);
+    // As the worker's batch transaction writes them: the task, and its event leased to the
+    // worker (here for a minute, far longer than the test waits).
+    let mut tx = env.db.begin().await.expect("begin");
+    sqlx::query("INSERT INTO accounts (account_id) VALUES ($1)")
+        .bind(account)
+        .execute(&mut *tx)
+        .await
+        .expect("account");
+    sqlx::query(
+        "INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone, reason,
+                            cause_event_id, attempt, policy_version, revision)
+         VALUES ($1, $2, 'supervisor_review', 'none', now(), 3, 'gentle', 'promise_far_ahead',
+                 $3, 1, 'test', 1)",
+    )
+    .bind(task.task_id)
+    .bind(account)
+    .bind(task.cause_event_id)
+    .execute(&mut *tx)
+    .await
+    .expect("task");
+    sqlx::query(
+        "WITH sent AS (
+             INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
+             VALUES ($1, $2, 'collections.tasks', $3, $4::jsonb)
+             RETURNING id)
+         INSERT INTO outbox_pending (id, lease_until)
+         SELECT id, now() + interval '60 seconds' FROM sent",
+    )
+    .bind(scheduled.event_id)
+    .bind(account)
+    .bind(&scheduled.routing_key)
+    .bind(std::str::from_utf8(&scheduled.body).expect("utf-8"))
+    .execute(&mut *tx)
+    .await
+    .expect("outbox row");
+    tx.commit().await.expect("commit");
+
+    let both = env
+        .tasks
+        .wait_for(2, Duration::from_secs(15), |e| {
+            e["data"]["task_id"] == task.task_id.to_string()
+        })
+        .await;
+    let seen: Vec<(&str, u64)> = both
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default(),
+                e["data"]["revision"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("task.scheduled", 1), ("task.due", 2)],
+        "task.scheduled first, then task.due"
+    );
+    let stored: i32 = sqlx::query_scalar("SELECT revision FROM tasks WHERE task_id = $1")
+        .bind(task.task_id)
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(stored, 2, "the row keeps the revision of its last event");
+}
+
+/// Every task event carries the task's revision, and a consumer sees, per task, the
+/// revisions rise by one in the order of commit, whoever made the change: a call planned
+/// by a worker and fired by the scheduler, the next attempt the scheduler planned and a
+/// promise cancelled, a reminder re-ranked by a later event and then fired.
+#[tokio::test]
+async fn each_task_s_events_carry_revisions_rising_in_commit_order() {
+    let mut env = TestEnv::new().await;
+    fast_promise_policy(&mut env);
+    env.start_workers().await;
+    env.spawn("task-scheduler").await;
+    let account = "acc-rev";
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz).date();
+    env.publish(
+        "payment.failed",
+        account,
+        failed(account, &zone, &today.to_string()),
+    )
+    .await;
+    // Fired at once; the scheduler plans the next attempt.
+    env.tasks
+        .wait_for(2, WAIT, is("task.scheduled", "collection_call", account))
+        .await;
+    let promised = Timestamp::now() + SignedDuration::from_secs(8);
+    env.publish(
+        "promise.made",
+        account,
+        json!({"account_id": account, "promise_id": "ptp-rev", "amount": cny(80_000),
+               "promised_at": promised, "captured_by": "agent-5", "channel": "phone_mobile"}),
+    )
+    .await;
+    env.tasks
+        .wait_for(1, WAIT, is("task.scheduled", "promise_reminder", account))
+        .await;
+    // The first instalment failed too: the account ranks first, its open tasks are
+    // re-ranked and re-announced.
+    let mut first = failed(account, &zone, &today.to_string());
+    first["installment"]["number"] = json!(1);
+    env.publish("payment.failed", account, first).await;
+    env.tasks
+        .wait_for(1, WAIT, is("task.due", "promise_check", account))
+        .await;
+    // The promise expires unkept; its escalated call is fired too.
+    env.tasks
+        .wait_for(1, WAIT, |e| {
+            is("task.due", "collection_call", account)(e) && e["data"]["tone"] == "firm"
+        })
+        .await;
+
+    // Per task, in arrival order, each event once (consumers deduplicate by id).
+    let mut seen_ids = std::collections::HashSet::new();
+    let mut by_task: HashMap<String, Vec<(String, u64, u64)>> = HashMap::new();
+    for e in env.tasks.all() {
+        if e["subject"] != account || !seen_ids.insert(e["id"].to_string()) {
+            continue;
+        }
+        by_task
+            .entry(e["data"]["task_id"].as_str().expect("task_id").to_owned())
+            .or_default()
+            .push((
+                e["type"].as_str().expect("type").to_owned(),
+                e["data"]["revision"]
+                    .as_u64()
+                    .expect("every task event has a revision"),
+                e["data"]["priority"].as_u64().expect("priority"),
+            ));
+    }
+    let mut shapes = Vec::new();
+    for (task_id, events) in &by_task {
+        let revisions: Vec<u64> = events.iter().map(|e| e.1).collect();
+        let expected: Vec<u64> = (1..=events.len() as u64).collect();
+        assert_eq!(
+            revisions, expected,
+            "task {task_id}: revisions rise by one in arrival order: {events:?}"
+        );
+        assert_eq!(events[0].0, "task.scheduled", "task {task_id}: {events:?}");
+        for (i, (ty, _, _)) in events.iter().enumerate() {
+            if ty != "task.scheduled" {
+                assert_eq!(i, events.len() - 1, "task {task_id}: final: {events:?}");
+            }
+        }
+        let stored: i32 = sqlx::query_scalar("SELECT revision FROM tasks WHERE task_id = $1::uuid")
+            .bind(task_id)
+            .fetch_one(&env.db)
+            .await
+            .expect("q");
+        assert_eq!(
+            i64::from(stored),
+            *revisions.last().expect("one event") as i64,
+            "task {task_id}: the row keeps the revision of its last event"
+        );
+        shapes.push(
+            events
+                .iter()
+                .map(|(ty, _, p)| format!("{ty}/{p}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    shapes.sort();
+    let has = |s: &str| shapes.iter().any(|x| x == s);
+    // The first call: planned by the worker, fired by the scheduler.
+    assert!(
+        shapes.iter().any(|s| s.starts_with("task.scheduled/")
+            && s.contains(" task.due/")
+            && s.split(' ').count() == 2),
+        "{shapes:?}"
+    );
+    // The next attempt the scheduler planned, cancelled by the promise.
+    assert!(
+        shapes.iter().any(|s| s.starts_with("task.scheduled/")
+            && s.contains(" task.cancelled/")
+            && s.split(' ').count() == 2),
+        "{shapes:?}"
+    );
+    // The reminder (and the check): ranked 2 (promise due today), re-ranked 1, fired.
+    assert!(
+        has("task.scheduled/2 task.scheduled/1 task.due/1"),
+        "{shapes:?}"
+    );
+}

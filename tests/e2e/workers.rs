@@ -538,6 +538,48 @@ async fn bad_messages_go_to_the_dead_letter_queue_with_their_reason_and_never_bl
     assert_eq!(inbox, 1, "rejected messages leave no trace in the inbox");
 }
 
+/// The dead-letter queue lost its binding while the worker runs (an operator's mistake, a
+/// definitions import): the dead letter must not be dropped by the broker while its
+/// original is acked. The worker publishes it mandatory, so the broker returns it; the
+/// original stays unacked, and the next session declares the binding again before the
+/// message is dead-lettered for good.
+#[tokio::test]
+async fn a_dead_letter_whose_queue_lost_its_binding_is_not_lost() {
+    let mut env = TestEnv::new().await;
+    env.spawn("payment-failed-worker").await;
+    let q = "collections.payment-failed";
+    // A first bad message proves the worker consumes (and declared its topology).
+    env.publish_raw("payment.failed", b"first, not json").await;
+    env.get_dead_letter(q, WAIT)
+        .await
+        .expect("the worker dead-letters while the binding is there");
+    let ch = env.amqp.create_channel().await.expect("channel");
+    ch.queue_unbind(
+        "collections.payment-failed.dlq".into(),
+        collections_bus::DEAD_LETTER_EXCHANGE.into(),
+        "collections.payment-failed.dlq".into(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("unbind the DLQ");
+
+    env.publish_raw("payment.failed", b"second, not json").await;
+    let (props, body) = env
+        .get_dead_letter(q, Duration::from_secs(40))
+        .await
+        .expect("the dead letter reaches its queue once the binding is back");
+    assert_eq!(body, b"second, not json");
+    assert_eq!(
+        header(&props, "x-collections-error").as_deref(),
+        Some("not_json")
+    );
+    assert!(
+        env.log("payment-failed-worker-0")
+            .contains("no queue is bound"),
+        "the returned dead letter is reported"
+    );
+}
+
 fn header(props: &lapin::BasicProperties, key: &str) -> Option<String> {
     collections_bus::header_str(props, key)
 }

@@ -15,7 +15,8 @@ use lapin::{
     },
     protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+    ExchangeKind,
 };
 
 pub use lapin;
@@ -34,6 +35,15 @@ pub const UNROUTED_QUEUE: &str = "collections.unrouted";
 /// Deliveries of one message before the broker dead-letters it by itself (a worker that
 /// crashes on a message must not crash forever).
 pub const DELIVERY_LIMIT: i64 = 10;
+/// `x-delivery-limit` of the queues that hold messages for an operator (the `.dlq` queues
+/// and [`UNROUTED_QUEUE`]). They have no dead-letter exchange, so a message past its limit
+/// is dropped: from RabbitMQ 4.0 a quorum queue declared without a limit gets 20, which a
+/// few inspections that returned messages (the management UI's "get messages", a
+/// `dlq replay` that died holding them) would use up. `-1` means "no limit" only from 4.0
+/// (on 3.x it drops every returned message), so the limit is a number no inspection
+/// reaches instead. `collectionsctl dlq` itself never returns a message to these queues
+/// (it puts a copy back and acks the original), so it does not count against it.
+pub const HOLDING_DELIVERY_LIMIT: i64 = 1_000_000;
 
 /// Header carrying the machine-readable reason of a dead letter.
 pub const HEADER_ERROR: &str = "x-collections-error";
@@ -57,6 +67,15 @@ pub enum BusError {
     /// `connection.open` in a way the client does not surface).
     #[error("no answer from the broker within {0:?}")]
     Timeout(std::time::Duration),
+    /// A mandatory publish reached no queue (basic.return): nothing was stored. For a
+    /// dead letter this means its `.dlq` or the binding to it is missing; the session is
+    /// rebuilt, which declares them again, and the original is redelivered meanwhile.
+    #[error("broker returned a publish to {0}: no queue is bound to it ({1})")]
+    Returned(String, String),
+    /// [`declare_topology`] met a holding queue created without its delivery limit (the
+    /// broker closed the channel); [`declare_topology_on`] carries on instead.
+    #[error("queue {0} exists without x-delivery-limit (see deploy/README.md)")]
+    PredatesDeliveryLimit(String),
 }
 
 /// Longest a connection handshake may take before the attempt is abandoned and retried.
@@ -117,6 +136,15 @@ fn long(s: &str) -> AMQPValue {
 /// # Errors
 /// When the broker refuses (for instance a queue exists with other arguments).
 pub async fn declare_topology_on(conn: &Connection) -> Result<EventsExchange, BusError> {
+    // Each holding queue on a channel of its own: one that predates its delivery limit
+    // makes the broker close the channel it was declared on (406).
+    for queue in holding_queues() {
+        let ch = conn.create_channel().await?;
+        if declare_holding_queue(&ch, &queue).await? == HoldingQueue::WithDeliveryLimit {
+            // A refused declaration closed it already.
+            let _ = ch.close(200, "declared".into()).await;
+        }
+    }
     let ch = conn.create_channel().await?;
     declare_unbound(&ch).await?;
     let events = declare_events_exchange(&ch).await?;
@@ -132,11 +160,17 @@ pub async fn declare_topology_on(conn: &Connection) -> Result<EventsExchange, Bu
 /// [`declare_topology_on`] for callers that hold only a channel. If `collections.events`
 /// predates its alternate exchange, the broker closes `ch` when it is declared (last), so
 /// the inbound queues' bindings to it (made when it was created) are not re-declared:
-/// a queue deleted and re-created stays unbound. Prefer [`declare_topology_on`].
+/// a queue deleted and re-created stays unbound. A holding queue that predates its
+/// delivery limit is an error here. Prefer [`declare_topology_on`].
 ///
 /// # Errors
 /// When the broker refuses (for instance a queue exists with other arguments).
 pub async fn declare_topology(ch: &Channel) -> Result<EventsExchange, BusError> {
+    for queue in holding_queues() {
+        if declare_holding_queue(ch, &queue).await? == HoldingQueue::PredatesDeliveryLimit {
+            return Err(BusError::PredatesDeliveryLimit(queue));
+        }
+    }
     declare_unbound(ch).await?;
     let events = declare_events_exchange(ch).await?;
     if events == EventsExchange::WithAlternateExchange {
@@ -194,10 +228,15 @@ async fn declare_events_exchange(ch: &Channel) -> Result<EventsExchange, BusErro
 /// A 406 about `alternate-exchange` only: any other mismatch (type, durability) is a
 /// real misconfiguration and stays an error.
 fn is_alternate_exchange_mismatch(e: &lapin::Error) -> bool {
+    is_argument_mismatch(e, "alternate-exchange")
+}
+
+/// A 406 (inequivalent argument) naming `argument`.
+fn is_argument_mismatch(e: &lapin::Error, argument: &str) -> bool {
     match e.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => {
             *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
-                && amqp.get_message().as_str().contains("alternate-exchange")
+                && amqp.get_message().as_str().contains(argument)
         }
         _ => false,
     }
@@ -244,9 +283,7 @@ async fn declare_unbound(ch: &Channel) -> Result<(), BusError> {
         args.insert("x-queue-type".into(), long("quorum"));
         args
     };
-    // No delivery limit and no dead-lettering: like a DLQ, it only waits for an operator.
-    ch.queue_declare(UNROUTED_QUEUE.into(), qopts, quorum())
-        .await?;
+    // The holding queues are declared before (`declare_holding_queue`); bound here.
     ch.queue_bind(
         UNROUTED_QUEUE.into(),
         UNROUTED_EXCHANGE.into(),
@@ -258,8 +295,6 @@ async fn declare_unbound(ch: &Channel) -> Result<(), BusError> {
     for t in EventType::ALL {
         let queue = t.queue();
         let dlq = dlq_name(queue);
-        ch.queue_declare(dlq.as_str().into(), qopts, quorum())
-            .await?;
         ch.queue_bind(
             dlq.as_str().into(),
             DEAD_LETTER_EXCHANGE.into(),
@@ -281,6 +316,70 @@ async fn declare_unbound(ch: &Channel) -> Result<(), BusError> {
         ch.queue_declare(queue.into(), qopts, args).await?;
     }
     Ok(())
+}
+
+/// The queues where messages wait for an operator: every `.dlq` and [`UNROUTED_QUEUE`].
+#[must_use]
+pub fn holding_queues() -> Vec<String> {
+    EventType::ALL
+        .into_iter()
+        .map(|t| dlq_name(t.queue()))
+        .chain([UNROUTED_QUEUE.to_owned()])
+        .collect()
+}
+
+/// How a holding queue stands once declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldingQueue {
+    /// Declared with [`HOLDING_DELIVERY_LIMIT`].
+    WithDeliveryLimit,
+    /// Created by an older version without `x-delivery-limit`, which cannot be added to an
+    /// existing queue: on RabbitMQ 4.0 and later it has the default limit (20) unless a
+    /// policy sets one. The broker closed the channel.
+    PredatesDeliveryLimit,
+}
+
+static WARN_NO_DELIVERY_LIMIT: std::sync::Once = std::sync::Once::new();
+
+/// Declares a holding queue: quorum (replicated), no dead-lettering, no TTL, and an
+/// explicit [`HOLDING_DELIVERY_LIMIT`] rather than the broker's default. A queue that
+/// exists without the argument is refused with 406 (closing `ch`): reported, not an error.
+async fn declare_holding_queue(ch: &Channel, name: &str) -> Result<HoldingQueue, BusError> {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long("quorum"));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(HOLDING_DELIVERY_LIMIT),
+    );
+    let declared = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await;
+    match declared {
+        Ok(_) => Ok(HoldingQueue::WithDeliveryLimit),
+        Err(e) if is_argument_mismatch(&e, "x-delivery-limit") => {
+            WARN_NO_DELIVERY_LIMIT.call_once(|| {
+                tracing::warn!(
+                    queue = name,
+                    broker = %e,
+                    "dead-letter queues predate their delivery limit (no x-delivery-limit \
+                     argument): from RabbitMQ 4.0 they drop a message returned 20 times. \
+                     Set it with a policy: rabbitmqctl set_policy -p <vhost> \
+                     collections-holding '^collections\\.(.+\\.dlq|unrouted)$' \
+                     '{{\"delivery-limit\":{HOLDING_DELIVERY_LIMIT}}}' --apply-to queues \
+                     (deploy/README.md)"
+                );
+            });
+            Ok(HoldingQueue::PredatesDeliveryLimit)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn bind_inbound_queues(ch: &Channel) -> Result<(), BusError> {
@@ -312,6 +411,9 @@ pub struct OutMessage<'a> {
     pub headers: Option<FieldTable>,
     /// AMQP `content-type`.
     pub content_type: &'a str,
+    /// Publish `mandatory`: a message no queue takes is returned and the publish fails
+    /// ([`BusError::Returned`]) instead of being dropped by the broker without a word.
+    pub mandatory: bool,
 }
 
 impl<'a> OutMessage<'a> {
@@ -330,6 +432,9 @@ impl<'a> OutMessage<'a> {
             message_id: Some(id),
             headers: None,
             content_type: "application/cloudevents+json",
+            // Task events may have no subscriber yet (each dashboard binds its own queue),
+            // and `collections.events` has an alternate exchange: not mandatory.
+            mandatory: false,
         }
     }
 }
@@ -406,7 +511,10 @@ impl Publisher {
             let mut send = Box::pin(maybe_done(self.channel.basic_publish(
                 m.exchange.into(),
                 m.routing_key.into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: m.mandatory,
+                    ..BasicPublishOptions::default()
+                },
                 m.body,
                 props,
             )));
@@ -422,11 +530,14 @@ impl Publisher {
                 .expect("a completed send holds its output")?;
             let target = format!("{}/{}", m.exchange, m.routing_key);
             confirms.push(async move {
-                let c = confirm.await?;
-                if c.is_nack() {
-                    Err(BusError::Nacked(target))
-                } else {
-                    Ok(())
+                match confirm.await? {
+                    Confirmation::Nack(_) => Err(BusError::Nacked(target)),
+                    // Acked, yet no queue took it: a mandatory publish was returned.
+                    Confirmation::Ack(Some(returned)) => Err(BusError::Returned(
+                        target,
+                        format!("{} {}", returned.reply_code, returned.reply_text),
+                    )),
+                    Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
                 }
             });
         }

@@ -109,3 +109,46 @@ async fn a_refused_publish_is_an_error() {
         "a publish to a missing exchange is refused"
     );
 }
+
+/// A mandatory publish no queue takes (here: an exchange with no binding, as a dead
+/// letter meets when its `.dlq` binding is gone) is returned by the broker: an error
+/// naming the target, never a success for a message that was dropped.
+#[tokio::test]
+async fn a_mandatory_publish_that_reaches_no_queue_is_an_error() {
+    use collections_bus::{
+        lapin::{options::ExchangeDeclareOptions, ExchangeKind},
+        BusError,
+    };
+    let conn = collections_bus::connect(&amqp_url(), "bus-test-returned")
+        .await
+        .expect("broker reachable");
+    let ch = conn.create_channel().await.expect("channel");
+    let exchange = format!("bus-test-unbound-{}", std::process::id());
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            auto_delete: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange");
+    let publisher = Publisher::open(&conn).await.expect("publisher");
+    let mut msg = OutMessage::cloudevent(&exchange, "x.dlq", b"{}", "id-1");
+    let not_mandatory = publisher.publish_confirmed(&[msg.clone()]).await;
+    assert!(
+        not_mandatory.is_ok(),
+        "without mandatory the broker drops it silently: {not_mandatory:?}"
+    );
+    msg.mandatory = true;
+    let result = publisher.publish_confirmed(&[msg]).await;
+    match result {
+        Err(BusError::Returned(target, reply)) => {
+            assert_eq!(target, format!("{exchange}/x.dlq"));
+            assert!(reply.contains("NO_ROUTE"), "{reply}");
+        }
+        other => panic!("a returned publish must fail, got {other:?}"),
+    }
+}

@@ -92,7 +92,8 @@ pub fn fire(
         }
     }
     FireOutcome::Due {
-        message: task_message(TaskState::Due, task, &summary, now, None),
+        // Firing is a change: the stored row takes this revision when it is marked emitted.
+        message: task_message(TaskState::Due, &task.revised(), &summary, now, None),
         follow_up: task.channel.is_phone() || task.kind == TaskKind::CollectionCall,
     }
 }
@@ -114,7 +115,7 @@ fn moved(
     (state, policy): (&AccountState, &Policy),
     now: Timestamp,
 ) -> FireOutcome {
-    let mut task = old.clone();
+    let mut task = old.revised();
     task.due_at = due_at;
     task.reason = format!("{} ({suffix})", task.reason);
     // The rank follows the day the task is now due ("promise due today" is judged for

@@ -10,7 +10,7 @@
 //!
 //! Pure: no I/O; the store writes what this holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 use uuid::Uuid;
@@ -21,6 +21,16 @@ use crate::{
     Task,
 };
 
+/// A change to a task that existed before the batch, as written: the task's new
+/// [`Task::revision`] is the one its last task event of the batch carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revised<T> {
+    /// The change: a cancellation reason, or a new priority.
+    pub change: T,
+    /// The task's revision after the batch.
+    pub revision: u32,
+}
+
 /// Everything one transaction writes once the rules have run, netted.
 #[derive(Debug, Default)]
 pub struct Netted {
@@ -29,9 +39,9 @@ pub struct Netted {
     /// Index into `tasks` by task id.
     planned: HashMap<Uuid, usize>,
     /// Existing tasks to cancel.
-    cancel: Vec<(Uuid, String)>,
+    cancel: Vec<(Uuid, Revised<String>)>,
     /// Existing tasks to re-rank (last word wins).
-    reprioritise: BTreeMap<Uuid, u8>,
+    reprioritise: BTreeMap<Uuid, Revised<u8>>,
     /// Collection-note lines: account, cause, entry.
     journal: Vec<(String, Uuid, JournalEntry)>,
     /// Outbound messages and the input the shell says each came from.
@@ -56,16 +66,34 @@ impl Netted {
         journal: Vec<JournalEntry>,
         outbox: Vec<OutboundMessage>,
     ) {
-        let cancelled: HashSet<Uuid> = cancel.iter().map(|c| c.task_id).collect();
-        open.retain(|t| !cancelled.contains(&t.task_id));
+        // Each change advances the task's revision by one (`Task::revised`), as the rules
+        // did for the event announcing it: the rules read the revisions from `open`.
+        let cancelled: HashMap<Uuid, u32> = cancel
+            .iter()
+            .filter_map(|c| {
+                let t = open.iter().find(|t| t.task_id == c.task_id)?;
+                Some((c.task_id, t.revised().revision))
+            })
+            .collect();
+        open.retain(|t| !cancelled.contains_key(&t.task_id));
         for (id, p) in reprioritise {
-            if let Some(t) = open.iter_mut().find(|t| t.task_id == *id) {
-                t.priority = *p;
-            }
+            let Some(t) = open.iter_mut().find(|t| t.task_id == *id) else {
+                continue;
+            };
+            *t = Task {
+                priority: *p,
+                ..t.revised()
+            };
             match self.planned.get(id) {
-                Some(&k) => self.tasks[k].0.priority = *p,
+                Some(&k) => self.tasks[k].0 = t.clone(),
                 None => {
-                    self.reprioritise.insert(*id, *p);
+                    self.reprioritise.insert(
+                        *id,
+                        Revised {
+                            change: *p,
+                            revision: t.revision,
+                        },
+                    );
                 }
             }
         }
@@ -75,11 +103,25 @@ impl Netted {
             self.tasks.push((t, None));
         }
         for c in cancel {
+            // A task the rules cancel is always one of the open ones they were given.
+            let Some(&revision) = cancelled.get(&c.task_id) else {
+                continue;
+            };
             match self.planned.get(&c.task_id) {
-                Some(&k) => self.tasks[k].1 = Some(c.reason),
+                Some(&k) => {
+                    let (t, reason) = &mut self.tasks[k];
+                    t.revision = revision;
+                    *reason = Some(c.reason);
+                }
                 None => {
                     self.reprioritise.remove(&c.task_id);
-                    self.cancel.push((c.task_id, c.reason));
+                    self.cancel.push((
+                        c.task_id,
+                        Revised {
+                            change: c.reason,
+                            revision,
+                        },
+                    ));
                 }
             }
         }
@@ -95,15 +137,17 @@ impl Netted {
         &self.tasks
     }
 
-    /// Tasks that existed before the batch and that it cancels: (task, reason).
+    /// Tasks that existed before the batch and that it cancels: (task, reason and the
+    /// task's new revision).
     #[must_use]
-    pub fn cancellations(&self) -> &[(Uuid, String)] {
+    pub fn cancellations(&self) -> &[(Uuid, Revised<String>)] {
         &self.cancel
     }
 
-    /// Tasks that existed before the batch and that it re-ranks: task → new priority.
+    /// Tasks that existed before the batch and that it re-ranks: task → new priority and
+    /// the task's new revision.
     #[must_use]
-    pub fn reranks(&self) -> &BTreeMap<Uuid, u8> {
+    pub fn reranks(&self) -> &BTreeMap<Uuid, Revised<u8>> {
         &self.reprioritise
     }
 
@@ -157,6 +201,7 @@ mod tests {
             cause_event_id: Uuid::from_u128(1000),
             attempt: 1,
             policy_version: "p-test".to_owned(),
+            revision: 1,
         }
     }
 
@@ -197,6 +242,11 @@ mod tests {
         absorb(&mut w, &mut open, Vec::new(), vec![cancel(1, "paid")], &[]);
         assert_eq!(w.new_tasks().len(), 1);
         assert_eq!(w.new_tasks()[0].1.as_deref(), Some("paid"));
+        assert_eq!(
+            w.new_tasks()[0].0.revision,
+            2,
+            "written with the revision of its task.cancelled"
+        );
         assert!(
             w.cancellations().is_empty(),
             "no update of a row not yet written"
@@ -231,8 +281,10 @@ mod tests {
         );
         assert_eq!(w.new_tasks().len(), 1);
         assert_eq!(w.new_tasks()[0].0.priority, 2);
+        assert_eq!(w.new_tasks()[0].0.revision, 3, "planned, re-ranked twice");
         assert!(w.reranks().is_empty());
         assert_eq!(open[0].priority, 2);
+        assert_eq!(open[0].revision, 3, "the next decision sees it");
     }
 
     #[test]
@@ -252,7 +304,14 @@ mod tests {
         assert!(w.reranks().is_empty());
         assert_eq!(
             w.cancellations(),
-            &[(Uuid::from_u128(1), "paid".to_owned())]
+            &[(
+                Uuid::from_u128(1),
+                Revised {
+                    change: "paid".to_owned(),
+                    revision: 3
+                }
+            )],
+            "its revision counts the re-rank and the cancellation"
         );
         assert_eq!(w.touched().collect::<Vec<_>>(), vec![Uuid::from_u128(1)]);
         assert!(open.is_empty());
@@ -276,7 +335,13 @@ mod tests {
             Vec::new(),
             &[(Uuid::from_u128(1), 4)],
         );
-        assert_eq!(w.reranks().get(&Uuid::from_u128(1)), Some(&4));
+        assert_eq!(
+            w.reranks().get(&Uuid::from_u128(1)),
+            Some(&Revised {
+                change: 4,
+                revision: 3
+            })
+        );
         assert_eq!(w.reranks().len(), 1);
     }
 

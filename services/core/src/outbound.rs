@@ -116,6 +116,7 @@ struct TaskData<'a> {
     account: &'a AccountSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     cancel_reason: Option<&'a str>,
+    revision: u32,
 }
 
 /// The id a task event gets unless its caller names another: derived from the task, the
@@ -128,7 +129,9 @@ pub fn task_event_id(state: TaskState, task: &Task) -> Uuid {
     )
 }
 
-/// Builds a `task.<state>` CloudEvent with the id [`task_event_id`] gives.
+/// Builds a `task.<state>` CloudEvent with the id [`task_event_id`] gives. `task` is the
+/// task as it is after the change the event announces (its `revision` included: see
+/// [`Task::revised`]).
 #[must_use]
 pub fn task_message(
     state: TaskState,
@@ -174,6 +177,7 @@ pub fn task_message_with_id(
         policy_version: &task.policy_version,
         account,
         cancel_reason,
+        revision: task.revision,
     };
     OutboundMessage {
         event_id,

@@ -298,7 +298,10 @@ impl World<'_> {
         self.states.insert(account.to_owned(), d.state);
         for (id, p) in &d.reprioritise {
             if let Some(o) = self.open.iter_mut().find(|o| o.task.task_id == *id) {
-                o.task.priority = *p;
+                o.task = Task {
+                    priority: *p,
+                    ..o.task.revised()
+                };
             }
         }
         for t in d.schedule {

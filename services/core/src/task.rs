@@ -149,4 +149,31 @@ pub struct Task {
     pub attempt: u32,
     /// Content hash of the policy that planned it.
     pub policy_version: String,
+    /// How many times the task has been announced: 1 when planned, one more with every
+    /// change (a re-rank, a move, the firing, the cancellation). Every task event carries
+    /// the revision the task has after it, so a consumer keeps, per task, the event with
+    /// the highest revision, whatever order events arrive in. The store keeps it with the
+    /// task, so a replay of the same change yields the same revision.
+    #[serde(default = "first_revision")]
+    pub revision: u32,
+}
+
+fn first_revision() -> u32 {
+    Task::FIRST_REVISION
+}
+
+impl Task {
+    /// The revision of a task just planned (its first `task.scheduled`).
+    pub const FIRST_REVISION: u32 = 1;
+
+    /// The task as it is after one more change: its revision advanced by one (the caller
+    /// changes the rest). Every change to a task goes through here, in the rules and in
+    /// the netting of a batch, so that a task event and the stored row agree.
+    #[must_use]
+    pub fn revised(&self) -> Task {
+        Task {
+            revision: self.revision.saturating_add(1),
+            ..self.clone()
+        }
+    }
 }

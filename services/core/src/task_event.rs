@@ -113,6 +113,12 @@ pub struct TaskEventData {
     pub cancel_reason: Option<String>,
     /// The account at the time of the event.
     pub account: TaskAccountSummary,
+    /// The task's revision after this event: 1 for its first `task.scheduled`, one more
+    /// with every later event about it. Per task, the event with the highest revision is
+    /// the task as it stands; events may arrive out of that order (a relay republishing
+    /// late, a scheduler firing while a worker's publish is in flight).
+    #[serde(deserialize_with = "revision")]
+    pub revision: u32,
 }
 
 /// The account summary every task event carries.
@@ -406,6 +412,13 @@ fn priority<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
         Err(D::Error::custom(format!(
             "priority {p} is outside 1-{MAX_PRIORITY}"
         )))
+    }
+}
+
+fn revision<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(D::Error::custom("revision 0: revisions count from 1")),
+        r => Ok(r),
     }
 }
 

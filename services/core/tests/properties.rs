@@ -19,7 +19,11 @@
 //! Every instant is generated: no test reads the clock.
 
 use collections_core::{
-    decide, fire, on_call_fired, parse_event,
+    decide, fire,
+    netting::Netted,
+    on_call_fired,
+    outbound::{OutboundMessage, TASKS_EXCHANGE},
+    parse_event,
     policy::{DEFAULT_POLICY_TOML, US_REG_F_POLICY_TOML},
     sim::{simulate, Scenario, Timed},
     state::Status,
@@ -330,6 +334,11 @@ struct Fold<'a> {
     planned: Vec<(uuid::Uuid, Timestamp)>,
     /// What happened, for the report of a counterexample.
     trace: Vec<String>,
+    /// The revision of each task's last event.
+    revisions: std::collections::HashMap<uuid::Uuid, u64>,
+    /// Task events whose revision is not their task's previous one plus one, and rows
+    /// whose revision (as the store writes them) differs from their last event's.
+    revision_faults: Vec<String>,
 }
 
 impl<'a> Fold<'a> {
@@ -340,6 +349,46 @@ impl<'a> Fold<'a> {
             open: Vec::new(),
             planned: Vec::new(),
             trace: Vec::new(),
+            revisions: std::collections::HashMap::new(),
+            revision_faults: Vec::new(),
+        }
+    }
+
+    /// Checks the revisions of task events in publishing order: a task's first is 1,
+    /// each later one its predecessor's plus one.
+    fn check_events(&mut self, messages: &[OutboundMessage]) {
+        for m in messages.iter().filter(|m| m.exchange == TASKS_EXCHANGE) {
+            let v = m.json();
+            let task: uuid::Uuid = v["data"]["task_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("task_id");
+            let Some(revision) = v["data"]["revision"].as_u64() else {
+                self.revision_faults
+                    .push(format!("{} without a revision", v["type"]));
+                continue;
+            };
+            let expected = self.revisions.get(&task).map_or(1, |r| r + 1);
+            if revision != expected {
+                self.revision_faults.push(format!(
+                    "{} of {task}: revision {revision}, expected {expected}",
+                    v["type"]
+                ));
+            }
+            self.revisions.insert(task, revision);
+        }
+    }
+
+    /// Checks that a row as written carries the revision of its task's last event.
+    fn check_row(&mut self, task: uuid::Uuid, internal: bool, revision: u32, what: &str) {
+        if internal {
+            return;
+        }
+        let last = self.revisions.get(&task).copied();
+        if last != Some(u64::from(revision)) {
+            self.revision_faults.push(format!(
+                "{what} {task} written with revision {revision}, its last event has {last:?}"
+            ));
         }
     }
 
@@ -412,12 +461,51 @@ impl<'a> Fold<'a> {
         if let Some(j) = d.journal.iter().find(|j| j.kind == NEXT_STEP_BACKSTOP) {
             return Err(format!("(e) a rule left no next step: {}", j.detail));
         }
+        // The rows as the store writes them: through the netting of the batch.
+        self.check_events(&d.outbox);
+        let mut rows = self.open_tasks();
+        let mut net = Netted::default();
+        net.absorb(
+            &mut rows,
+            ACC,
+            uuid::Uuid::nil(),
+            None,
+            d.schedule.clone(),
+            d.cancel.clone(),
+            &d.reprioritise,
+            Vec::new(),
+            Vec::new(),
+        );
+        for (t, _) in net.new_tasks() {
+            self.check_row(t.task_id, t.kind.is_internal(), t.revision, "new task");
+        }
+        let internal = |id: &uuid::Uuid| {
+            self.open
+                .iter()
+                .any(|o| o.task.task_id == *id && o.task.kind.is_internal())
+        };
+        let changed: Vec<(uuid::Uuid, bool, u32)> = net
+            .cancellations()
+            .iter()
+            .map(|(id, c)| (*id, internal(id), c.revision))
+            .chain(
+                net.reranks()
+                    .iter()
+                    .map(|(id, r)| (*id, internal(id), r.revision)),
+            )
+            .collect();
+        for (id, internal, revision) in changed {
+            self.check_row(id, internal, revision, "changed task");
+        }
         self.open
             .retain(|o| !d.cancel.iter().any(|c| c.task_id == o.task.task_id));
         self.state = Some(d.state);
         for (id, p) in &d.reprioritise {
             if let Some(o) = self.open.iter_mut().find(|o| o.task.task_id == *id) {
-                o.task.priority = *p;
+                o.task = Task {
+                    priority: *p,
+                    ..o.task.revised()
+                };
             }
         }
         for t in d.schedule {
@@ -458,12 +546,21 @@ impl<'a> Fold<'a> {
                 let e = parse_event(&message.body, None).expect("expiry is an event");
                 self.event(&e, now)?;
             }
-            FireOutcome::Moved { task: moved, .. } => {
+            FireOutcome::Moved {
+                task: moved,
+                message,
+                ..
+            } => {
+                self.check_events(std::slice::from_ref(&message));
+                self.check_row(moved.task_id, false, moved.revision, "moved task");
                 self.check_in_window(&moved, "moved")?;
                 self.trace.push(format!("  moved to {}", moved.due_at));
                 self.open[index].task = *moved;
             }
             FireOutcome::Due { message, follow_up } => {
+                self.check_events(std::slice::from_ref(&message));
+                // Marked emitted with its revision advanced by one (`complete_fired`).
+                self.check_row(task.task_id, false, task.revision + 1, "fired task");
                 self.open.remove(index);
                 if follow_up {
                     if let Some(state) = self.state.clone() {
@@ -568,6 +665,28 @@ proptest! {
         if let Err(v) = r {
             prop_assert!(false, "{}", report(&f, &v));
         }
+    }
+
+    /// (f): per task, the events carry revisions 1, 2, 3… in the order they are built
+    /// (planned, re-ranked, moved, fired or cancelled, by a worker's rules or the
+    /// scheduler's), and every row the store writes (new, cancelled, re-ranked, moved,
+    /// marked emitted) carries the revision of its task's last event, so the next change
+    /// numbers on from it.
+    #[test]
+    fn task_event_revisions_rise_by_one_and_rows_keep_the_last(
+        h in history_strategy(),
+        late_min in prop_oneof![3 => Just(0i64), 1 => 0i64..(30 * 60)],
+    ) {
+        let policies = policies();
+        let policy = &policies[h.policy];
+        let events = events(&h);
+        let (f, _) = run(policy, &events, SignedDuration::from_mins(late_min));
+        prop_assert!(
+            f.revision_faults.is_empty(),
+            "{}",
+            report(&f, &f.revision_faults.join("\n"))
+        );
+        prop_assert!(!f.revisions.is_empty(), "the history published task events");
     }
 
     /// (c): the same history replayed from scratch plans the same tasks, with the same

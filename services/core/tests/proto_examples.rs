@@ -437,6 +437,11 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     ),
     ("task.due--unknown-channel.json", Expect::Task("whatsapp")),
     (
+        "task.due--revision-missing.json",
+        Expect::Task("missing field `revision`"),
+    ),
+    ("task.due--revision-zero.json", Expect::Task("revision 0")),
+    (
         "task.scheduled--internal-kind-promise-expiry.json",
         Expect::Task("internal"),
     ),

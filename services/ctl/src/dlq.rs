@@ -5,6 +5,7 @@ use clap::Subcommand;
 use collections_bus::{
     dlq_name, header_str,
     lapin::{
+        message::Delivery,
         options::{
             BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
             ConfirmSelectOptions, QueueDeclareOptions,
@@ -21,7 +22,9 @@ use collections_core::EventType;
 pub enum DlqCmd {
     /// Message counts of every dead-letter queue and of `collections.unrouted`.
     List,
-    /// Show up to N dead letters of a queue (they stay in the queue).
+    /// Show up to N dead letters of a queue (they stay in the queue: each is put back as
+    /// a copy at its tail before the original is acked, so showing never uses up a
+    /// quorum queue's delivery limit; showing fewer than all moves those shown to the end).
     Show {
         /// Source queue (e.g. collections.payment-failed), its `.dlq`, or
         /// collections.unrouted.
@@ -62,7 +65,7 @@ pub async fn run(conn: &Connection, cmd: DlqCmd) -> anyhow::Result<()> {
                 println!("{name:<40} {:>8}", message_count(&ch, &name).await?);
             }
         }
-        DlqCmd::Show { queue, limit } => show(&ch, &holding_queue(&queue), limit).await?,
+        DlqCmd::Show { queue, limit } => show(conn, &ch, &holding_queue(&queue), limit).await?,
         DlqCmd::Replay { queue, limit } => replay(conn, &ch, &holding_queue(&queue), limit).await?,
     }
     Ok(())
@@ -83,16 +86,19 @@ async fn message_count(ch: &Channel, queue: &str) -> anyhow::Result<u32> {
     Ok(q.message_count())
 }
 
-async fn show(ch: &Channel, queue: &str, limit: usize) -> anyhow::Result<()> {
-    let mut held = Vec::new();
-    for _ in 0..limit {
+async fn show(conn: &Connection, ch: &Channel, queue: &str, limit: usize) -> anyhow::Result<()> {
+    // Only what is there now: the copies put back go to the tail, behind these.
+    let at_start = message_count(ch, queue).await?;
+    let budget = limit.min(usize::try_from(at_start).unwrap_or(usize::MAX));
+    let pubch = confirm_channel(conn).await?;
+    for _ in 0..budget {
         let Some(m) = ch
             .basic_get(queue.into(), BasicGetOptions::default())
             .await?
         else {
             break;
         };
-        let d = &m.delivery;
+        let d = m.delivery;
         let why = Why::of(queue, &d.properties, d.routing_key.as_str());
         let body = String::from_utf8_lossy(&d.data);
         let preview: String = body.chars().take(160).collect();
@@ -107,19 +113,85 @@ async fn show(ch: &Channel, queue: &str, limit: usize) -> anyhow::Result<()> {
                 .map_or("-", |s| s.as_str()),
             d.data.len()
         );
-        held.push(m);
-    }
-    // Put them back: showing must not consume.
-    for m in held {
-        m.delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
+        // Showing must not consume, nor count a delivery (a requeue would: a quorum
+        // queue drops a message returned more often than its delivery limit).
+        keep(&pubch, queue, d).await?;
     }
     Ok(())
+}
+
+async fn confirm_channel(conn: &Connection) -> anyhow::Result<Channel> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(ch)
+}
+
+/// Keeps a message taken from `queue` with basic.get without returning it, because a
+/// quorum queue counts every return as a delivery and drops (these queues have no
+/// dead-letter exchange) a message past its `x-delivery-limit`: a copy with the same
+/// body and properties goes to the tail of `queue` (default exchange, mandatory,
+/// confirmed), then the original is acked. Should the copy fail, the original is returned
+/// after all (one delivery counted, nothing lost). Interrupted between the confirm and the
+/// ack, the queue holds the message twice, with one message id.
+async fn keep(pubch: &Channel, queue: &str, d: Delivery) -> anyhow::Result<()> {
+    match put_copy(pubch, queue, &d).await {
+        Ok(()) => {
+            d.acker.ack(BasicAckOptions::default()).await?;
+            Ok(())
+        }
+        Err(e) => {
+            d.acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?;
+            Err(e.context(format!("put a copy back into {queue}")))
+        }
+    }
+}
+
+async fn put_copy(pubch: &Channel, queue: &str, d: &Delivery) -> anyhow::Result<()> {
+    let confirm = pubch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &d.data,
+            kept_properties(queue, &d.properties, d.routing_key.as_str()),
+        )
+        .await?;
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        .await
+        .map_err(|_| anyhow::anyhow!("no publisher confirm within {CONFIRM_TIMEOUT:?}"))??;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)) => {
+            anyhow::bail!("returned: {} {}", r.reply_code, r.reply_text)
+        }
+        Confirmation::Nack(None) => anyhow::bail!("the broker refused it (negative confirm)"),
+        Confirmation::NotRequested => anyhow::bail!("publish channel is not in confirm mode"),
+    }
+}
+
+/// The properties of a message put back where it was: all of them, dead-letter headers
+/// included, but the quorum queue's own delivery count (the copy is a new message). The
+/// copy travels with the queue's name as routing key, so an unrouted event, whose routing
+/// key is all that says what it was, keeps it in `x-collections-original-routing-key`.
+fn kept_properties(queue: &str, p: &BasicProperties, delivery_rk: &str) -> BasicProperties {
+    let out = copy_properties(p, |key| key != "x-delivery-count");
+    if queue != UNROUTED_QUEUE || header_str(p, HEADER_ORIGINAL_ROUTING_KEY).is_some() {
+        return out;
+    }
+    let mut headers = out.headers().clone().unwrap_or_default();
+    headers.insert(
+        HEADER_ORIGINAL_ROUTING_KEY.into(),
+        AMQPValue::LongString(delivery_rk.into()),
+    );
+    out.with_headers(headers)
 }
 
 /// Why a message sits where it is, and the routing key it was first published with.
@@ -131,12 +203,15 @@ struct Why {
 
 impl Why {
     fn of(queue: &str, p: &BasicProperties, delivery_rk: &str) -> Self {
-        // The alternate exchange adds no header: the routing key it kept is the reason.
+        // The alternate exchange adds no header: the routing key it kept is the reason
+        // (or, once `dlq` put the event back, the header that keeps it).
         if queue == UNROUTED_QUEUE {
+            let rk = header_str(p, HEADER_ORIGINAL_ROUTING_KEY)
+                .unwrap_or_else(|| delivery_rk.to_owned());
             return Self {
-                reason: format!("unrouted (no queue for routing key {delivery_rk})"),
+                reason: format!("unrouted (no queue for routing key {rk})"),
                 detail: "-".into(),
-                routing_key: Some(delivery_rk.to_owned()),
+                routing_key: Some(rk),
             };
         }
         if let Some(code) = header_str(p, HEADER_ERROR) {
@@ -211,7 +286,13 @@ fn is_dead_letter_header(key: &str) -> bool {
 
 /// The original message's properties minus the dead-letter bookkeeping.
 fn replay_properties(p: &BasicProperties) -> BasicProperties {
-    // Persistent whatever it was: a replay must survive a broker restart like the first
+    copy_properties(p, |key| !is_dead_letter_header(key))
+}
+
+/// A message's properties for a publish of its copy: the headers `keep_header` keeps, and
+/// every other property but `user_id`.
+fn copy_properties(p: &BasicProperties, keep_header: impl Fn(&str) -> bool) -> BasicProperties {
+    // Persistent whatever it was: a copy must survive a broker restart like the first
     // publish should have.
     let mut out = BasicProperties::default().with_delivery_mode(2);
     if let Some(v) = p.content_type() {
@@ -223,7 +304,7 @@ fn replay_properties(p: &BasicProperties) -> BasicProperties {
     if let Some(h) = p.headers() {
         let mut kept = FieldTable::default();
         for (k, v) in h {
-            if !is_dead_letter_header(k.as_str()) {
+            if keep_header(k.as_str()) {
                 kept.insert(k.clone(), v.clone());
             }
         }
@@ -329,14 +410,11 @@ async fn replay(conn: &Connection, ch: &Channel, queue: &str, limit: usize) -> a
     // and must wait for the next run, not be replayed again by this one.
     let at_start = message_count(ch, queue).await?;
     let budget = limit.min(usize::try_from(at_start).unwrap_or(usize::MAX));
-    let pubch = conn.create_channel().await?;
-    pubch
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let pubch = confirm_channel(conn).await?;
     let mut tally = Tally::default();
-    // Messages not replayed stay unacked until the end, so that basic.get moves past them;
-    // then they are returned to the queue.
-    let mut kept = Vec::new();
+    // Messages not replayed are put back at the tail of the queue (`keep`: a requeue
+    // would count a delivery), behind the budget, so this run does not meet them again.
+    let mut n_kept = 0;
     let mut failure = None;
     for _ in 0..budget {
         let Some(m) = ch
@@ -356,7 +434,11 @@ async fn replay(conn: &Connection, ch: &Channel, queue: &str, limit: usize) -> a
         let Some(rk) = replay_routing_key(queue, &why) else {
             println!("kept message_id={id}: cannot tell its original routing key");
             tally.no_routing_key += 1;
-            kept.push(d);
+            n_kept += 1;
+            if let Err(e) = keep(&pubch, queue, d).await {
+                failure = Some(e);
+                break;
+            }
             continue;
         };
         match republish(&pubch, &rk, &d.data, replay_properties(&d.properties)).await {
@@ -374,36 +456,38 @@ async fn replay(conn: &Connection, ch: &Channel, queue: &str, limit: usize) -> a
                     "kept message_id={id}: returned, no queue is bound to routing key {rk} ({reply})"
                 );
                 tally.returned += 1;
-                kept.push(d);
+                n_kept += 1;
+                if let Err(e) = keep(&pubch, queue, d).await {
+                    failure = Some(e);
+                    break;
+                }
             }
             Ok(Published::Nacked) => {
                 println!("kept message_id={id}: the broker refused it (negative confirm)");
                 tally.nacked += 1;
-                kept.push(d);
+                n_kept += 1;
+                if let Err(e) = keep(&pubch, queue, d).await {
+                    failure = Some(e);
+                    break;
+                }
             }
             Err(e) => {
                 // Maybe stored, maybe not: keeping it risks a duplicate (consumers
-                // deduplicate by id), dropping it risks a loss.
-                kept.push(d);
+                // deduplicate by id), dropping it risks a loss. The publish channel may be
+                // gone too: then the original is returned (`keep`).
+                n_kept += 1;
+                if let Err(k) = keep(&pubch, queue, d).await {
+                    eprintln!("{k:#}");
+                }
                 failure = Some(e.context(format!("re-publish message_id={id} to {rk}")));
                 break;
             }
         }
     }
-    let n_kept = kept.len();
     println!(
         "replayed {} message(s) from {queue}; kept {n_kept} (returned {}, nacked {}, no routing key {}); {at_start} there at start",
         tally.replayed, tally.returned, tally.nacked, tally.no_routing_key
     );
-    // Should this fail, closing the connection on exit returns them all the same.
-    for d in kept {
-        d.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
-    }
     if let Some(e) = failure {
         return Err(e);
     }

@@ -452,3 +452,136 @@ async fn a_message_dead_lettered_by_the_delivery_limit_is_shown_and_replayed() {
     );
     let _ = conn.close(200, "bye".into()).await;
 }
+
+/// The delivery limit a test gives its dead-letter queue: a broker on which every
+/// inspection that returns a message counts a delivery (RabbitMQ 4.0 gives quorum queues
+/// 20 by default; this small one makes the test quick).
+const SMALL_LIMIT: i64 = 3;
+
+/// Declares the payment-failed DLQ as a broker configured with a small delivery limit
+/// would have it, before the topology: `declare_topology_on` must carry on past it.
+async fn dlq_with_small_limit(conn: &collections_bus::lapin::Connection) {
+    let ch = conn.create_channel().await.expect("channel");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(SMALL_LIMIT),
+    );
+    ch.queue_declare(
+        DLQ.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("dlq with a small delivery limit");
+}
+
+/// `dlq show` run many more times than the queue's delivery limit: the dead letter, its
+/// reason and its place are all still there (showing never returns a message, which a
+/// quorum queue would count as a delivery and drop past the limit).
+#[tokio::test]
+async fn showing_a_dead_letter_more_often_than_the_delivery_limit_keeps_it() {
+    let vhost = Vhost::new();
+    let conn = vhost.connect().await;
+    dlq_with_small_limit(&conn).await;
+    collections_bus::declare_topology_on(&conn)
+        .await
+        .expect("topology, past the DLQ that predates its delivery limit");
+    let ch = confirm_channel(&conn).await;
+    for i in 0..2 {
+        dead_letter(
+            &ch,
+            "payment.failed",
+            format!("{{\"n\": {i}}}").as_bytes(),
+            BasicProperties::default().with_message_id(format!("evt-shown-{i}").into()),
+        )
+        .await;
+    }
+
+    let runs = 8 * SMALL_LIMIT;
+    for run in 0..runs {
+        let shown = ctl(&vhost.url, &["dlq", "show", SOURCE]);
+        assert_eq!(
+            shown.matches("reason=schema").count(),
+            2,
+            "run {run} shows both: {shown}"
+        );
+        let first = shown.find("evt-shown-0").expect("first shown");
+        let second = shown.find("evt-shown-1").expect("second shown");
+        assert!(first < second, "in their order, run {run}: {shown}");
+    }
+    let kept = drain(&ch, DLQ).await;
+    let ids: Vec<String> = kept
+        .iter()
+        .filter_map(|(p, _)| p.message_id().as_ref().map(ToString::to_string))
+        .collect();
+    assert_eq!(
+        ids,
+        ["evt-shown-0", "evt-shown-1"],
+        "after {runs} shows the dead letters are all there, once each, in order"
+    );
+    let (props, body) = &kept[0];
+    assert_eq!(body, b"{\"n\": 0}");
+    assert_eq!(
+        header_str(props, collections_bus::HEADER_ERROR).as_deref(),
+        Some("schema"),
+        "the reason headers stay"
+    );
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// A dead letter a replay cannot deliver (no queue for its key) is kept: run after run,
+/// more often than the delivery limit, it must stay in the queue.
+#[tokio::test]
+async fn a_dead_letter_kept_by_many_failed_replays_is_never_dropped() {
+    let vhost = Vhost::new();
+    let conn = vhost.connect().await;
+    dlq_with_small_limit(&conn).await;
+    // No alternate exchange: an unroutable replay is returned.
+    let ch = conn.create_channel().await.expect("channel");
+    ch.exchange_declare(
+        EVENTS_EXCHANGE.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("old exchange");
+    collections_bus::declare_topology_on(&conn)
+        .await
+        .expect("topology");
+    let ch = confirm_channel(&conn).await;
+    dead_letter(
+        &ch,
+        "payment.refunded",
+        b"{\"type\": \"payment.refunded\"}",
+        BasicProperties::default().with_message_id("evt-refund-kept".into()),
+    )
+    .await;
+
+    for run in 0..4 * SMALL_LIMIT {
+        let out = ctl_output(&vhost.url, &["dlq", "replay", SOURCE]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("kept 1 (returned 1,"),
+            "run {run} keeps it: {stdout}"
+        );
+    }
+    let kept = drain(&ch, DLQ).await;
+    assert_eq!(kept.len(), 1, "the dead letter is still there");
+    assert_eq!(
+        header_str(&kept[0].0, collections_bus::HEADER_ERROR).as_deref(),
+        Some("schema")
+    );
+    let _ = conn.close(200, "bye".into()).await;
+}

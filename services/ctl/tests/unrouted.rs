@@ -318,5 +318,11 @@ async fn the_definitions_file_agrees_with_the_code() {
         .await
         .expect("the code's declarations match the file's");
     assert_eq!(found, EventsExchange::WithAlternateExchange);
+    // The channel variant refuses a holding queue declared without the delivery limit
+    // (`declare_topology_on` would carry on past it with a warning).
+    let ch = conn.create_channel().await.expect("channel");
+    collections_bus::declare_topology(&ch)
+        .await
+        .expect("the file's holding queues have the code's delivery limit");
     let _ = conn.close(200, "bye".into()).await;
 }

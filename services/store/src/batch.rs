@@ -103,8 +103,8 @@ impl Store {
     }
 }
 
-/// The batch's write statement ([`Writes::write`]): parameters `$1`–`$28`, then the
-/// outbox's six from `$29` ([`outbox_ctes`]). Updates keyed by task ids guard with
+/// The batch's write statement ([`Writes::write`]): parameters `$1`–`$31` (the tasks'
+/// revisions last, `$29`–`$31`), then the outbox's six from `$32` ([`outbox_ctes`]). Updates keyed by task ids guard with
 /// `(status = …) IS TRUE` rather than `status = …`: the latter matches the partial
 /// indexes' predicates, and the generic plan then hash-joins the ids against a scan of
 /// every scheduled task instead of probing the primary key (BENCHMARKS.md, "Where the
@@ -121,24 +121,25 @@ pub(crate) static WRITE_BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
              new_tasks AS (
                  INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone,
                                     reason, promise_id, cause_event_id, attempt, policy_version,
-                                    status, cancelled_at, cancel_reason)
+                                    status, cancelled_at, cancel_reason, revision)
                  SELECT id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
                         CASE WHEN cancel IS NULL THEN 'scheduled' ELSE 'cancelled' END,
-                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel
+                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel, rev
                  FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[],
                              $10::timestamptz[], $11::smallint[], $12::text[], $13::text[],
-                             $14::text[], $15::uuid[], $16::int[], $17::text[], $18::text[])
+                             $14::text[], $15::uuid[], $16::int[], $17::text[], $18::text[],
+                             $29::int[])
                       AS t(id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
-                           cancel)
+                           cancel, rev)
                  ON CONFLICT (task_id) DO NOTHING),
              cancelled AS (
                  UPDATE tasks t SET status = 'cancelled', cancelled_at = now(),
-                        cancel_reason = c.reason
-                 FROM unnest($19::uuid[], $20::text[]) AS c(id, reason)
+                        cancel_reason = c.reason, revision = c.rev
+                 FROM unnest($19::uuid[], $20::text[], $30::int[]) AS c(id, reason, rev)
                  WHERE t.task_id = c.id AND (t.status = 'scheduled') IS TRUE),
              reranked AS (
-                 UPDATE tasks t SET priority = r.p
-                 FROM unnest($21::uuid[], $22::smallint[]) AS r(id, p)
+                 UPDATE tasks t SET priority = r.p, revision = r.rev
+                 FROM unnest($21::uuid[], $22::smallint[], $31::int[]) AS r(id, p, rev)
                  WHERE t.task_id = r.id AND (t.status = 'scheduled') IS TRUE),
              noted AS (
                  INSERT INTO journal (account_id, event_id, kind, detail, task_id,
@@ -149,7 +150,7 @@ pub(crate) static WRITE_BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
                  ORDER BY n),
              {}
          SELECT id, event_id FROM sent",
-        outbox_ctes(29)
+        outbox_ctes(32)
     )
 });
 
@@ -299,15 +300,34 @@ impl Writes {
             .map(|(t, _)| i32::try_from(t.attempt).unwrap_or(i32::MAX))
             .collect();
         let t_cancel: Vec<Option<&str>> = tasks.iter().map(|(_, c)| c.as_deref()).collect();
+        let revision = |r: u32| i32::try_from(r).unwrap_or(i32::MAX);
+        let t_revision: Vec<i32> = tasks.iter().map(|(t, _)| revision(t.revision)).collect();
         let c_ids: Vec<Uuid> = self.net.cancellations().iter().map(|c| c.0).collect();
         let c_reasons: Vec<&str> = self
             .net
             .cancellations()
             .iter()
-            .map(|c| c.1.as_str())
+            .map(|c| c.1.change.as_str())
+            .collect();
+        let c_revision: Vec<i32> = self
+            .net
+            .cancellations()
+            .iter()
+            .map(|c| revision(c.1.revision))
             .collect();
         let r_ids: Vec<Uuid> = self.net.reranks().keys().copied().collect();
-        let r_prio: Vec<i16> = self.net.reranks().values().map(|p| i16::from(*p)).collect();
+        let r_prio: Vec<i16> = self
+            .net
+            .reranks()
+            .values()
+            .map(|r| i16::from(r.change))
+            .collect();
+        let r_revision: Vec<i32> = self
+            .net
+            .reranks()
+            .values()
+            .map(|r| revision(r.revision))
+            .collect();
         let j = self.net.journal();
         let j_accounts: Vec<&str> = j.iter().map(|e| e.0.as_str()).collect();
         let j_events: Vec<Uuid> = j.iter().map(|e| e.1).collect();
@@ -344,7 +364,10 @@ impl Writes {
             .bind(&j_kinds)
             .bind(&j_details)
             .bind(&j_tasks)
-            .bind(now.to_sqlx());
+            .bind(now.to_sqlx())
+            .bind(&t_revision)
+            .bind(&c_revision)
+            .bind(&r_revision);
         let rows = bind_outbox(q, &outbox, lease_secs)
             .fetch_all(&mut **tx)
             .await?;
@@ -423,14 +446,15 @@ pub(crate) async fn open_batch(
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
     let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    // collections_open_batch: live definition in migrations/0007_fencing_tokens.sql.
-    // Every column of a function's result may be NULL: the three kinds of row tell apart
-    // by which are set (the migration's comment).
+    // collections_open_batch_revised: live definition in migrations/0009_task_revisions.sql
+    // (0007's collections_open_batch plus the revision). Every column of a function's
+    // result may be NULL: the three kinds of row tell apart by which are set (0003's
+    // comment).
     let result = sqlx::query!(
         r#"SELECT fresh, account_id, state, task_id, kind, channel,
                   due_at AS "due_at: Ts", priority, tone, reason, promise_id, cause_event_id,
-                  attempt, policy_version, status
-           FROM collections_open_batch($1, $2, $3, $4)"#,
+                  attempt, policy_version, status, revision
+           FROM collections_open_batch_revised($1, $2, $3, $4)"#,
         &ids,
         &types as &[&str],
         &accounts as &[&str],
@@ -462,6 +486,7 @@ pub(crate) async fn open_batch(
                 cause_event_id: need(r.cause_event_id, "cause_event_id")?,
                 attempt: need(r.attempt, "attempt")?,
                 policy_version: need(r.policy_version, "policy_version")?,
+                revision: need(r.revision, "revision")?,
             }
             .into_task()?;
             // A status this binary does not know is left alone, as `scheduled` is.
@@ -482,10 +507,12 @@ pub(crate) async fn open_batch(
     if !stale.is_empty() {
         // Rare: a scheduler died holding these claims. The account locks keep new claims
         // off them; what the dead scheduler's completion or a rescuer did meanwhile is
-        // read back after the update.
+        // read back after the update. The dead scheduler may have published the task's
+        // `task.due` (with the next revision) before dying: the revision is advanced past
+        // it, so a cancellation that follows (the retraction) outranks that `task.due`.
         sqlx::query!(
             "UPDATE tasks SET status = 'scheduled', claimed_at = NULL, claim_token = NULL,
-                    claim_until = NULL
+                    claim_until = NULL, revision = revision + 1
              WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE
                AND coalesce(claim_until, claimed_at + make_interval(secs => $2)) < now()",
             &stale,
@@ -493,22 +520,28 @@ pub(crate) async fn open_batch(
         )
         .execute(&mut **tx)
         .await?;
-        let still_open: HashSet<Uuid> = sqlx::query_scalar!(
-            "SELECT task_id FROM tasks WHERE task_id = ANY($1) AND (status = 'scheduled') IS TRUE",
+        let still_open: HashMap<Uuid, i32> = sqlx::query!(
+            "SELECT task_id, revision FROM tasks
+             WHERE task_id = ANY($1) AND (status = 'scheduled') IS TRUE",
             &stale,
         )
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
+        .map(|r| (r.task_id, r.revision))
         .collect();
-        let gone: HashSet<Uuid> = stale
-            .into_iter()
-            .filter(|id| !still_open.contains(id))
-            .collect();
-        if !gone.is_empty() {
-            for tasks in opened.open.values_mut() {
-                tasks.retain(|t| !gone.contains(&t.task_id));
-            }
+        let stale: HashSet<Uuid> = stale.into_iter().collect();
+        for tasks in opened.open.values_mut() {
+            tasks.retain_mut(|t| {
+                if !stale.contains(&t.task_id) {
+                    return true;
+                }
+                let Some(&revision) = still_open.get(&t.task_id) else {
+                    return false;
+                };
+                t.revision = u32::try_from(revision).unwrap_or(t.revision);
+                true
+            });
         }
     }
     Ok(opened)

@@ -66,6 +66,8 @@ pub struct Move {
     pub due_at: Timestamp,
     /// Its rank on the new day.
     pub priority: u8,
+    /// Its revision after the move (that of its re-emitted `task.scheduled`).
+    pub revision: u32,
     /// Journal line.
     pub why: String,
     /// Its re-emitted `task.scheduled`.
@@ -113,7 +115,7 @@ impl Store {
                     c.priority AS "priority!", c.tone AS "tone!", c.reason AS "reason!",
                     c.promise_id AS "promise_id?", c.cause_event_id AS "cause_event_id!",
                     c.attempt AS "attempt!", c.policy_version AS "policy_version!",
-                    a.state::text AS "state?"
+                    c.revision AS "revision!", a.state::text AS "state?"
              FROM claimed c LEFT JOIN accounts a ON a.account_id = c.account_id
              ORDER BY c.due_at"#,
             now.to_sqlx() as _,
@@ -181,12 +183,16 @@ impl Store {
     /// without `claim_until` (taken by binaries older than migration 0007) run out
     /// `claim_secs` after `claimed_at`.
     ///
+    /// The dead scheduler may have published a `task.due` with the task's next revision:
+    /// the revision is advanced past it, so whatever follows (a cancellation retracting
+    /// it, or the firing again, with the same event id) carries a higher one.
+    ///
     /// # Errors
     /// A database error.
     pub async fn rescue_stuck_claims(&self) -> Result<u64, StoreError> {
         let r = sqlx::query!(
             "UPDATE tasks SET status = 'scheduled', claimed_at = NULL, claim_token = NULL,
-                    claim_until = NULL
+                    claim_until = NULL, revision = revision + 1
              WHERE status = 'claimed'
                AND coalesce(claim_until, claimed_at + make_interval(secs => $1)) < now()",
             self.leases.claim_secs,
@@ -194,6 +200,42 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
+    }
+
+    /// The committed outbox rows of `accounts` that no one has marked published yet,
+    /// oldest (first committed) first. The scheduler publishes copies of them ahead of the
+    /// `task.due` of those accounts, so that a task's `task.scheduled` held by a worker's
+    /// publisher (or waiting for a relay) never arrives after its `task.due`. Reads
+    /// `outbox_pending` (rows in flight) and fetches the outbox rows by id.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn unpublished_of_accounts(
+        &self,
+        accounts: &[&str],
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query!(
+            r#"SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS "body!"
+             FROM outbox o
+             WHERE o.id = ANY(ARRAY(SELECT id FROM outbox_pending))
+               AND o.account_id = ANY($1)
+             ORDER BY o.id"#,
+            accounts as &[&str],
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| OutboxRow {
+            id: r.id,
+            event_id: r.event_id,
+            exchange: r.exchange,
+            routing_key: r.routing_key,
+            body: r.body.into_bytes(),
+        })
+        .collect())
     }
 
     /// Wakes schedulers (outside any transaction: a NOTIFY inside one serialises commits).
@@ -269,15 +311,22 @@ async fn reschedule_claimed_on(
     let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
     let due: Vec<Ts> = moves.iter().map(|m| m.due_at.to_sqlx()).collect();
     let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
+    let revision: Vec<i32> = moves
+        .iter()
+        .map(|m| i32::try_from(m.revision).unwrap_or(i32::MAX))
+        .collect();
     let held: HashSet<Uuid> = sqlx::query_scalar!(
         "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, claim_token = NULL,
-                    claim_until = NULL, due_at = m.due, priority = m.priority
-             FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[]) AS m(id, due, priority)
-             WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE AND t.claim_token = $4
+                    claim_until = NULL, due_at = m.due, priority = m.priority,
+                    revision = m.revision
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::int[])
+                  AS m(id, due, priority, revision)
+             WHERE t.task_id = m.id AND (t.status = 'claimed') IS TRUE AND t.claim_token = $5
              RETURNING t.task_id",
         &ids,
         &due as &[Ts],
         &priority,
+        &revision,
         token,
     )
     .fetch_all(&mut *tx)
@@ -336,8 +385,10 @@ async fn complete_fired_on(
     // Accounts first, then task rows: the same lock order as the workers.
     let mut states = lock_accounts(&mut tx, &accounts).await?;
     let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
+    // Firing is a change: the row takes the revision its `task.due` carried (the claim
+    // left the revision as it was, and nothing else changes a claimed task).
     let emitted: HashSet<Uuid> = sqlx::query_scalar!(
-        "UPDATE tasks SET status = 'emitted', emitted_at = now()
+        "UPDATE tasks SET status = 'emitted', emitted_at = now(), revision = revision + 1
              WHERE task_id = ANY($1) AND (status = 'claimed') IS TRUE AND claim_token = $2
              RETURNING task_id",
         &ids,

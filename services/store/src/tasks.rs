@@ -104,7 +104,7 @@ pub(crate) async fn load_open_tasks(
     // respect.
     let rows = sqlx::query!(
         r#"SELECT task_id, account_id, kind, channel, due_at AS "due_at: Ts", priority, tone,
-                reason, promise_id, cause_event_id, attempt, policy_version,
+                reason, promise_id, cause_event_id, attempt, policy_version, revision,
                 status = 'claimed' AS "firing!"
          FROM tasks WHERE account_id = ANY($1) AND status IN ('scheduled', 'claimed')
          ORDER BY created_at, task_id"#,
@@ -140,6 +140,7 @@ pub(crate) struct TaskRow {
     pub(crate) cause_event_id: Uuid,
     pub(crate) attempt: i32,
     pub(crate) policy_version: String,
+    pub(crate) revision: i32,
 }
 
 /// A [`TaskRow`] from a `query!` record (a variable) whose fields are named after
@@ -159,6 +160,7 @@ macro_rules! task_row {
             cause_event_id: $r.cause_event_id,
             attempt: $r.attempt,
             policy_version: $r.policy_version,
+            revision: $r.revision,
         }
     };
 }
@@ -184,6 +186,7 @@ impl TaskRow {
             cause_event_id: self.cause_event_id,
             attempt: u32::try_from(self.attempt).unwrap_or(1),
             policy_version: self.policy_version,
+            revision: u32::try_from(self.revision).unwrap_or(Task::FIRST_REVISION),
         })
     }
 }
@@ -216,6 +219,7 @@ mod tests {
             include_str!("../migrations/0004_tasks_being_fired.sql"),
             include_str!("../migrations/0005_outbox_pending.sql"),
             include_str!("../migrations/0006_accounts_fillfactor.sql"),
+            include_str!("../migrations/0009_task_revisions.sql"),
         ];
         let mut seen = 0;
         for text in sources {

@@ -177,12 +177,76 @@ async fn a_claim_older_than_the_timeout_is_taken_back_and_cancelled() {
     assert!(matches!(batch.outcomes[0], Outcome::Applied(_)));
     assert_eq!(status(&store, call).await, "cancelled");
     assert_eq!(cancellations_announced(&store, call).await, 1);
+    // The dead scheduler may have published `task.due` with revision 2: the retraction
+    // outranks it.
+    assert_eq!(announced_revision(&store, call, "task.cancelled").await, 3);
+    assert_eq!(revision(&store, call).await, 3);
     let claimed = claim(&store).await;
     assert!(
         claimed.tasks.is_empty(),
         "a cancelled task is never claimed again"
     );
     drop_store(store, "stale_claim").await;
+}
+
+async fn revision(store: &Store, task: Uuid) -> i32 {
+    sqlx::query_scalar("SELECT revision FROM tasks WHERE task_id = $1")
+        .bind(task)
+        .fetch_one(store.pool())
+        .await
+        .expect("task")
+}
+
+async fn announced_revision(store: &Store, task: Uuid, ty: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (body->'data'->>'revision')::bigint FROM outbox
+         WHERE body->>'type' = $2 AND body->'data'->>'task_id' = $1",
+    )
+    .bind(task.to_string())
+    .bind(ty)
+    .fetch_one(store.pool())
+    .await
+    .expect("announced")
+}
+
+/// A rescued claim (its scheduler died, perhaps after publishing `task.due` with the
+/// next revision) comes back with its revision advanced: the firing that follows, and a
+/// cancellation if the rules want one, rank above anything the dead scheduler published.
+#[tokio::test]
+async fn a_rescued_claim_is_fired_again_with_a_higher_revision() {
+    let store = store("rescued_revision", 4).await;
+    let policy = Policy::default();
+    let call = due_call(&store, &policy, "acc-f7").await;
+    assert_eq!(revision(&store, call).await, 1);
+    let first = claim(&store).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].task.revision, 1, "a claim changes no revision");
+    assert_eq!(store.rescue_stuck_claims(0.0).await.expect("rescue"), 1);
+    assert_eq!(revision(&store, call).await, 2);
+    let again = claim(&store).await;
+    assert_eq!(again.len(), 1);
+    // At 10:00 in the account's zone (Asia/Shanghai): inside the contact window.
+    let at: Timestamp = "2026-11-05T02:00:00Z".parse().expect("instant");
+    let fired = collections_core::fire(&again[0].task, again[0].state.as_ref(), &policy, at);
+    let collections_core::FireOutcome::Due { message, .. } = fired else {
+        panic!("the call fires: {fired:?}");
+    };
+    assert_eq!(message.json()["data"]["revision"], 3);
+    store
+        .complete_fired(
+            &[(again[0].task.clone(), message.event_id)],
+            &policy,
+            Timestamp::now(),
+        )
+        .await
+        .expect("completed");
+    assert_eq!(status(&store, call).await, "emitted");
+    assert_eq!(
+        revision(&store, call).await,
+        3,
+        "the row keeps the revision of its task.due"
+    );
+    drop_store(store, "rescued_revision").await;
 }
 
 #[tokio::test]
@@ -581,6 +645,7 @@ async fn a_move_abandoned_mid_transaction_closes_its_connection() {
         task_id: call,
         due_at: later,
         priority: 3,
+        revision: 2,
         why: "outside the contact window".to_owned(),
         message,
     }];

@@ -243,6 +243,7 @@ impl Planner<'_> {
             cause_event_id: self.cause,
             attempt: 1,
             policy_version: self.policy.version().to_owned(),
+            revision: Task::FIRST_REVISION,
         };
         self.journal.push(JournalEntry {
             kind: "task_planned",
@@ -437,7 +438,7 @@ impl Planner<'_> {
                 let p = self.priority(t.due_at);
                 (p != t.priority).then(|| Task {
                     priority: p,
-                    ..t.clone()
+                    ..t.revised()
                 })
             })
             .collect();
@@ -445,7 +446,7 @@ impl Planner<'_> {
         for (t, reason) in self.cancel.iter().filter(|(t, _)| !t.kind.is_internal()) {
             outbox.push(task_message(
                 TaskState::Cancelled,
-                t,
+                &t.revised(),
                 &summary,
                 self.now,
                 Some(reason),

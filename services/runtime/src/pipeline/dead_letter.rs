@@ -1,5 +1,5 @@
 //! Dead-lettering: the original message goes to the dead-letter exchange with the
-//! reason in its headers, confirmed before the original is acked.
+//! reason in its headers, mandatory and confirmed before the original is acked.
 
 use anyhow::Context;
 use collections_bus::{
@@ -45,6 +45,10 @@ impl Pipeline {
                 .content_type()
                 .as_ref()
                 .map_or("application/octet-stream", |s| s.as_str()),
+            // A missing `.dlq` or binding must not drop the message while the original is
+            // acked: the publish fails instead, the original stays unacked, and the
+            // session that follows declares the topology again before it is redelivered.
+            mandatory: true,
         };
         self.publisher
             .publish_confirmed(&[msg])

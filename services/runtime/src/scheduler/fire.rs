@@ -15,7 +15,7 @@ use collections_bus::{OutMessage, Publisher};
 use collections_core::{fire::FireOutcome, outbound::OutboundMessage, Policy};
 use collections_store::{
     scheduler::{Claim, Move},
-    Store,
+    OutboxRow, Store,
 };
 use jiff::Timestamp;
 use sqlx::postgres::PgListener;
@@ -220,16 +220,32 @@ async fn fire_batch(
                 task_id: task.task_id,
                 due_at: task.due_at,
                 priority: task.priority,
+                revision: task.revision,
                 why: journal.detail,
                 message,
             }),
         }
     }
-    let ids: Vec<String> = publish.iter().map(|m| m.event_id.to_string()).collect();
-    let msgs: Vec<OutMessage<'_>> = publish
+    // Per account in commit order: what the accounts' workers committed before and have
+    // not published yet goes out first, on this channel, so that no `task.due` overtakes
+    // its task's `task.scheduled` (or a re-rank). They are copies (same event ids):
+    // their writers or the relays still publish and mark them.
+    let earlier = earlier_events(store, &publish).await;
+    let ids: Vec<String> = earlier
         .iter()
+        .map(|r| r.event_id.to_string())
+        .chain(publish.iter().map(|m| m.event_id.to_string()))
+        .collect();
+    let msgs: Vec<OutMessage<'_>> = earlier
+        .iter()
+        .map(|r| (r.exchange.as_str(), &r.routing_key, &r.body))
+        .chain(
+            publish
+                .iter()
+                .map(|m| (m.exchange, &m.routing_key, &m.body)),
+        )
         .zip(&ids)
-        .map(|(m, id)| OutMessage::cloudevent(m.exchange, &m.routing_key, &m.body, id))
+        .map(|((exchange, rk, body), id)| OutMessage::cloudevent(exchange, rk, body, id))
         .collect();
     publisher
         .publish_confirmed(&msgs)
@@ -269,6 +285,34 @@ async fn fire_batch(
     tracing::debug!(fired = fired.len(), "fired");
     outbox::publish_rows(store, publisher, &follow_ups).await?;
     Ok(())
+}
+
+/// The unpublished outbox rows of the accounts whose tasks are about to fire, oldest
+/// first. Best effort: without the database the firing goes ahead (consumers still order
+/// a task's events by their revision).
+async fn earlier_events(store: &Store, publish: &[OutboundMessage]) -> Vec<OutboxRow> {
+    let mut accounts: Vec<&str> = publish
+        .iter()
+        .filter(|m| m.exchange == collections_core::outbound::TASKS_EXCHANGE)
+        .map(|m| m.account_id.as_str())
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    match store.unpublished_of_accounts(&accounts).await {
+        Ok(rows) => {
+            if !rows.is_empty() {
+                tracing::debug!(
+                    count = rows.len(),
+                    "publishing the accounts' unpublished events ahead of their task.due"
+                );
+            }
+            rows
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::telemetry::mask_pii(&e.to_string()), "cannot read the accounts' unpublished events; firing without them");
+            Vec::new()
+        }
+    }
 }
 
 /// Retries a completion until it succeeds or the scheduler shuts down. The batch is

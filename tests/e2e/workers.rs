@@ -538,6 +538,102 @@ async fn bad_messages_go_to_the_dead_letter_queue_with_their_reason_and_never_bl
     assert_eq!(inbox, 1, "rejected messages leave no trace in the inbox");
 }
 
+#[tokio::test]
+async fn an_unreadable_account_dead_letters_its_event_and_the_queue_moves_on() {
+    // Rows an operator (or a newer binary) left unreadable: a state document that is not
+    // an account state, and a task of a kind this binary does not know. Each account's
+    // next event goes to the dead-letter queue with reason `state`; the events of other
+    // accounts published after them are applied as usual (before, the worker retried the
+    // batch for ever and nothing behind it moved).
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let q = "collections.payment-failed";
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz).date().to_string();
+    for account in ["acc-corrupt", "acc-enum"] {
+        env.publish(
+            "payment.failed",
+            account,
+            payment_failed(account, &zone, 1, &today, 5000),
+        )
+        .await;
+    }
+    env.wait_count("SELECT count(*) FROM tasks", 2, WAIT).await;
+    sqlx::query(
+        r#"UPDATE accounts SET state = '{"status": "on_the_moon"}' WHERE account_id = 'acc-corrupt'"#,
+    )
+    .execute(&env.db)
+    .await
+    .expect("corrupt the state");
+    sqlx::query("UPDATE tasks SET kind = 'carrier_pigeon' WHERE account_id = 'acc-enum'")
+        .execute(&env.db)
+        .await
+        .expect("an unknown kind");
+
+    let mut bad = Vec::new();
+    for account in ["acc-corrupt", "acc-enum"] {
+        bad.push(
+            env.publish(
+                "payment.failed",
+                account,
+                payment_failed(account, &zone, 2, &today, 10_000),
+            )
+            .await,
+        );
+    }
+    env.publish(
+        "payment.failed",
+        "acc-fine",
+        payment_failed("acc-fine", &zone, 1, &today, 5000),
+    )
+    .await;
+
+    let calls = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-fine"))
+        .await;
+    assert_eq!(calls.len(), 1, "the other account's event is applied");
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let (props, body) = env
+            .get_dead_letter(q, WAIT)
+            .await
+            .expect("the unreadable account's event is dead-lettered");
+        assert_eq!(
+            header(&props, "x-collections-error").as_deref(),
+            Some("state")
+        );
+        let detail = header(&props, "x-collections-error-detail").expect("detail");
+        assert!(
+            detail.contains("stored data cannot be read"),
+            "a clear detail: {detail}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("the original");
+        dead.push(
+            body["id"]
+                .as_str()
+                .expect("id")
+                .parse::<Uuid>()
+                .expect("uuid"),
+        );
+    }
+    dead.sort();
+    bad.sort();
+    assert_eq!(
+        dead, bad,
+        "exactly the two events of the unreadable accounts"
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = ANY($1)")
+        .bind(&bad)
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(
+        applied, 0,
+        "a dead-lettered event leaves no inbox row (a replay applies it)"
+    );
+}
+
 fn header(props: &lapin::BasicProperties, key: &str) -> Option<String> {
     collections_bus::header_str(props, key)
 }

@@ -12,13 +12,13 @@ use collections_core::{
 };
 use jiff::Timestamp;
 use jiff_sqlx::{Timestamp as Ts, ToSqlx};
-use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
     accounts::parse_state,
     guard::AbandonGuard,
-    outbox::{bind_outbox, outbox_ctes, OutboxRow},
+    outbox::{bind_outbox, outbox_ctes, sent_ids, OutboxRow},
     tasks::{TaskRow, TaskStatus, CLAIM_TIMEOUT_SECS},
     Store, StoreError,
 };
@@ -179,7 +179,9 @@ async fn apply_batch_on(
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
     let mut seen = HashSet::new();
     for (i, e) in events.iter().enumerate() {
-        if !fresh.contains(&e.id) || !seen.insert(e.id) {
+        // CloudEvents identify an event by source and id together.
+        let key = (e.id, e.source.as_str());
+        if !fresh.contains(&(e.id, e.source.clone())) || !seen.insert(key) {
             outcomes.push(Some(Outcome::Duplicate));
             continue;
         }
@@ -187,7 +189,7 @@ async fn apply_batch_on(
         let tasks = open.entry(e.account_id.clone()).or_default();
         match decide(prev.as_ref(), tasks, e, policy, now) {
             Err(rejection) => {
-                w.rejected.push(e.id);
+                w.rejected.push((e.id, e.source.clone()));
                 outcomes.push(Some(Outcome::Rejected(rejection)));
             }
             Ok(d) => {
@@ -247,8 +249,9 @@ async fn apply_batch_on(
 pub(crate) struct Writes {
     /// The decisions, netted.
     pub(crate) net: Netted,
-    /// Events refused by the rules: their inbox rows are removed so a replay applies them.
-    pub(crate) rejected: Vec<Uuid>,
+    /// Events refused by the rules, by id and source: their inbox rows are removed so a
+    /// replay applies them.
+    pub(crate) rejected: Vec<(Uuid, String)>,
 }
 
 impl Writes {
@@ -269,12 +272,17 @@ impl Writes {
         for (id, s) in states {
             let Some(s) = s else { continue };
             acc_ids.push(id.as_str());
-            docs.push(serde_json::to_string(s).unwrap_or_default());
+            // Never an empty document or status in place of one that failed to serialise:
+            // the row would be unreadable on its next use.
+            let unwritable =
+                |e: &dyn std::fmt::Display| StoreError::state(format!("account {id}: {e}"));
+            docs.push(serde_json::to_string(s).map_err(|e| unwritable(&e))?);
             statuses.push(
                 serde_json::to_value(s.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                    .map_err(|e| unwritable(&e))?
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| unwritable(&"status does not serialise as text"))?,
             );
             overdue.push(s.overdue_minor);
         }
@@ -341,18 +349,21 @@ impl Writes {
             .bind(&j_details)
             .bind(&j_tasks)
             .bind(now.to_sqlx());
-        let rows = bind_outbox(q, &outbox).fetch_all(&mut **tx).await?;
+        let rows = bind_outbox(q, &outbox)?.fetch_all(&mut **tx).await?;
         if !self.rejected.is_empty() {
             // Rare (the rules refused an event), so a statement of its own: inside the
             // one above, a generic plan may scan the whole inbox on every batch.
-            sqlx::query!("DELETE FROM inbox WHERE event_id = ANY($1)", &self.rejected)
-                .execute(&mut **tx)
-                .await?;
+            let (ids, sources): (Vec<Uuid>, Vec<String>) = self.rejected.into_iter().unzip();
+            sqlx::query!(
+                "DELETE FROM inbox WHERE (event_id, source) IN
+                     (SELECT * FROM unnest($1::uuid[], $2::text[]))",
+                &ids,
+                &sources,
+            )
+            .execute(&mut **tx)
+            .await?;
         }
-        let by_event: HashMap<Uuid, i64> = rows
-            .iter()
-            .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
-            .collect();
+        let by_event = sent_ids(&rows)?;
         let mut out = Vec::with_capacity(rows.len());
         let mut origins = Vec::with_capacity(rows.len());
         for (origin, m) in self.net.outbox() {
@@ -374,24 +385,21 @@ impl Writes {
 /// A column of a `collections_open_batch` row that the row's kind sets (every column of
 /// a function's result is nullable to the query macros).
 fn need<T>(v: Option<T>, col: &str) -> Result<T, StoreError> {
-    v.ok_or_else(|| {
-        StoreError::Db(sqlx::Error::Decode(
-            format!("collections_open_batch: a row without {col}").into(),
-        ))
-    })
+    v.ok_or_else(|| StoreError::state(format!("collections_open_batch: a row without {col}")))
 }
 
 /// What [`open_batch`] read: the new event ids, the locked accounts' states and their
 /// open tasks.
 pub(crate) struct Opened {
-    pub(crate) fresh: HashSet<Uuid>,
+    /// The new events, by id and source.
+    pub(crate) fresh: HashSet<(Uuid, String)>,
     pub(crate) states: HashMap<String, Option<AccountState>>,
     pub(crate) open: HashMap<String, Vec<Task>>,
     /// Open tasks a scheduler is firing right now (claimed within the claim timeout).
     pub(crate) firing: HashSet<Uuid>,
 }
 
-/// The read half of the batch transaction (`collections_open_batch`, migration 0004):
+/// The read half of the batch transaction (`collections_open_batch`, migration 0008):
 /// records the event ids in the inbox, creates and locks the accounts of the new ones (in
 /// account-id order: no deadlocks between batches) and loads their open tasks.
 ///
@@ -403,25 +411,31 @@ pub(crate) async fn open_batch(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Event],
 ) -> Result<Opened, StoreError> {
-    // Sorted so that two batches sharing ids take the unique-index locks in one order.
-    let mut rows: Vec<(Uuid, &str, &str)> = events
+    // Sorted in the inbox key's order (id, source) so that two batches sharing events
+    // take the unique-index locks in one order.
+    let mut rows: Vec<(Uuid, &str, &str, &str)> = events
         .iter()
-        .map(|e| (e.id, e.event_type().as_str(), e.account_id.as_str()))
+        .map(|e| {
+            let (ty, account) = (e.event_type().as_str(), e.account_id.as_str());
+            (e.id, e.source.as_str(), ty, account)
+        })
         .collect();
-    rows.sort_by_key(|r| r.0);
-    rows.dedup_by_key(|r| r.0);
+    rows.sort_by_key(|r| (r.0, r.1));
+    rows.dedup_by_key(|r| (r.0, r.1));
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
-    let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    // collections_open_batch: live definition in migrations/0004_tasks_being_fired.sql.
+    let sources: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.2).collect();
+    let accounts: Vec<&str> = rows.iter().map(|r| r.3).collect();
+    // collections_open_batch: live definition in migrations/0008_inbox_source.sql.
     // Every column of a function's result may be NULL: the three kinds of row tell apart
-    // by which are set (the migration's comment).
+    // by which are set (0004's comment).
     let result = sqlx::query!(
-        r#"SELECT fresh, account_id, state, task_id, kind, channel,
+        r#"SELECT fresh, fresh_source, account_id, state, task_id, kind, channel,
                   due_at AS "due_at: Ts", priority, tone, reason, promise_id, cause_event_id,
                   attempt, policy_version, status
-           FROM collections_open_batch($1, $2, $3, $4)"#,
+           FROM collections_open_batch($1, $2, $3, $4, $5)"#,
         &ids,
+        &sources as &[&str],
         &types as &[&str],
         &accounts as &[&str],
         CLAIM_TIMEOUT_SECS as f64,
@@ -437,7 +451,9 @@ pub(crate) async fn open_batch(
     let mut stale = Vec::new();
     for r in result {
         if let Some(id) = r.fresh {
-            opened.fresh.insert(id);
+            opened
+                .fresh
+                .insert((id, need(r.fresh_source, "fresh_source")?));
         } else if let Some(task_id) = r.task_id {
             let t = TaskRow {
                 task_id,
@@ -454,13 +470,23 @@ pub(crate) async fn open_batch(
                 policy_version: need(r.policy_version, "policy_version")?,
             }
             .into_task()?;
-            // A status this binary does not know is left alone, as `scheduled` is.
-            match need(r.status, "status")?.parse::<TaskStatus>() {
-                Ok(TaskStatus::Claimed) => {
+            // A status this binary does not know is an error, not `scheduled`: the rules
+            // would cancel or re-rank a task whose life cycle they cannot tell.
+            let status = need(r.status, "status")?
+                .parse::<TaskStatus>()
+                .map_err(|e| StoreError::state(format!("task {}: {e}", t.task_id)))?;
+            match status {
+                TaskStatus::Claimed => {
                     opened.firing.insert(t.task_id);
                 }
-                Ok(TaskStatus::Stale) => stale.push(t.task_id),
-                _ => {}
+                TaskStatus::Stale => stale.push(t.task_id),
+                TaskStatus::Scheduled => {}
+                TaskStatus::Emitted | TaskStatus::Cancelled => {
+                    return Err(StoreError::state(format!(
+                        "task {}: collections_open_batch listed it as open while {status}",
+                        t.task_id
+                    )))
+                }
             }
             opened.open.entry(t.account_id.clone()).or_default().push(t);
         } else {

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{
-    accounts::lock_accounts,
+    accounts::{lock_accounts, parse_state},
     batch::Writes,
     guard::AbandonGuard,
     journal::insert_journal,
@@ -33,6 +33,20 @@ pub struct Claimed {
     pub task: Task,
     /// Its account's state, if the account row has one.
     pub state: Option<AccountState>,
+}
+
+/// What one claim took: the tasks to fire, and the ones it cannot fire because what is
+/// stored for them cannot be read.
+#[derive(Debug, Default)]
+pub struct Claims {
+    /// Tasks to fire, earliest first.
+    pub tasks: Vec<Claimed>,
+    /// Claimed tasks whose row or account state cannot be read ([`StoreError::State`]).
+    /// They are not fired (a call fired in the wrong zone could reach the customer at
+    /// night) and stay claimed: the rescuer returns them after the claim timeout and the
+    /// next claim reports them again, until an operator repairs the rows. The other tasks
+    /// of the claim fire as usual.
+    pub unreadable: Vec<(Uuid, StoreError)>,
 }
 
 /// A claimed task to put back at a later instant.
@@ -66,12 +80,8 @@ impl Store {
     /// (580 ms instead of 125 ms per 5,000 tasks with 1.2 M rows).
     ///
     /// # Errors
-    /// A database error.
-    pub async fn claim_due_tasks(
-        &self,
-        now: Timestamp,
-        limit: i64,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    /// A database error. Rows that cannot be read are reported in [`Claims::unreadable`].
+    pub async fn claim_due_tasks(&self, now: Timestamp, limit: i64) -> Result<Claims, StoreError> {
         // The `!` restate the `tasks` columns' NOT NULL constraints, which sqlx's
         // nullability inference does not see through the CTE's `RETURNING *`.
         let rows = sqlx::query!(
@@ -102,19 +112,30 @@ impl Store {
         .await?;
         // An account with several tasks in the batch is parsed once.
         let mut states: HashMap<String, Option<AccountState>> = HashMap::new();
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Claims::default();
         for r in rows {
-            let text = r.state;
-            let task = task_row!(r).into_task()?;
-            let state = match states.get(&task.account_id) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = text.and_then(|t| serde_json::from_str::<AccountState>(&t).ok());
-                    states.insert(task.account_id.clone(), s.clone());
-                    s
+            let (id, text) = (r.task_id, r.state);
+            let task = match task_row!(r).into_task() {
+                Ok(t) => t,
+                Err(e) => {
+                    out.unreadable.push((id, e));
+                    continue;
                 }
             };
-            out.push(Claimed { task, state });
+            let state = match states.get(&task.account_id) {
+                Some(s) => s.clone(),
+                None => match parse_state(&task.account_id, text.as_deref()) {
+                    Ok(s) => {
+                        states.insert(task.account_id.clone(), s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        out.unreadable.push((id, e));
+                        continue;
+                    }
+                },
+            };
+            out.tasks.push(Claimed { task, state });
         }
         Ok(out)
     }

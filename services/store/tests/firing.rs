@@ -81,6 +81,7 @@ async fn claim(store: &Store) -> Vec<Claimed> {
         .claim_due_tasks(Timestamp::now(), 10)
         .await
         .expect("claim")
+        .tasks
 }
 
 async fn status(store: &Store, task: Uuid) -> String {

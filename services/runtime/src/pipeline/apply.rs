@@ -75,11 +75,12 @@ impl Pipeline {
                 Applied::Batch(batch) => {
                     to_publish = self.settle(&events, &deliveries, batch).await?;
                 }
-                Applied::DataRejected(why) => {
-                    // The database refuses something in this batch for what it contains
-                    // (not for being down): apply the events one by one so that only the
-                    // offending one is dead-lettered and the queue never blocks.
-                    tracing::warn!(error = %crate::telemetry::mask_pii(&why), batch = events.len(), "database refused the batch's data; isolating");
+                Applied::DataRejected(code, why) => {
+                    // Something in this batch cannot be applied for what it contains or
+                    // what is stored for it (not because the database is down): apply the
+                    // events one by one so that only the offending ones are dead-lettered
+                    // and the queue never blocks.
+                    tracing::warn!(error = %crate::telemetry::mask_pii(&why), reason = code.as_str(), batch = events.len(), "batch cannot be applied as a whole; isolating");
                     for (e, d) in events.iter().zip(&deliveries) {
                         let one = std::slice::from_ref(e);
                         match self.apply_with_retry(one, token).await? {
@@ -87,13 +88,31 @@ impl Pipeline {
                                 let rows = self.settle(one, std::slice::from_ref(d), batch).await?;
                                 to_publish.extend(rows);
                             }
-                            Applied::DataRejected(why) => {
-                                self.dead_letter(
-                                    d,
-                                    RejectCode::InvalidValue.as_str(),
-                                    &format!("database refused the event: {why}"),
-                                )
-                                .await?;
+                            Applied::DataRejected(code, why) => {
+                                let detail = match code {
+                                    RejectCode::State => {
+                                        // An operator must repair the rows: alert.
+                                        metrics::inc(
+                                            "collections_unreadable_data_total",
+                                            &[
+                                                ("role", "worker"),
+                                                ("type", self.ctx.event_type.as_str()),
+                                            ],
+                                            1,
+                                        );
+                                        format!("the account's stored data cannot be read: {why}")
+                                    }
+                                    _ => format!("database refused the event: {why}"),
+                                };
+                                let span = tracing::info_span!(
+                                    "event",
+                                    event_id = %e.id,
+                                    event_type = e.event_type().as_str(),
+                                    account_id = %e.account_id
+                                );
+                                self.dead_letter(d, code.as_str(), &detail)
+                                    .instrument(span)
+                                    .await?;
                             }
                         }
                     }
@@ -206,7 +225,10 @@ impl Pipeline {
                     }
                     return Ok(Applied::Batch(o));
                 }
-                Ok(Err(e)) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
+                Ok(Err(e)) if e.is_data_error() => {
+                    let code = e.reject_reason().unwrap_or(RejectCode::InvalidValue);
+                    return Ok(Applied::DataRejected(code, e.to_string()));
+                }
                 Ok(Err(StoreError::TaskFiring(task))) => {
                     // A scheduler is firing a task this batch would cancel or re-rank: it
                     // settles within a publish confirm, or its claim goes stale within

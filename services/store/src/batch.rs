@@ -32,6 +32,12 @@ pub enum Outcome {
     Duplicate,
     /// The rules refused it; nothing changed (dead-letter it).
     Rejected(DomainError),
+    /// Not applied, nothing changed: its rules would cancel or re-rank this task, which a
+    /// scheduler is firing at this moment (claimed, not yet confirmed). Apply it again
+    /// shortly, once the firing has settled (the task emitted, or its claim returned; a
+    /// claim older than the claim timeout is returned by the next attempt itself). The
+    /// batch's events of other accounts are applied as usual.
+    Deferred(Uuid),
 }
 
 /// The result of [`Store::apply_batch`].
@@ -171,50 +177,46 @@ async fn apply_batch_on(
     step(&mut steps.begin);
     let opened = open_batch(&mut tx, events).await?;
     step(&mut steps.read);
-    let (fresh, mut states, mut open, firing) =
-        (opened.fresh, opened.states, opened.open, opened.firing);
+    let (fresh, states, open, firing) = (opened.fresh, opened.states, opened.open, opened.firing);
 
     let version = policy.version();
-    let mut w = Writes::default();
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
-    let mut seen = HashSet::new();
-    for (i, e) in events.iter().enumerate() {
-        // CloudEvents identify an event by source and id together.
-        let key = (e.id, e.source.as_str());
-        if !fresh.contains(&(e.id, e.source.clone())) || !seen.insert(key) {
-            outcomes.push(Some(Outcome::Duplicate));
-            continue;
+    // A task being fired is neither cancelled nor re-ranked under the scheduler's feet.
+    // The events of an account whose decisions would do so are deferred (not applied;
+    // the caller retries them once the firing has settled, so their decision sees the
+    // task emitted, or scheduled again); the rest of the batch is decided again without
+    // them and committed. Accounts are decided independently, so this settles after as
+    // many rounds as there are such accounts, one in practice.
+    let owner: HashMap<Uuid, &str> = open
+        .values()
+        .flatten()
+        .filter(|t| firing.contains(&t.task_id))
+        .map(|t| (t.task_id, t.account_id.as_str()))
+        .collect();
+    let mut deferred: HashMap<String, Uuid> = HashMap::new();
+    let decided = loop {
+        let d = decide_batch(events, &fresh, &states, &open, &deferred, policy, now);
+        let hits: Vec<Uuid> = d.w.net.touched().filter(|id| firing.contains(id)).collect();
+        if hits.is_empty() {
+            break d;
         }
-        let prev = states.get(&e.account_id).cloned().flatten();
-        let tasks = open.entry(e.account_id.clone()).or_default();
-        match decide(prev.as_ref(), tasks, e, policy, now) {
-            Err(rejection) => {
-                w.rejected.push((e.id, e.source.clone()));
-                outcomes.push(Some(Outcome::Rejected(rejection)));
-            }
-            Ok(d) => {
-                w.net.absorb(
-                    tasks,
-                    &e.account_id,
-                    e.id,
-                    Some(i),
-                    d.schedule,
-                    d.cancel,
-                    &d.reprioritise,
-                    d.journal,
-                    d.outbox,
-                );
-                states.insert(e.account_id.clone(), Some(d.state));
-                outcomes.push(None);
+        let before = deferred.len();
+        for id in hits {
+            if let Some(account) = owner.get(&id) {
+                deferred.entry((*account).to_owned()).or_insert(id);
             }
         }
-    }
-    // A task being fired is neither cancelled nor re-ranked under the scheduler's
-    // feet: the batch is rolled back (dropping `tx`) and retried once the firing has
-    // settled, so the decision sees the task emitted, or scheduled again.
-    if let Some(id) = w.net.touched().find(|id| firing.contains(id)) {
-        return Err(StoreError::TaskFiring(id));
-    }
+        if deferred.len() == before {
+            // Not reached (every task being fired belongs to an account of the batch);
+            // should it be, the whole batch is rolled back and retried instead.
+            let id = d.w.net.touched().find(|id| firing.contains(id));
+            return Err(StoreError::TaskFiring(id.unwrap_or_default()));
+        }
+    };
+    let Decided {
+        w,
+        outcomes,
+        states,
+    } = decided;
     let earliest_due = w.net.earliest_due();
     step(&mut steps.decide);
     let (rows, origins) = w.write(&mut tx, &states, version, now).await?;
@@ -242,6 +244,79 @@ async fn apply_batch_on(
     })
 }
 
+/// The rules' decisions for a batch, before they are written.
+struct Decided {
+    w: Writes,
+    /// One per event: `None` for an applied event (its outbox rows are known after the
+    /// write).
+    outcomes: Vec<Option<Outcome>>,
+    /// Every locked account's state after the batch (deferred accounts left out: nothing
+    /// of theirs is written).
+    states: HashMap<String, Option<AccountState>>,
+}
+
+/// Runs the rules over the batch's new events, in input order, on copies of the accounts'
+/// states and open tasks. The events of `deferred` accounts are not decided: their
+/// outcome is [`Outcome::Deferred`] with the task being fired, and their inbox rows are
+/// removed with the rejected events' (so the retry finds them new).
+fn decide_batch(
+    events: &[Event],
+    fresh: &HashSet<(Uuid, String)>,
+    states: &HashMap<String, Option<AccountState>>,
+    open: &HashMap<String, Vec<Task>>,
+    deferred: &HashMap<String, Uuid>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Decided {
+    let mut states = states.clone();
+    states.retain(|account, _| !deferred.contains_key(account));
+    let mut open = open.clone();
+    let mut w = Writes::default();
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
+    let mut seen = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        // CloudEvents identify an event by source and id together.
+        let key = (e.id, e.source.as_str());
+        if !fresh.contains(&(e.id, e.source.clone())) || !seen.insert(key) {
+            outcomes.push(Some(Outcome::Duplicate));
+            continue;
+        }
+        if let Some(task) = deferred.get(&e.account_id) {
+            w.rejected.push((e.id, e.source.clone()));
+            outcomes.push(Some(Outcome::Deferred(*task)));
+            continue;
+        }
+        let prev = states.get(&e.account_id).cloned().flatten();
+        let tasks = open.entry(e.account_id.clone()).or_default();
+        match decide(prev.as_ref(), tasks, e, policy, now) {
+            Err(rejection) => {
+                w.rejected.push((e.id, e.source.clone()));
+                outcomes.push(Some(Outcome::Rejected(rejection)));
+            }
+            Ok(d) => {
+                w.net.absorb(
+                    tasks,
+                    &e.account_id,
+                    e.id,
+                    Some(i),
+                    d.schedule,
+                    d.cancel,
+                    &d.reprioritise,
+                    d.journal,
+                    d.outbox,
+                );
+                states.insert(e.account_id.clone(), Some(d.state));
+                outcomes.push(None);
+            }
+        }
+    }
+    Decided {
+        w,
+        outcomes,
+        states,
+    }
+}
+
 /// Everything one transaction writes once the rules have run: the decisions netted by
 /// `collections_core::netting` (every row written by exactly one part of one statement),
 /// and the events the rules refused.
@@ -249,8 +324,8 @@ async fn apply_batch_on(
 pub(crate) struct Writes {
     /// The decisions, netted.
     pub(crate) net: Netted,
-    /// Events refused by the rules, by id and source: their inbox rows are removed so a
-    /// replay applies them.
+    /// Events refused by the rules or deferred, by id and source: their inbox rows are
+    /// removed so a replay (or the retry) applies them.
     pub(crate) rejected: Vec<(Uuid, String)>,
 }
 

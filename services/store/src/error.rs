@@ -16,8 +16,11 @@ pub enum StoreError {
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The rules would cancel or re-rank a task a scheduler is firing at this moment
-    /// (claimed, not yet confirmed). Nothing was committed: retry the batch shortly, once
-    /// the firing has settled (the task emitted, or its claim returned).
+    /// (claimed, not yet confirmed) and the batch could not set the events concerned
+    /// apart (they are deferred alone, `Outcome::Deferred`, whenever the task belongs to
+    /// an account of the batch, which it always does). Nothing was committed: retry the
+    /// batch shortly, once the firing has settled (the task emitted, or its claim
+    /// returned).
     #[error("task {0} is being fired; retry once the firing settles")]
     TaskFiring(Uuid),
     /// Stored data this binary cannot read, or a value it cannot write back: an account

@@ -72,7 +72,7 @@ impl Store {
     /// it commits: the lightest row lock on the account (`KEY SHARE`) still conflicts
     /// with their `FOR UPDATE`. So a task a worker read as scheduled cannot be claimed
     /// before the worker's cancellation or re-rank lands, and one claimed before is seen
-    /// by the worker as being fired (`StoreError::TaskFiring`).
+    /// by the worker as being fired (its events are deferred: `Outcome::Deferred`).
     ///
     /// `task_id = ANY(ARRAY(SELECT …))` rather than `task_id IN (SELECT …)`: the array is
     /// computed once and the rows are fetched through the primary key. With `IN` the

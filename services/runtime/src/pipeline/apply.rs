@@ -71,52 +71,37 @@ impl Pipeline {
         }
         let mut to_publish = Vec::new();
         if !events.is_empty() {
-            match self.apply_with_retry(&events, token).await? {
-                Applied::Batch(batch) => {
-                    to_publish = self.settle(&events, &deliveries, batch).await?;
+            let all: Vec<&Delivery> = deliveries.iter().collect();
+            let mut deferred = self
+                .apply_events(&events, &all, &mut to_publish, token)
+                .await?;
+            let mut waited = false;
+            while !deferred.is_empty() {
+                // Events of accounts whose tasks a scheduler is firing wait for the firing
+                // to settle (a publish confirm; a dead scheduler's claim is taken back by
+                // the next attempt once it is older than the claim timeout). What the
+                // rest of the batch committed is published meanwhile.
+                if !waited {
+                    tracing::debug!(
+                        deferred = deferred.len(),
+                        "events wait for a task being fired; the rest of the batch is committed"
+                    );
+                    waited = true;
                 }
-                Applied::DataRejected(code, why) => {
-                    // Something in this batch cannot be applied for what it contains or
-                    // what is stored for it (not because the database is down): apply the
-                    // events one by one so that only the offending ones are dead-lettered
-                    // and the queue never blocks.
-                    tracing::warn!(error = %crate::telemetry::mask_pii(&why), reason = code.as_str(), batch = events.len(), "batch cannot be applied as a whole; isolating");
-                    for (e, d) in events.iter().zip(&deliveries) {
-                        let one = std::slice::from_ref(e);
-                        match self.apply_with_retry(one, token).await? {
-                            Applied::Batch(batch) => {
-                                let rows = self.settle(one, std::slice::from_ref(d), batch).await?;
-                                to_publish.extend(rows);
-                            }
-                            Applied::DataRejected(code, why) => {
-                                let detail = match code {
-                                    RejectCode::State => {
-                                        // An operator must repair the rows: alert.
-                                        metrics::inc(
-                                            "collections_unreadable_data_total",
-                                            &[
-                                                ("role", "worker"),
-                                                ("type", self.ctx.event_type.as_str()),
-                                            ],
-                                            1,
-                                        );
-                                        format!("the account's stored data cannot be read: {why}")
-                                    }
-                                    _ => format!("database refused the event: {why}"),
-                                };
-                                let span = tracing::info_span!(
-                                    "event",
-                                    event_id = %e.id,
-                                    event_type = e.event_type().as_str(),
-                                    account_id = %e.account_id
-                                );
-                                self.dead_letter(d, code.as_str(), &detail)
-                                    .instrument(span)
-                                    .await?;
-                            }
-                        }
-                    }
+                self.hand_over(std::mem::take(&mut to_publish)).await?;
+                metrics::inc(
+                    "collections_batch_retries_total",
+                    &[("reason", "task_firing")],
+                    1,
+                );
+                tokio::select! {
+                    () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while waiting for a task being fired")),
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
                 }
+                let evs: Vec<Event> = deferred.iter().map(|&i| events[i].clone()).collect();
+                let ds: Vec<&Delivery> = deferred.iter().map(|&i| &deliveries[i]).collect();
+                let again = self.apply_events(&evs, &ds, &mut to_publish, token).await?;
+                deferred = again.into_iter().map(|j| deferred[j]).collect();
             }
         }
         // Everything in the batch is committed (or dead-lettered with a confirm): one
@@ -132,25 +117,108 @@ impl Pipeline {
                 n,
             );
         }
-        // Published by this pipeline's publisher task, in batch order, while the next
-        // batch is applied. Committed rows it cannot publish stay in the outbox for the relay.
+        self.hand_over(to_publish).await
+    }
+
+    /// Hands committed task events to this pipeline's publisher task, which publishes
+    /// them in batch order while the next batch is applied (and wakes the scheduler if a
+    /// batch planned a task due soon). Committed rows it cannot publish stay in the outbox
+    /// for the relay.
+    async fn hand_over(&self, rows: Vec<collections_store::OutboxRow>) -> anyhow::Result<()> {
         let wake = self.wake.swap(false, Ordering::Relaxed);
-        if !to_publish.is_empty() || wake {
+        if !rows.is_empty() || wake {
             self.outbox
-                .send((to_publish, wake))
+                .send((rows, wake))
                 .await
                 .map_err(|_| anyhow::anyhow!("the task-event publisher stopped"))?;
         }
         Ok(())
     }
 
-    /// Logs, counts and dead-letters by outcome; returns the outbox rows to publish.
+    /// Applies `events` (in one transaction, or event by event when the batch cannot be
+    /// applied as a whole), settles each outcome and adds the committed task events to
+    /// `to_publish`. Returns the positions of the events deferred because a task they
+    /// would change is being fired: not applied, not settled, to be applied again.
+    async fn apply_events(
+        &self,
+        events: &[Event],
+        deliveries: &[&Delivery],
+        to_publish: &mut Vec<collections_store::OutboxRow>,
+        token: &CancellationToken,
+    ) -> anyhow::Result<Vec<usize>> {
+        let mut deferred = Vec::new();
+        match self.apply_with_retry(events, token).await? {
+            Applied::Batch(batch) => {
+                let (rows, later) = self.settle(events, deliveries, batch).await?;
+                to_publish.extend(rows);
+                deferred = later;
+            }
+            Applied::DataRejected(code, why) => {
+                // Something in this batch cannot be applied for what it contains or what
+                // is stored for it (not because the database is down): apply the events
+                // one by one so that only the offending ones are dead-lettered and the
+                // queue never blocks.
+                tracing::warn!(error = %crate::telemetry::mask_pii(&why), reason = code.as_str(), batch = events.len(), "batch cannot be applied as a whole; isolating");
+                for (i, (e, d)) in events.iter().zip(deliveries).enumerate() {
+                    let one = std::slice::from_ref(e);
+                    match self.apply_with_retry(one, token).await? {
+                        Applied::Batch(batch) => {
+                            let (rows, later) =
+                                self.settle(one, std::slice::from_ref(d), batch).await?;
+                            to_publish.extend(rows);
+                            if !later.is_empty() {
+                                deferred.push(i);
+                            }
+                        }
+                        Applied::DataRejected(code, why) => {
+                            self.dead_letter_data(e, d, code, &why).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(deferred)
+    }
+
+    /// Dead-letters an event the store cannot apply for what it contains (`invalid_value`)
+    /// or what is stored for its account (`state`, also counted as an alert: rows need an
+    /// operator).
+    async fn dead_letter_data(
+        &self,
+        e: &Event,
+        d: &Delivery,
+        code: RejectCode,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        let detail = if code == RejectCode::State {
+            metrics::inc(
+                "collections_unreadable_data_total",
+                &[("role", "worker"), ("type", self.ctx.event_type.as_str())],
+                1,
+            );
+            format!("the account's stored data cannot be read: {why}")
+        } else {
+            format!("database refused the event: {why}")
+        };
+        let span = tracing::info_span!(
+            "event",
+            event_id = %e.id,
+            event_type = e.event_type().as_str(),
+            account_id = %e.account_id
+        );
+        self.dead_letter(d, code.as_str(), &detail)
+            .instrument(span)
+            .await
+    }
+
+    /// Logs, counts and dead-letters by outcome; returns the outbox rows to publish and
+    /// the positions of the deferred events.
     async fn settle(
         &self,
         events: &[Event],
-        deliveries: &[Delivery],
+        deliveries: &[&Delivery],
         batch: collections_store::Batch,
-    ) -> anyhow::Result<Vec<collections_store::OutboxRow>> {
+    ) -> anyhow::Result<(Vec<collections_store::OutboxRow>, Vec<usize>)> {
         // Wake the scheduler only for tasks due before its next poll would find them.
         if batch.earliest_due.is_some_and(|d| {
             d <= Timestamp::now()
@@ -159,7 +227,13 @@ impl Pipeline {
             self.wake.store(true, Ordering::Relaxed);
         }
         let mut to_publish = Vec::new();
-        for ((event, d), outcome) in events.iter().zip(deliveries).zip(batch.outcomes) {
+        let mut deferred = Vec::new();
+        for (i, ((event, d), outcome)) in events
+            .iter()
+            .zip(deliveries)
+            .zip(batch.outcomes)
+            .enumerate()
+        {
             let span = tracing::info_span!(
                 "event",
                 event_id = %event.id,
@@ -181,9 +255,15 @@ impl Pipeline {
                         .instrument(span.clone())
                         .await?;
                 }
+                Outcome::Deferred(task) => {
+                    span.in_scope(
+                        || tracing::debug!(%task, "deferred: a task it changes is being fired"),
+                    );
+                    deferred.push(i);
+                }
             }
         }
-        Ok(to_publish)
+        Ok((to_publish, deferred))
     }
 
     async fn apply_with_retry(

@@ -634,6 +634,102 @@ async fn an_unreadable_account_dead_letters_its_event_and_the_queue_moves_on() {
     );
 }
 
+#[tokio::test]
+async fn a_payment_for_a_call_being_fired_waits_alone_while_other_accounts_are_applied() {
+    // A scheduler is firing acc-held's call (claimed, not yet confirmed) when the customer
+    // pays in full: the payment must not cancel the call under the scheduler's feet, so it
+    // waits for the firing to settle. Payments of other accounts queued before it are
+    // applied at once (before, the whole batch waited, up to the 15 s claim timeout).
+    let mut env = TestEnv::new().await;
+    env.spawn("payment-failed-worker").await;
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz).date().to_string();
+    env.publish(
+        "payment.failed",
+        "acc-held",
+        payment_failed("acc-held", &zone, 2, &today, 5000),
+    )
+    .await;
+    let planned = env
+        .wait_count(
+            "SELECT count(*) FROM tasks WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(planned, 1);
+    // What a scheduler's claim does (no scheduler runs in this test).
+    sqlx::query(
+        "UPDATE tasks SET status = 'claimed', claimed_at = now()
+         WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .execute(&env.db)
+    .await
+    .expect("claim");
+
+    // Queued before the worker starts, so that they come in one batch (or the ones
+    // before the held payment in batches of their own, which changes nothing).
+    let paid = |account: &str, n: u32| {
+        json!({"account_id": account, "payment_id": format!("pay-{n}"), "amount": cny(5000),
+               "received_at": Timestamp::now(), "overdue_amount_after": cny(0)})
+    };
+    for n in 1..=3 {
+        let account = format!("acc-free-{n}");
+        env.publish("payment.received", &account, paid(&account, n))
+            .await;
+    }
+    let held = env
+        .publish("payment.received", "acc-held", paid("acc-held", 9))
+        .await;
+    env.spawn("payment-received-worker").await;
+
+    let free = env
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE account_id LIKE 'acc-free-%'",
+            3,
+            Duration::from_secs(6),
+        )
+        .await;
+    assert_eq!(free, 3, "the other accounts' payments are applied at once");
+    let held_in: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = $1")
+        .bind(held)
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(held_in, 0, "the held payment waits");
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM tasks WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .expect("q");
+    assert_eq!(status, "claimed", "the call being fired is left alone");
+
+    // The firing settles: the payment is applied and the fired call stays fired.
+    sqlx::query(
+        "UPDATE tasks SET status = 'emitted', emitted_at = now()
+         WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .execute(&env.db)
+    .await
+    .expect("emitted");
+    let applied = env
+        .wait_count(
+            &format!("SELECT count(*) FROM inbox WHERE event_id = '{held}'"),
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(applied, 1, "the payment is applied once the firing settled");
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM tasks WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .expect("q");
+    assert_eq!(status, "emitted");
+}
+
 fn header(props: &lapin::BasicProperties, key: &str) -> Option<String> {
     collections_bus::header_str(props, key)
 }

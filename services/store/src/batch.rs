@@ -186,30 +186,43 @@ async fn apply_batch_on(
     // task emitted, or scheduled again); the rest of the batch is decided again without
     // them and committed. Accounts are decided independently, so this settles after as
     // many rounds as there are such accounts, one in practice.
-    let owner: HashMap<Uuid, &str> = open
-        .values()
-        .flatten()
-        .filter(|t| firing.contains(&t.task_id))
-        .map(|t| (t.task_id, t.account_id.as_str()))
-        .collect();
-    let mut deferred: HashMap<String, Uuid> = HashMap::new();
-    let decided = loop {
-        let d = decide_batch(events, &fresh, &states, &open, &deferred, policy, now);
-        let hits: Vec<Uuid> = d.w.net.touched().filter(|id| firing.contains(id)).collect();
-        if hits.is_empty() {
-            break d;
-        }
-        let before = deferred.len();
-        for id in hits {
-            if let Some(account) = owner.get(&id) {
-                deferred.entry((*account).to_owned()).or_insert(id);
+    let decided = if firing.is_empty() {
+        // The common case: decided once, on the states and tasks as read.
+        decide_batch(events, &fresh, states, open, &HashMap::new(), policy, now)
+    } else {
+        let owner: HashMap<Uuid, &str> = open
+            .values()
+            .flatten()
+            .filter(|t| firing.contains(&t.task_id))
+            .map(|t| (t.task_id, t.account_id.as_str()))
+            .collect();
+        let mut deferred: HashMap<String, Uuid> = HashMap::new();
+        loop {
+            let d = decide_batch(
+                events,
+                &fresh,
+                states.clone(),
+                open.clone(),
+                &deferred,
+                policy,
+                now,
+            );
+            let hits: Vec<Uuid> = d.w.net.touched().filter(|id| firing.contains(id)).collect();
+            if hits.is_empty() {
+                break d;
             }
-        }
-        if deferred.len() == before {
-            // Not reached (every task being fired belongs to an account of the batch);
-            // should it be, the whole batch is rolled back and retried instead.
-            let id = d.w.net.touched().find(|id| firing.contains(id));
-            return Err(StoreError::TaskFiring(id.unwrap_or_default()));
+            let before = deferred.len();
+            for id in hits {
+                if let Some(account) = owner.get(&id) {
+                    deferred.entry((*account).to_owned()).or_insert(id);
+                }
+            }
+            if deferred.len() == before {
+                // Not reached (every task being fired belongs to an account of the
+                // batch); should it be, the whole batch is rolled back and retried.
+                let id = d.w.net.touched().find(|id| firing.contains(id));
+                return Err(StoreError::TaskFiring(id.unwrap_or_default()));
+            }
         }
     };
     let Decided {
@@ -262,15 +275,13 @@ struct Decided {
 fn decide_batch(
     events: &[Event],
     fresh: &HashSet<(Uuid, String)>,
-    states: &HashMap<String, Option<AccountState>>,
-    open: &HashMap<String, Vec<Task>>,
+    mut states: HashMap<String, Option<AccountState>>,
+    mut open: HashMap<String, Vec<Task>>,
     deferred: &HashMap<String, Uuid>,
     policy: &Policy,
     now: Timestamp,
 ) -> Decided {
-    let mut states = states.clone();
     states.retain(|account, _| !deferred.contains_key(account));
-    let mut open = open.clone();
     let mut w = Writes::default();
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
     let mut seen = HashSet::new();

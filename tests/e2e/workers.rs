@@ -638,8 +638,9 @@ async fn an_unreadable_account_dead_letters_its_event_and_the_queue_moves_on() {
 async fn a_payment_for_a_call_being_fired_waits_alone_while_other_accounts_are_applied() {
     // A scheduler is firing acc-held's call (claimed, not yet confirmed) when the customer
     // pays in full: the payment must not cancel the call under the scheduler's feet, so it
-    // waits for the firing to settle. Payments of other accounts queued before it are
-    // applied at once (before, the whole batch waited, up to the 15 s claim timeout).
+    // waits for the firing to settle. Payments of other accounts, queued before it or
+    // published after it, are applied meanwhile (before, the whole batch and every batch
+    // after it waited, up to the 15 s claim timeout).
     let mut env = TestEnv::new().await;
     env.spawn("payment-failed-worker").await;
     let (zone, tz) = zone_where_it_is(14);
@@ -704,6 +705,23 @@ async fn a_payment_for_a_call_being_fired_waits_alone_while_other_accounts_are_a
     .await
     .expect("q");
     assert_eq!(status, "claimed", "the call being fired is left alone");
+    // Nor does the held payment hold up what arrives after it.
+    env.publish("payment.received", "acc-free-4", paid("acc-free-4", 4))
+        .await;
+    let later = env
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE account_id = 'acc-free-4'",
+            1,
+            Duration::from_secs(3),
+        )
+        .await;
+    assert_eq!(later, 1, "a payment published later is applied meanwhile");
+    let held_in: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = $1")
+        .bind(held)
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(held_in, 0, "the held payment still waits");
 
     // The firing settles: the payment is applied and the fired call stays fired.
     sqlx::query(

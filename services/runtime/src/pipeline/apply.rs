@@ -34,13 +34,21 @@ impl Pipeline {
         }
     }
 
+    /// Applies a batch and acks what it settled: committed, duplicate or dead-lettered.
+    /// Returns the deliveries it deferred (their events would change a task a scheduler is
+    /// firing), unacked: the caller applies them again with its next batch, shortly.
+    /// `alone`: no delivery of this channel older than the batch is still unacked (else
+    /// a multiple-ack would cover it).
     pub(super) async fn apply_and_ack(
         &self,
         batch: Vec<Delivery>,
+        alone: bool,
         token: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-        let last_tag = batch.last().map(|d| d.acker.clone());
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let ackers: Vec<(u64, collections_bus::lapin::Acker)> = batch
+            .iter()
+            .map(|d| (d.delivery_tag, d.acker.clone()))
+            .collect();
         let items: Vec<Item> = batch.into_iter().map(|d| self.parse(d)).collect();
         let mut events = Vec::new();
         let mut deliveries = Vec::new();
@@ -70,54 +78,77 @@ impl Pipeline {
             }
         }
         let mut to_publish = Vec::new();
+        let mut deferred = Vec::new();
         if !events.is_empty() {
             let all: Vec<&Delivery> = deliveries.iter().collect();
-            let mut deferred = self
+            deferred = self
                 .apply_events(&events, &all, &mut to_publish, token)
                 .await?;
-            let mut waited = false;
-            while !deferred.is_empty() {
-                // Events of accounts whose tasks a scheduler is firing wait for the firing
-                // to settle (a publish confirm; a dead scheduler's claim is taken back by
-                // the next attempt once it is older than the claim timeout). What the
-                // rest of the batch committed is published meanwhile.
-                if !waited {
-                    tracing::debug!(
-                        deferred = deferred.len(),
-                        "events wait for a task being fired; the rest of the batch is committed"
-                    );
-                    waited = true;
-                }
-                self.hand_over(std::mem::take(&mut to_publish)).await?;
-                metrics::inc(
-                    "collections_batch_retries_total",
-                    &[("reason", "task_firing")],
-                    1,
-                );
-                tokio::select! {
-                    () = token.cancelled() => return Err(anyhow::anyhow!("shutdown while waiting for a task being fired")),
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-                let evs: Vec<Event> = deferred.iter().map(|&i| events[i].clone()).collect();
-                let ds: Vec<&Delivery> = deferred.iter().map(|&i| &deliveries[i]).collect();
-                let again = self.apply_events(&evs, &ds, &mut to_publish, token).await?;
-                deferred = again.into_iter().map(|j| deferred[j]).collect();
+        }
+        let carried: Vec<Delivery> = if deferred.is_empty() {
+            Vec::new()
+        } else {
+            // Events of accounts whose tasks a scheduler is firing wait for the firing to
+            // settle (a publish confirm; a dead scheduler's claim is taken back by the next
+            // attempt once it is older than the claim timeout), without holding up the
+            // pipeline: they go with its next batch.
+            tracing::debug!(
+                deferred = deferred.len(),
+                "events wait for a task being fired; the rest of the batch is committed"
+            );
+            metrics::inc(
+                "collections_batch_retries_total",
+                &[("reason", "task_firing")],
+                1,
+            );
+            let keep: std::collections::HashSet<usize> = deferred.into_iter().collect();
+            deliveries
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, d)| keep.contains(&i).then_some(d))
+                .collect()
+        };
+        self.ack_settled(&ackers, &carried, alone).await?;
+        self.hand_over(to_publish).await?;
+        Ok(carried)
+    }
+
+    /// Acks every delivery of a batch but the `carried` ones: committed, duplicate or
+    /// dead-lettered with a confirm. Without carried deliveries, here or older (`alone`),
+    /// one multiple-ack covers the batch (safe because this channel runs one batch at a
+    /// time); otherwise each settled delivery is acked alone, so that no ack covers a
+    /// carried one (acking it twice would close the channel).
+    async fn ack_settled(
+        &self,
+        ackers: &[(u64, collections_bus::lapin::Acker)],
+        carried: &[Delivery],
+        alone: bool,
+    ) -> anyhow::Result<()> {
+        let kind = self.ctx.event_type.as_str();
+        if carried.is_empty() && alone {
+            if let Some((_, acker)) = ackers.last() {
+                acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .context("ack")?;
+                let n = u64::try_from(ackers.len()).unwrap_or(u64::MAX);
+                metrics::inc("collections_events_acked_total", &[("type", kind)], n);
+            }
+            return Ok(());
+        }
+        let held: std::collections::HashSet<u64> = carried.iter().map(|d| d.delivery_tag).collect();
+        let mut n = 0;
+        for (tag, acker) in ackers {
+            if !held.contains(tag) {
+                acker
+                    .ack(BasicAckOptions { multiple: false })
+                    .await
+                    .context("ack")?;
+                n += 1;
             }
         }
-        // Everything in the batch is committed (or dead-lettered with a confirm): one
-        // multiple-ack covers it. Safe because this channel runs one batch at a time.
-        if let Some(acker) = last_tag {
-            acker
-                .ack(BasicAckOptions { multiple: true })
-                .await
-                .context("ack")?;
-            metrics::inc(
-                "collections_events_acked_total",
-                &[("type", self.ctx.event_type.as_str())],
-                n,
-            );
-        }
-        self.hand_over(to_publish).await
+        metrics::inc("collections_events_acked_total", &[("type", kind)], n);
+        Ok(())
     }
 
     /// Hands committed task events to this pipeline's publisher task, which publishes

@@ -580,6 +580,216 @@ async fn a_dead_letter_whose_queue_lost_its_binding_is_not_lost() {
     );
 }
 
+#[tokio::test]
+async fn an_unreadable_account_dead_letters_its_event_and_the_queue_moves_on() {
+    // Rows an operator (or a newer binary) left unreadable: a state document that is not
+    // an account state, and a task of a kind this binary does not know. Each account's
+    // next event goes to the dead-letter queue with reason `state`; the events of other
+    // accounts published after them are applied as usual (before, the worker retried the
+    // batch for ever and nothing behind it moved).
+    let mut env = TestEnv::new().await;
+    env.start_workers().await;
+    let q = "collections.payment-failed";
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz).date().to_string();
+    for account in ["acc-corrupt", "acc-enum"] {
+        env.publish(
+            "payment.failed",
+            account,
+            payment_failed(account, &zone, 1, &today, 5000),
+        )
+        .await;
+    }
+    env.wait_count("SELECT count(*) FROM tasks", 2, WAIT).await;
+    sqlx::query(
+        r#"UPDATE accounts SET state = '{"status": "on_the_moon"}' WHERE account_id = 'acc-corrupt'"#,
+    )
+    .execute(&env.db)
+    .await
+    .expect("corrupt the state");
+    sqlx::query("UPDATE tasks SET kind = 'carrier_pigeon' WHERE account_id = 'acc-enum'")
+        .execute(&env.db)
+        .await
+        .expect("an unknown kind");
+
+    let mut bad = Vec::new();
+    for account in ["acc-corrupt", "acc-enum"] {
+        bad.push(
+            env.publish(
+                "payment.failed",
+                account,
+                payment_failed(account, &zone, 2, &today, 10_000),
+            )
+            .await,
+        );
+    }
+    env.publish(
+        "payment.failed",
+        "acc-fine",
+        payment_failed("acc-fine", &zone, 1, &today, 5000),
+    )
+    .await;
+
+    let calls = env
+        .tasks
+        .wait_for(1, WAIT, is("task.scheduled", "collection_call", "acc-fine"))
+        .await;
+    assert_eq!(calls.len(), 1, "the other account's event is applied");
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let (props, body) = env
+            .get_dead_letter(q, WAIT)
+            .await
+            .expect("the unreadable account's event is dead-lettered");
+        assert_eq!(
+            header(&props, "x-collections-error").as_deref(),
+            Some("state")
+        );
+        let detail = header(&props, "x-collections-error-detail").expect("detail");
+        assert!(
+            detail.contains("stored data cannot be read"),
+            "a clear detail: {detail}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("the original");
+        dead.push(
+            body["id"]
+                .as_str()
+                .expect("id")
+                .parse::<Uuid>()
+                .expect("uuid"),
+        );
+    }
+    dead.sort();
+    bad.sort();
+    assert_eq!(
+        dead, bad,
+        "exactly the two events of the unreadable accounts"
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = ANY($1)")
+        .bind(&bad)
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(
+        applied, 0,
+        "a dead-lettered event leaves no inbox row (a replay applies it)"
+    );
+}
+
+#[tokio::test]
+async fn a_payment_for_a_call_being_fired_waits_alone_while_other_accounts_are_applied() {
+    // A scheduler is firing acc-held's call (claimed, not yet confirmed) when the customer
+    // pays in full: the payment must not cancel the call under the scheduler's feet, so it
+    // waits for the firing to settle. Payments of other accounts, queued before it or
+    // published after it, are applied meanwhile (before, the whole batch and every batch
+    // after it waited, up to the 15 s claim timeout).
+    let mut env = TestEnv::new().await;
+    env.spawn("payment-failed-worker").await;
+    let (zone, tz) = zone_where_it_is(14);
+    let today = Timestamp::now().to_zoned(tz).date().to_string();
+    env.publish(
+        "payment.failed",
+        "acc-held",
+        payment_failed("acc-held", &zone, 2, &today, 5000),
+    )
+    .await;
+    let planned = env
+        .wait_count(
+            "SELECT count(*) FROM tasks WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(planned, 1);
+    // What a scheduler's claim does (no scheduler runs in this test).
+    sqlx::query(
+        "UPDATE tasks SET status = 'claimed', claimed_at = now()
+         WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .execute(&env.db)
+    .await
+    .expect("claim");
+
+    // Queued before the worker starts, so that they come in one batch (or the ones
+    // before the held payment in batches of their own, which changes nothing).
+    let paid = |account: &str, n: u32| {
+        json!({"account_id": account, "payment_id": format!("pay-{n}"), "amount": cny(5000),
+               "received_at": Timestamp::now(), "overdue_amount_after": cny(0)})
+    };
+    for n in 1..=3 {
+        let account = format!("acc-free-{n}");
+        env.publish("payment.received", &account, paid(&account, n))
+            .await;
+    }
+    let held = env
+        .publish("payment.received", "acc-held", paid("acc-held", 9))
+        .await;
+    env.spawn("payment-received-worker").await;
+
+    let free = env
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE account_id LIKE 'acc-free-%'",
+            3,
+            Duration::from_secs(6),
+        )
+        .await;
+    assert_eq!(free, 3, "the other accounts' payments are applied at once");
+    let held_in: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = $1")
+        .bind(held)
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(held_in, 0, "the held payment waits");
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM tasks WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .expect("q");
+    assert_eq!(status, "claimed", "the call being fired is left alone");
+    // Nor does the held payment hold up what arrives after it.
+    env.publish("payment.received", "acc-free-4", paid("acc-free-4", 4))
+        .await;
+    let later = env
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE account_id = 'acc-free-4'",
+            1,
+            Duration::from_secs(3),
+        )
+        .await;
+    assert_eq!(later, 1, "a payment published later is applied meanwhile");
+    let held_in: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = $1")
+        .bind(held)
+        .fetch_one(&env.db)
+        .await
+        .expect("q");
+    assert_eq!(held_in, 0, "the held payment still waits");
+
+    // The firing settles: the payment is applied and the fired call stays fired.
+    sqlx::query(
+        "UPDATE tasks SET status = 'emitted', emitted_at = now()
+         WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .execute(&env.db)
+    .await
+    .expect("emitted");
+    let applied = env
+        .wait_count(
+            &format!("SELECT count(*) FROM inbox WHERE event_id = '{held}'"),
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(applied, 1, "the payment is applied once the firing settled");
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM tasks WHERE account_id = 'acc-held' AND kind = 'collection_call'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .expect("q");
+    assert_eq!(status, "emitted");
+}
+
 fn header(props: &lapin::BasicProperties, key: &str) -> Option<String> {
     collections_bus::header_str(props, key)
 }

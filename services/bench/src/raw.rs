@@ -237,7 +237,7 @@ pub async fn raw_postgres(
                 let account = format!("raw-{}", (i * 7919) % accounts);
                 let event = Uuid::new_v4();
                 let mut tx = db.begin().await?;
-                sqlx::query("SELECT * FROM collections_open_batch(ARRAY[$1::uuid], ARRAY['payment.failed'], ARRAY[$2::text])")
+                sqlx::query("SELECT * FROM collections_open_batch(ARRAY[$1::uuid], ARRAY['raw'], ARRAY['payment.failed'], ARRAY[$2::text], 15::float8)")
                     .bind(event).bind(&account).fetch_all(&mut *tx).await?;
                 let task = Uuid::new_v4();
                 sqlx::query(

@@ -69,17 +69,26 @@ async fn select_for_update(
     .collect())
 }
 
+/// An account's stored state document, read back as the core's [`AccountState`].
+///
+/// # Errors
+/// [`StoreError::State`] when the document does not parse, or names a zone the tz
+/// database no longer resolves (the core would otherwise plan in UTC, outside the
+/// customer's hours). The detail names the account, never the document's content.
 pub(crate) fn parse_state(
     id: &str,
     state: Option<&str>,
 ) -> Result<Option<AccountState>, StoreError> {
-    state
-        .map(|v| {
-            serde_json::from_str::<AccountState>(v).map_err(|e| {
-                StoreError::Db(sqlx::Error::Decode(
-                    format!("account {id}: stored state unreadable: {e}").into(),
-                ))
-            })
-        })
-        .transpose()
+    let Some(text) = state else {
+        return Ok(None);
+    };
+    let state = serde_json::from_str::<AccountState>(text).map_err(|e| {
+        StoreError::state(format!("account {id}: stored state does not parse: {e}"))
+    })?;
+    if jiff::tz::TimeZone::get(&state.timezone).is_err() {
+        return Err(StoreError::state(format!(
+            "account {id}: stored state names a time zone the tz database does not resolve"
+        )));
+    }
+    Ok(Some(state))
 }

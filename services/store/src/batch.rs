@@ -12,13 +12,13 @@ use collections_core::{
 };
 use jiff::Timestamp;
 use jiff_sqlx::{Timestamp as Ts, ToSqlx};
-use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
     accounts::parse_state,
     guard::AbandonGuard,
-    outbox::{bind_outbox, outbox_ctes, OutboxRow},
+    outbox::{bind_outbox, outbox_ctes, sent_ids, OutboxRow},
     tasks::{TaskRow, TaskStatus},
     Leases, Store, StoreError,
 };
@@ -32,6 +32,12 @@ pub enum Outcome {
     Duplicate,
     /// The rules refused it; nothing changed (dead-letter it).
     Rejected(DomainError),
+    /// Not applied, nothing changed: its rules would cancel or re-rank this task, which a
+    /// scheduler is firing at this moment (claimed, not yet confirmed). Apply it again
+    /// shortly, once the firing has settled (the task emitted, or its claim returned; a
+    /// claim older than the claim timeout is returned by the next attempt itself). The
+    /// batch's events of other accounts are applied as usual.
+    Deferred(Uuid),
 }
 
 /// The result of [`Store::apply_batch`].
@@ -173,48 +179,59 @@ async fn apply_batch_on(
     step(&mut steps.begin);
     let opened = open_batch(&mut tx, events, leases.claim_secs).await?;
     step(&mut steps.read);
-    let (fresh, mut states, mut open, firing) =
-        (opened.fresh, opened.states, opened.open, opened.firing);
+    let (fresh, states, open, firing) = (opened.fresh, opened.states, opened.open, opened.firing);
 
     let version = policy.version();
-    let mut w = Writes::default();
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
-    let mut seen = HashSet::new();
-    for (i, e) in events.iter().enumerate() {
-        if !fresh.contains(&e.id) || !seen.insert(e.id) {
-            outcomes.push(Some(Outcome::Duplicate));
-            continue;
-        }
-        let prev = states.get(&e.account_id).cloned().flatten();
-        let tasks = open.entry(e.account_id.clone()).or_default();
-        match decide(prev.as_ref(), tasks, e, policy, now) {
-            Err(rejection) => {
-                w.rejected.push(e.id);
-                outcomes.push(Some(Outcome::Rejected(rejection)));
+    // A task being fired is neither cancelled nor re-ranked under the scheduler's feet.
+    // The events of an account whose decisions would do so are deferred (not applied;
+    // the caller retries them once the firing has settled, so their decision sees the
+    // task emitted, or scheduled again); the rest of the batch is decided again without
+    // them and committed. Accounts are decided independently, so this settles after as
+    // many rounds as there are such accounts, one in practice.
+    let decided = if firing.is_empty() {
+        // The common case: decided once, on the states and tasks as read.
+        decide_batch(events, &fresh, states, open, &HashMap::new(), policy, now)
+    } else {
+        let owner: HashMap<Uuid, &str> = open
+            .values()
+            .flatten()
+            .filter(|t| firing.contains(&t.task_id))
+            .map(|t| (t.task_id, t.account_id.as_str()))
+            .collect();
+        let mut deferred: HashMap<String, Uuid> = HashMap::new();
+        loop {
+            let d = decide_batch(
+                events,
+                &fresh,
+                states.clone(),
+                open.clone(),
+                &deferred,
+                policy,
+                now,
+            );
+            let hits: Vec<Uuid> = d.w.net.touched().filter(|id| firing.contains(id)).collect();
+            if hits.is_empty() {
+                break d;
             }
-            Ok(d) => {
-                w.net.absorb(
-                    tasks,
-                    &e.account_id,
-                    e.id,
-                    Some(i),
-                    d.schedule,
-                    d.cancel,
-                    &d.reprioritise,
-                    d.journal,
-                    d.outbox,
-                );
-                states.insert(e.account_id.clone(), Some(d.state));
-                outcomes.push(None);
+            let before = deferred.len();
+            for id in hits {
+                if let Some(account) = owner.get(&id) {
+                    deferred.entry((*account).to_owned()).or_insert(id);
+                }
+            }
+            if deferred.len() == before {
+                // Not reached (every task being fired belongs to an account of the
+                // batch); should it be, the whole batch is rolled back and retried.
+                let id = d.w.net.touched().find(|id| firing.contains(id));
+                return Err(StoreError::TaskFiring(id.unwrap_or_default()));
             }
         }
-    }
-    // A task being fired is neither cancelled nor re-ranked under the scheduler's
-    // feet: the batch is rolled back (dropping `tx`) and retried once the firing has
-    // settled, so the decision sees the task emitted, or scheduled again.
-    if let Some(id) = w.net.touched().find(|id| firing.contains(id)) {
-        return Err(StoreError::TaskFiring(id));
-    }
+    };
+    let Decided {
+        w,
+        outcomes,
+        states,
+    } = decided;
     let earliest_due = w.net.earliest_due();
     step(&mut steps.decide);
     let (rows, origins) = w
@@ -244,6 +261,77 @@ async fn apply_batch_on(
     })
 }
 
+/// The rules' decisions for a batch, before they are written.
+struct Decided {
+    w: Writes,
+    /// One per event: `None` for an applied event (its outbox rows are known after the
+    /// write).
+    outcomes: Vec<Option<Outcome>>,
+    /// Every locked account's state after the batch (deferred accounts left out: nothing
+    /// of theirs is written).
+    states: HashMap<String, Option<AccountState>>,
+}
+
+/// Runs the rules over the batch's new events, in input order, on copies of the accounts'
+/// states and open tasks. The events of `deferred` accounts are not decided: their
+/// outcome is [`Outcome::Deferred`] with the task being fired, and their inbox rows are
+/// removed with the rejected events' (so the retry finds them new).
+fn decide_batch(
+    events: &[Event],
+    fresh: &HashSet<(Uuid, String)>,
+    mut states: HashMap<String, Option<AccountState>>,
+    mut open: HashMap<String, Vec<Task>>,
+    deferred: &HashMap<String, Uuid>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Decided {
+    states.retain(|account, _| !deferred.contains_key(account));
+    let mut w = Writes::default();
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
+    let mut seen = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        // CloudEvents identify an event by source and id together.
+        let key = (e.id, e.source.as_str());
+        if !fresh.contains(&(e.id, e.source.clone())) || !seen.insert(key) {
+            outcomes.push(Some(Outcome::Duplicate));
+            continue;
+        }
+        if let Some(task) = deferred.get(&e.account_id) {
+            w.rejected.push((e.id, e.source.clone()));
+            outcomes.push(Some(Outcome::Deferred(*task)));
+            continue;
+        }
+        let prev = states.get(&e.account_id).cloned().flatten();
+        let tasks = open.entry(e.account_id.clone()).or_default();
+        match decide(prev.as_ref(), tasks, e, policy, now) {
+            Err(rejection) => {
+                w.rejected.push((e.id, e.source.clone()));
+                outcomes.push(Some(Outcome::Rejected(rejection)));
+            }
+            Ok(d) => {
+                w.net.absorb(
+                    tasks,
+                    &e.account_id,
+                    e.id,
+                    Some(i),
+                    d.schedule,
+                    d.cancel,
+                    &d.reprioritise,
+                    d.journal,
+                    d.outbox,
+                );
+                states.insert(e.account_id.clone(), Some(d.state));
+                outcomes.push(None);
+            }
+        }
+    }
+    Decided {
+        w,
+        outcomes,
+        states,
+    }
+}
+
 /// Everything one transaction writes once the rules have run: the decisions netted by
 /// `collections_core::netting` (every row written by exactly one part of one statement),
 /// and the events the rules refused.
@@ -251,8 +339,9 @@ async fn apply_batch_on(
 pub(crate) struct Writes {
     /// The decisions, netted.
     pub(crate) net: Netted,
-    /// Events refused by the rules: their inbox rows are removed so a replay applies them.
-    pub(crate) rejected: Vec<Uuid>,
+    /// Events refused by the rules or deferred, by id and source: their inbox rows are
+    /// removed so a replay (or the retry) applies them.
+    pub(crate) rejected: Vec<(Uuid, String)>,
 }
 
 impl Writes {
@@ -274,12 +363,17 @@ impl Writes {
         for (id, s) in states {
             let Some(s) = s else { continue };
             acc_ids.push(id.as_str());
-            docs.push(serde_json::to_string(s).unwrap_or_default());
+            // Never an empty document or status in place of one that failed to serialise:
+            // the row would be unreadable on its next use.
+            let unwritable =
+                |e: &dyn std::fmt::Display| StoreError::state(format!("account {id}: {e}"));
+            docs.push(serde_json::to_string(s).map_err(|e| unwritable(&e))?);
             statuses.push(
                 serde_json::to_value(s.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                    .map_err(|e| unwritable(&e))?
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| unwritable(&"status does not serialise as text"))?,
             );
             overdue.push(s.overdue_minor);
         }
@@ -368,20 +462,23 @@ impl Writes {
             .bind(&t_revision)
             .bind(&c_revision)
             .bind(&r_revision);
-        let rows = bind_outbox(q, &outbox, lease_secs)
+        let rows = bind_outbox(q, &outbox, lease_secs)?
             .fetch_all(&mut **tx)
             .await?;
         if !self.rejected.is_empty() {
             // Rare (the rules refused an event), so a statement of its own: inside the
             // one above, a generic plan may scan the whole inbox on every batch.
-            sqlx::query!("DELETE FROM inbox WHERE event_id = ANY($1)", &self.rejected)
-                .execute(&mut **tx)
-                .await?;
+            let (ids, sources): (Vec<Uuid>, Vec<String>) = self.rejected.into_iter().unzip();
+            sqlx::query!(
+                "DELETE FROM inbox WHERE (event_id, source) IN
+                     (SELECT * FROM unnest($1::uuid[], $2::text[]))",
+                &ids,
+                &sources,
+            )
+            .execute(&mut **tx)
+            .await?;
         }
-        let by_event: HashMap<Uuid, i64> = rows
-            .iter()
-            .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
-            .collect();
+        let by_event = sent_ids(&rows)?;
         let mut out = Vec::with_capacity(rows.len());
         let mut origins = Vec::with_capacity(rows.len());
         for (origin, m) in self.net.outbox() {
@@ -404,24 +501,21 @@ impl Writes {
 /// A column of a `collections_open_batch` row that the row's kind sets (every column of
 /// a function's result is nullable to the query macros).
 fn need<T>(v: Option<T>, col: &str) -> Result<T, StoreError> {
-    v.ok_or_else(|| {
-        StoreError::Db(sqlx::Error::Decode(
-            format!("collections_open_batch: a row without {col}").into(),
-        ))
-    })
+    v.ok_or_else(|| StoreError::state(format!("collections_open_batch: a row without {col}")))
 }
 
 /// What [`open_batch`] read: the new event ids, the locked accounts' states and their
 /// open tasks.
 pub(crate) struct Opened {
-    pub(crate) fresh: HashSet<Uuid>,
+    /// The new events, by id and source.
+    pub(crate) fresh: HashSet<(Uuid, String)>,
     pub(crate) states: HashMap<String, Option<AccountState>>,
     pub(crate) open: HashMap<String, Vec<Task>>,
     /// Open tasks a scheduler is firing right now (claimed within the claim timeout).
     pub(crate) firing: HashSet<Uuid>,
 }
 
-/// The read half of the batch transaction (`collections_open_batch`, migration 0004):
+/// The read half of the batch transaction (`collections_open_batch`, migration 0008):
 /// records the event ids in the inbox, creates and locks the accounts of the new ones (in
 /// account-id order: no deadlocks between batches) and loads their open tasks.
 ///
@@ -436,26 +530,32 @@ pub(crate) async fn open_batch(
     events: &[Event],
     claim_secs: f64,
 ) -> Result<Opened, StoreError> {
-    // Sorted so that two batches sharing ids take the unique-index locks in one order.
-    let mut rows: Vec<(Uuid, &str, &str)> = events
+    // Sorted in the inbox key's order (id, source) so that two batches sharing events
+    // take the unique-index locks in one order.
+    let mut rows: Vec<(Uuid, &str, &str, &str)> = events
         .iter()
-        .map(|e| (e.id, e.event_type().as_str(), e.account_id.as_str()))
+        .map(|e| {
+            let (ty, account) = (e.event_type().as_str(), e.account_id.as_str());
+            (e.id, e.source.as_str(), ty, account)
+        })
         .collect();
-    rows.sort_by_key(|r| r.0);
-    rows.dedup_by_key(|r| r.0);
+    rows.sort_by_key(|r| (r.0, r.1));
+    rows.dedup_by_key(|r| (r.0, r.1));
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
-    let accounts: Vec<&str> = rows.iter().map(|r| r.2).collect();
+    let sources: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.2).collect();
+    let accounts: Vec<&str> = rows.iter().map(|r| r.3).collect();
     // collections_open_batch_revised: live definition in migrations/0009_task_revisions.sql
-    // (0007's collections_open_batch plus the revision). Every column of a function's
-    // result may be NULL: the three kinds of row tell apart by which are set (0003's
-    // comment).
+    // (0008's collections_open_batch, keyed on source + id, plus the revision). Every
+    // column of a function's result may be NULL: the three kinds of row tell apart by
+    // which are set (0004's comment).
     let result = sqlx::query!(
-        r#"SELECT fresh, account_id, state, task_id, kind, channel,
+        r#"SELECT fresh, fresh_source, account_id, state, task_id, kind, channel,
                   due_at AS "due_at: Ts", priority, tone, reason, promise_id, cause_event_id,
                   attempt, policy_version, status, revision
-           FROM collections_open_batch_revised($1, $2, $3, $4)"#,
+           FROM collections_open_batch_revised($1, $2, $3, $4, $5)"#,
         &ids,
+        &sources as &[&str],
         &types as &[&str],
         &accounts as &[&str],
         claim_secs,
@@ -471,7 +571,9 @@ pub(crate) async fn open_batch(
     let mut stale = Vec::new();
     for r in result {
         if let Some(id) = r.fresh {
-            opened.fresh.insert(id);
+            opened
+                .fresh
+                .insert((id, need(r.fresh_source, "fresh_source")?));
         } else if let Some(task_id) = r.task_id {
             let t = TaskRow {
                 task_id,
@@ -489,13 +591,23 @@ pub(crate) async fn open_batch(
                 revision: need(r.revision, "revision")?,
             }
             .into_task()?;
-            // A status this binary does not know is left alone, as `scheduled` is.
-            match need(r.status, "status")?.parse::<TaskStatus>() {
-                Ok(TaskStatus::Claimed) => {
+            // A status this binary does not know is an error, not `scheduled`: the rules
+            // would cancel or re-rank a task whose life cycle they cannot tell.
+            let status = need(r.status, "status")?
+                .parse::<TaskStatus>()
+                .map_err(|e| StoreError::state(format!("task {}: {e}", t.task_id)))?;
+            match status {
+                TaskStatus::Claimed => {
                     opened.firing.insert(t.task_id);
                 }
-                Ok(TaskStatus::Stale) => stale.push(t.task_id),
-                _ => {}
+                TaskStatus::Stale => stale.push(t.task_id),
+                TaskStatus::Scheduled => {}
+                TaskStatus::Emitted | TaskStatus::Cancelled => {
+                    return Err(StoreError::state(format!(
+                        "task {}: collections_open_batch listed it as open while {status}",
+                        t.task_id
+                    )))
+                }
             }
             opened.open.entry(t.account_id.clone()).or_default().push(t);
         } else {

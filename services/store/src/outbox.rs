@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::LazyLock};
 
 use collections_core::outbound::OutboundMessage;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{postgres::PgRow, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::{Store, StoreError};
@@ -147,20 +147,29 @@ pub(crate) fn outbox_ctes(p: usize) -> String {
 
 /// Binds the six parameters of [`outbox_ctes`], in its order, for `messages`: the
 /// statement and its arguments come from one place.
+///
+/// # Errors
+/// [`StoreError::State`] when a body is not UTF-8 ([`body_text`]).
 pub(crate) fn bind_outbox<'q>(
     q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     messages: &[&'q OutboundMessage],
     lease_secs: f64,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+) -> Result<sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>, StoreError> {
     let strs = |f: fn(&'q OutboundMessage) -> &'q str| -> Vec<&'q str> {
         messages.iter().map(|m| f(m)).collect()
     };
-    q.bind(messages.iter().map(|m| m.event_id).collect::<Vec<Uuid>>())
-        .bind(strs(|m| m.account_id.as_str()))
-        .bind(strs(|m| m.exchange))
-        .bind(strs(|m| m.routing_key.as_str()))
-        .bind(strs(|m| body_text(&m.body)))
-        .bind(lease_secs)
+    let bodies = messages
+        .iter()
+        .map(|m| body_text(m))
+        .collect::<Result<Vec<&str>, _>>()?;
+    Ok(
+        q.bind(messages.iter().map(|m| m.event_id).collect::<Vec<Uuid>>())
+            .bind(strs(|m| m.account_id.as_str()))
+            .bind(strs(|m| m.exchange))
+            .bind(strs(|m| m.routing_key.as_str()))
+            .bind(bodies)
+            .bind(lease_secs),
+    )
 }
 
 /// Writes outbound messages with their `outbox_pending` entries, leased to the caller for
@@ -183,13 +192,10 @@ pub async fn insert_outbox<'m>(
         sqlx::query(INSERT_OUTBOX_SQL.as_str()),
         &messages,
         lease_secs,
-    )
+    )?
     .fetch_all(&mut **tx)
     .await?;
-    let by_event: HashMap<Uuid, i64> = rows
-        .iter()
-        .map(|r| (r.get::<Uuid, _>("event_id"), r.get::<i64, _>("id")))
-        .collect();
+    let by_event = sent_ids(&rows)?;
     Ok(messages
         .iter()
         .filter_map(|m| {
@@ -205,7 +211,34 @@ pub async fn insert_outbox<'m>(
         .collect())
 }
 
-/// A serialised message as text for a `jsonb` parameter (serde_json writes UTF-8 only).
-fn body_text(body: &[u8]) -> &str {
-    std::str::from_utf8(body).unwrap_or("null")
+/// The `sent (id, event_id)` rows of a statement built on [`outbox_ctes`], by event id.
+///
+/// # Errors
+/// [`StoreError::State`] when a row lacks a column or holds another type (`try_get`, not
+/// `get`: a panic would take the whole pipeline down, and be retried for ever).
+pub(crate) fn sent_ids(rows: &[PgRow]) -> Result<HashMap<Uuid, i64>, StoreError> {
+    let bad = |e: sqlx::Error| StoreError::state(format!("outbox row: {e}"));
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid, _>("event_id").map_err(bad)?,
+                r.try_get::<i64, _>("id").map_err(bad)?,
+            ))
+        })
+        .collect()
+}
+
+/// A serialised message as text for a `jsonb` parameter.
+///
+/// # Errors
+/// [`StoreError::State`] when the body is not UTF-8 (serde_json writes only UTF-8, so a
+/// body that is not was built wrongly): never a `null` in its place, which would publish
+/// an empty message.
+fn body_text(m: &OutboundMessage) -> Result<&str, StoreError> {
+    std::str::from_utf8(&m.body).map_err(|e| {
+        StoreError::state(format!(
+            "outbound message {}: body is not UTF-8: {e}",
+            m.event_id
+        ))
+    })
 }

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{
-    accounts::lock_accounts,
+    accounts::{lock_accounts, parse_state},
     batch::Writes,
     guard::AbandonGuard,
     journal::insert_journal,
@@ -38,12 +38,18 @@ pub struct Claimed {
 /// Due tasks claimed by one statement, fenced by its token: only the holder of the token
 /// may complete, move or renew them, and only until another process took them over
 /// (after the claim ran out).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Claim {
     /// The claim's fencing token, written on every row it claimed.
     pub token: Uuid,
-    /// The tasks claimed, earliest due first.
+    /// The tasks to fire, earliest due first.
     pub tasks: Vec<Claimed>,
+    /// Claimed tasks whose row or account state cannot be read ([`StoreError::State`]).
+    /// They are not fired (a call fired in the wrong zone could reach the customer at
+    /// night) and stay claimed: the rescuer returns them once the claim runs out and the
+    /// next claim reports them again, until an operator repairs the rows. The other tasks
+    /// of the claim fire as usual.
+    pub unreadable: Vec<(Uuid, StoreError)>,
 }
 
 /// What a completion or a move wrote, and the claims it found lost.
@@ -83,7 +89,7 @@ impl Store {
     /// it commits: the lightest row lock on the account (`KEY SHARE`) still conflicts
     /// with their `FOR UPDATE`. So a task a worker read as scheduled cannot be claimed
     /// before the worker's cancellation or re-rank lands, and one claimed before is seen
-    /// by the worker as being fired (`StoreError::TaskFiring`).
+    /// by the worker as being fired (its events are deferred: `Outcome::Deferred`).
     ///
     /// `task_id = ANY(ARRAY(SELECT …))` rather than `task_id IN (SELECT …)`: the array is
     /// computed once and the rows are fetched through the primary key. With `IN` the
@@ -91,7 +97,7 @@ impl Store {
     /// (580 ms instead of 125 ms per 5,000 tasks with 1.2 M rows).
     ///
     /// # Errors
-    /// A database error.
+    /// A database error. Rows that cannot be read are reported in [`Claim::unreadable`].
     pub async fn claim_due_tasks(&self, now: Timestamp, limit: i64) -> Result<Claim, StoreError> {
         let token = Uuid::new_v4();
         // The `!` restate the `tasks` columns' NOT NULL constraints, which sqlx's
@@ -127,21 +133,36 @@ impl Store {
         .await?;
         // An account with several tasks in the batch is parsed once.
         let mut states: HashMap<String, Option<AccountState>> = HashMap::new();
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Claim {
+            token,
+            tasks: Vec::new(),
+            unreadable: Vec::new(),
+        };
         for r in rows {
-            let text = r.state;
-            let task = task_row!(r).into_task()?;
-            let state = match states.get(&task.account_id) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = text.and_then(|t| serde_json::from_str::<AccountState>(&t).ok());
-                    states.insert(task.account_id.clone(), s.clone());
-                    s
+            let (id, text) = (r.task_id, r.state);
+            let task = match task_row!(r).into_task() {
+                Ok(t) => t,
+                Err(e) => {
+                    out.unreadable.push((id, e));
+                    continue;
                 }
             };
-            out.push(Claimed { task, state });
+            let state = match states.get(&task.account_id) {
+                Some(s) => s.clone(),
+                None => match parse_state(&task.account_id, text.as_deref()) {
+                    Ok(s) => {
+                        states.insert(task.account_id.clone(), s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        out.unreadable.push((id, e));
+                        continue;
+                    }
+                },
+            };
+            out.tasks.push(Claimed { task, state });
         }
-        Ok(Claim { token, tasks: out })
+        Ok(out)
     }
 
     /// Extends a claim by the claim timeout from now, for the tasks of `ids` it still

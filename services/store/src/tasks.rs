@@ -170,21 +170,27 @@ impl TaskRow {
     /// The core's task.
     ///
     /// # Errors
-    /// When a stored enum value is unknown (a newer binary wrote it).
+    /// [`StoreError::State`] when a stored value is one this binary cannot hold: an
+    /// unknown kind, channel or tone (a newer binary wrote it, or a hand edit), a priority
+    /// outside 0-255 or an attempt below 0. Never a default in its place: a task read
+    /// wrongly would be fired, cancelled or ranked wrongly.
     pub(crate) fn into_task(self) -> Result<Task, StoreError> {
-        let bad = |e: String| StoreError::Db(sqlx::Error::Decode(e.into()));
+        let id = self.task_id;
+        let bad = |e: String| StoreError::state(format!("task {id}: {e}"));
         Ok(Task {
             task_id: self.task_id,
-            account_id: self.account_id,
             kind: self.kind.parse().map_err(bad)?,
             channel: self.channel.parse().map_err(bad)?,
             due_at: self.due_at.to_jiff(),
-            priority: u8::try_from(self.priority).unwrap_or(9),
+            priority: u8::try_from(self.priority)
+                .map_err(|_| bad(format!("priority {} out of range", self.priority)))?,
             tone: self.tone.parse().map_err(bad)?,
+            attempt: u32::try_from(self.attempt)
+                .map_err(|_| bad(format!("attempt {} out of range", self.attempt)))?,
+            account_id: self.account_id,
             reason: self.reason,
             promise_id: self.promise_id,
             cause_event_id: self.cause_event_id,
-            attempt: u32::try_from(self.attempt).unwrap_or(1),
             policy_version: self.policy_version,
             revision: u32::try_from(self.revision).unwrap_or(Task::FIRST_REVISION),
         })
@@ -219,6 +225,8 @@ mod tests {
             include_str!("../migrations/0004_tasks_being_fired.sql"),
             include_str!("../migrations/0005_outbox_pending.sql"),
             include_str!("../migrations/0006_accounts_fillfactor.sql"),
+            include_str!("../migrations/0007_fencing_tokens.sql"),
+            include_str!("../migrations/0008_inbox_source.sql"),
             include_str!("../migrations/0009_task_revisions.sql"),
         ];
         let mut seen = 0;

@@ -81,6 +81,7 @@ async fn claim(store: &Store) -> Claim {
         .claim_due_tasks(Timestamp::now(), 10)
         .await
         .expect("claim")
+        .tasks
 }
 
 async fn status(store: &Store, task: Uuid) -> String {
@@ -103,27 +104,52 @@ async fn cancellations_announced(store: &Store, task: Uuid) -> i64 {
 }
 
 #[tokio::test]
-async fn a_payment_waits_for_the_call_being_fired_and_leaves_it_fired() {
+async fn a_payment_for_a_call_being_fired_waits_alone_and_leaves_it_fired() {
     let store = store("waits_for_firing", 4).await;
     let policy = Policy::default();
     let call = due_call(&store, &policy, "acc-f1").await;
     let claimed = claim(&store).await;
     assert_eq!(claimed.tasks.len(), 1);
 
+    // In the same batch, an event of an account nobody is firing for.
     let payment = paid_in_full("acc-f1");
+    let other = failed("acc-other");
     let r = store
-        .apply_batch(std::slice::from_ref(&payment), &policy, Timestamp::now())
-        .await;
-    assert!(
-        matches!(r, Err(StoreError::TaskFiring(id)) if id == call),
-        "the payment would cancel the call being fired: {r:?}"
-    );
-    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_id = $1")
-        .bind(payment.id)
-        .fetch_one(store.pool())
+        .apply_batch(&[payment.clone(), other.clone()], &policy, Timestamp::now())
         .await
-        .expect("inbox");
-    assert_eq!(inbox, 0, "nothing of the refused attempt was committed");
+        .expect("the batch commits");
+    assert!(
+        matches!(r.outcomes[0], Outcome::Deferred(id) if id == call),
+        "the payment would cancel the call being fired: deferred, {:?}",
+        r.outcomes[0]
+    );
+    assert!(
+        matches!(r.outcomes[1], Outcome::Applied(ref rows) if !rows.is_empty()),
+        "the other account's event is applied at once: {:?}",
+        r.outcomes[1]
+    );
+    let inbox = |id: Uuid| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inbox WHERE event_id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+    };
+    assert_eq!(
+        inbox(payment.id).await.expect("inbox"),
+        0,
+        "nothing of the deferred payment was committed"
+    );
+    assert_eq!(
+        inbox(other.id).await.expect("inbox"),
+        1,
+        "the other event is committed"
+    );
+    let planned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE account_id = 'acc-other' AND status = 'scheduled'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("planned");
+    assert!(planned >= 1, "the other account's call is planned");
     assert_eq!(status(&store, call).await, "claimed");
 
     // The firing settles (confirmed, marked emitted); the retried payment cures the

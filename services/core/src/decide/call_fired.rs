@@ -33,6 +33,7 @@ pub fn on_call_fired(
 ) -> Decision {
     let mut p = Planner {
         cause: due_event_id,
+        ids: due_event_id,
         policy,
         now,
         event_time: now,

@@ -86,6 +86,10 @@ pub struct Decision {
 struct Planner<'a> {
     /// Id of what caused this decision (an inbound event, or a fired task's `task.due`).
     cause: Uuid,
+    /// The namespace of the ids of the tasks this decision plans: unique to the cause. For
+    /// an inbound event its id and source together (CloudEvents' identity: two sources
+    /// may use one id), for a fired task the id of its `task.due`.
+    ids: Uuid,
     policy: &'a Policy,
     now: Timestamp,
     /// When the cause happened upstream (the event's `time`), never after `now`.
@@ -126,6 +130,7 @@ pub fn decide(
     });
     let mut p = Planner {
         cause: event.id,
+        ids: Uuid::new_v5(&event.id, format!("source:{}", event.source).as_bytes()),
         policy,
         now,
         event_time: event.time.min(now),
@@ -229,7 +234,7 @@ impl Planner<'_> {
             )
             .unwrap_or(due_at);
         let priority = self.priority(due_at);
-        let task_id = Uuid::new_v5(&self.cause, format!("{kind}:{n}").as_bytes());
+        let task_id = Uuid::new_v5(&self.ids, format!("{kind}:{n}").as_bytes());
         let task = Task {
             task_id,
             account_id: self.state.account_id.clone(),

@@ -95,6 +95,10 @@ pub enum RejectCode {
     InvalidValue,
     /// The rules refused the event against the account's state (currency mismatch).
     Domain,
+    /// What is stored for the event's account cannot be read (a state document that does
+    /// not parse, a task with a value this binary does not know): the event waits in the
+    /// dead-letter queue while an operator repairs the rows, instead of blocking the queue.
+    State,
 }
 
 impl RejectCode {
@@ -109,6 +113,7 @@ impl RejectCode {
             RejectCode::Schema => "schema",
             RejectCode::InvalidValue => "invalid_value",
             RejectCode::Domain => "domain",
+            RejectCode::State => "state",
         }
     }
 }

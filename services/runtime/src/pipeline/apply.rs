@@ -34,13 +34,21 @@ impl Pipeline {
         }
     }
 
+    /// Applies a batch and acks what it settled: committed, duplicate or dead-lettered.
+    /// Returns the deliveries it deferred (their events would change a task a scheduler is
+    /// firing), unacked: the caller applies them again with its next batch, shortly.
+    /// `alone`: no delivery of this channel older than the batch is still unacked (else
+    /// a multiple-ack would cover it).
     pub(super) async fn apply_and_ack(
         &self,
         batch: Vec<Delivery>,
+        alone: bool,
         token: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-        let last_tag = batch.last().map(|d| d.acker.clone());
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let ackers: Vec<(u64, collections_bus::lapin::Acker)> = batch
+            .iter()
+            .map(|d| (d.delivery_tag, d.acker.clone()))
+            .collect();
         let items: Vec<Item> = batch.into_iter().map(|d| self.parse(d)).collect();
         let mut events = Vec::new();
         let mut deliveries = Vec::new();
@@ -70,68 +78,178 @@ impl Pipeline {
             }
         }
         let mut to_publish = Vec::new();
+        let mut deferred = Vec::new();
         if !events.is_empty() {
-            match self.apply_with_retry(&events, token).await? {
-                Applied::Batch(batch) => {
-                    to_publish = self.settle(&events, &deliveries, batch).await?;
-                }
-                Applied::DataRejected(why) => {
-                    // The database refuses something in this batch for what it contains
-                    // (not for being down): apply the events one by one so that only the
-                    // offending one is dead-lettered and the queue never blocks.
-                    tracing::warn!(error = %crate::telemetry::mask_pii(&why), batch = events.len(), "database refused the batch's data; isolating");
-                    for (e, d) in events.iter().zip(&deliveries) {
-                        let one = std::slice::from_ref(e);
-                        match self.apply_with_retry(one, token).await? {
-                            Applied::Batch(batch) => {
-                                let rows = self.settle(one, std::slice::from_ref(d), batch).await?;
-                                to_publish.extend(rows);
-                            }
-                            Applied::DataRejected(why) => {
-                                self.dead_letter(
-                                    d,
-                                    RejectCode::InvalidValue.as_str(),
-                                    &format!("database refused the event: {why}"),
-                                )
-                                .await?;
-                            }
-                        }
-                    }
-                }
+            let all: Vec<&Delivery> = deliveries.iter().collect();
+            deferred = self
+                .apply_events(&events, &all, &mut to_publish, token)
+                .await?;
+        }
+        let carried: Vec<Delivery> = if deferred.is_empty() {
+            Vec::new()
+        } else {
+            // Events of accounts whose tasks a scheduler is firing wait for the firing to
+            // settle (a publish confirm; a dead scheduler's claim is taken back by the next
+            // attempt once it is older than the claim timeout), without holding up the
+            // pipeline: they go with its next batch.
+            tracing::debug!(
+                deferred = deferred.len(),
+                "events wait for a task being fired; the rest of the batch is committed"
+            );
+            metrics::inc(
+                "collections_batch_retries_total",
+                &[("reason", "task_firing")],
+                1,
+            );
+            let keep: std::collections::HashSet<usize> = deferred.into_iter().collect();
+            deliveries
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, d)| keep.contains(&i).then_some(d))
+                .collect()
+        };
+        self.ack_settled(&ackers, &carried, alone).await?;
+        self.hand_over(to_publish).await?;
+        Ok(carried)
+    }
+
+    /// Acks every delivery of a batch but the `carried` ones: committed, duplicate or
+    /// dead-lettered with a confirm. Without carried deliveries, here or older (`alone`),
+    /// one multiple-ack covers the batch (safe because this channel runs one batch at a
+    /// time); otherwise each settled delivery is acked alone, so that no ack covers a
+    /// carried one (acking it twice would close the channel).
+    async fn ack_settled(
+        &self,
+        ackers: &[(u64, collections_bus::lapin::Acker)],
+        carried: &[Delivery],
+        alone: bool,
+    ) -> anyhow::Result<()> {
+        let kind = self.ctx.event_type.as_str();
+        if carried.is_empty() && alone {
+            if let Some((_, acker)) = ackers.last() {
+                acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .context("ack")?;
+                let n = u64::try_from(ackers.len()).unwrap_or(u64::MAX);
+                metrics::inc("collections_events_acked_total", &[("type", kind)], n);
+            }
+            return Ok(());
+        }
+        let held: std::collections::HashSet<u64> = carried.iter().map(|d| d.delivery_tag).collect();
+        let mut n = 0;
+        for (tag, acker) in ackers {
+            if !held.contains(tag) {
+                acker
+                    .ack(BasicAckOptions { multiple: false })
+                    .await
+                    .context("ack")?;
+                n += 1;
             }
         }
-        // Everything in the batch is committed (or dead-lettered with a confirm): one
-        // multiple-ack covers it. Safe because this channel runs one batch at a time.
-        if let Some(acker) = last_tag {
-            acker
-                .ack(BasicAckOptions { multiple: true })
-                .await
-                .context("ack")?;
-            metrics::inc(
-                "collections_events_acked_total",
-                &[("type", self.ctx.event_type.as_str())],
-                n,
-            );
-        }
-        // Published by this pipeline's publisher task, in batch order, while the next
-        // batch is applied. Committed rows it cannot publish stay in the outbox for the relay.
+        metrics::inc("collections_events_acked_total", &[("type", kind)], n);
+        Ok(())
+    }
+
+    /// Hands committed task events to this pipeline's publisher task, which publishes
+    /// them in batch order while the next batch is applied (and wakes the scheduler if a
+    /// batch planned a task due soon). Committed rows it cannot publish stay in the outbox
+    /// for the relay.
+    async fn hand_over(&self, rows: Vec<collections_store::OutboxRow>) -> anyhow::Result<()> {
         let wake = self.wake.swap(false, Ordering::Relaxed);
-        if !to_publish.is_empty() || wake {
+        if !rows.is_empty() || wake {
             self.outbox
-                .send((to_publish, wake))
+                .send((rows, wake))
                 .await
                 .map_err(|_| anyhow::anyhow!("the task-event publisher stopped"))?;
         }
         Ok(())
     }
 
-    /// Logs, counts and dead-letters by outcome; returns the outbox rows to publish.
+    /// Applies `events` (in one transaction, or event by event when the batch cannot be
+    /// applied as a whole), settles each outcome and adds the committed task events to
+    /// `to_publish`. Returns the positions of the events deferred because a task they
+    /// would change is being fired: not applied, not settled, to be applied again.
+    async fn apply_events(
+        &self,
+        events: &[Event],
+        deliveries: &[&Delivery],
+        to_publish: &mut Vec<collections_store::OutboxRow>,
+        token: &CancellationToken,
+    ) -> anyhow::Result<Vec<usize>> {
+        let mut deferred = Vec::new();
+        match self.apply_with_retry(events, token).await? {
+            Applied::Batch(batch) => {
+                let (rows, later) = self.settle(events, deliveries, batch).await?;
+                to_publish.extend(rows);
+                deferred = later;
+            }
+            Applied::DataRejected(code, why) => {
+                // Something in this batch cannot be applied for what it contains or what
+                // is stored for it (not because the database is down): apply the events
+                // one by one so that only the offending ones are dead-lettered and the
+                // queue never blocks.
+                tracing::warn!(error = %crate::telemetry::mask_pii(&why), reason = code.as_str(), batch = events.len(), "batch cannot be applied as a whole; isolating");
+                for (i, (e, d)) in events.iter().zip(deliveries).enumerate() {
+                    let one = std::slice::from_ref(e);
+                    match self.apply_with_retry(one, token).await? {
+                        Applied::Batch(batch) => {
+                            let (rows, later) =
+                                self.settle(one, std::slice::from_ref(d), batch).await?;
+                            to_publish.extend(rows);
+                            if !later.is_empty() {
+                                deferred.push(i);
+                            }
+                        }
+                        Applied::DataRejected(code, why) => {
+                            self.dead_letter_data(e, d, code, &why).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(deferred)
+    }
+
+    /// Dead-letters an event the store cannot apply for what it contains (`invalid_value`)
+    /// or what is stored for its account (`state`, also counted as an alert: rows need an
+    /// operator).
+    async fn dead_letter_data(
+        &self,
+        e: &Event,
+        d: &Delivery,
+        code: RejectCode,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        let detail = if code == RejectCode::State {
+            metrics::inc(
+                "collections_unreadable_data_total",
+                &[("role", "worker"), ("type", self.ctx.event_type.as_str())],
+                1,
+            );
+            format!("the account's stored data cannot be read: {why}")
+        } else {
+            format!("database refused the event: {why}")
+        };
+        let span = tracing::info_span!(
+            "event",
+            event_id = %e.id,
+            event_type = e.event_type().as_str(),
+            account_id = %e.account_id
+        );
+        self.dead_letter(d, code.as_str(), &detail)
+            .instrument(span)
+            .await
+    }
+
+    /// Logs, counts and dead-letters by outcome; returns the outbox rows to publish and
+    /// the positions of the deferred events.
     async fn settle(
         &self,
         events: &[Event],
-        deliveries: &[Delivery],
+        deliveries: &[&Delivery],
         batch: collections_store::Batch,
-    ) -> anyhow::Result<Vec<collections_store::OutboxRow>> {
+    ) -> anyhow::Result<(Vec<collections_store::OutboxRow>, Vec<usize>)> {
         // Wake the scheduler only for tasks due before its next poll would find them.
         if batch.earliest_due.is_some_and(|d| {
             d <= Timestamp::now()
@@ -140,7 +258,13 @@ impl Pipeline {
             self.wake.store(true, Ordering::Relaxed);
         }
         let mut to_publish = Vec::new();
-        for ((event, d), outcome) in events.iter().zip(deliveries).zip(batch.outcomes) {
+        let mut deferred = Vec::new();
+        for (i, ((event, d), outcome)) in events
+            .iter()
+            .zip(deliveries)
+            .zip(batch.outcomes)
+            .enumerate()
+        {
             let span = tracing::info_span!(
                 "event",
                 event_id = %event.id,
@@ -162,9 +286,15 @@ impl Pipeline {
                         .instrument(span.clone())
                         .await?;
                 }
+                Outcome::Deferred(task) => {
+                    span.in_scope(
+                        || tracing::debug!(%task, "deferred: a task it changes is being fired"),
+                    );
+                    deferred.push(i);
+                }
             }
         }
-        Ok(to_publish)
+        Ok((to_publish, deferred))
     }
 
     async fn apply_with_retry(
@@ -206,7 +336,10 @@ impl Pipeline {
                     }
                     return Ok(Applied::Batch(o));
                 }
-                Ok(Err(e)) if e.is_data_error() => return Ok(Applied::DataRejected(e.to_string())),
+                Ok(Err(e)) if e.is_data_error() => {
+                    let code = e.reject_reason().unwrap_or(RejectCode::InvalidValue);
+                    return Ok(Applied::DataRejected(code, e.to_string()));
+                }
                 Ok(Err(StoreError::TaskFiring(task))) => {
                     // A scheduler is firing a task this batch would cancel or re-rank: it
                     // settles within a publish confirm, or its claim goes stale within

@@ -32,15 +32,29 @@ impl Pipeline {
     pub(super) async fn consume(&mut self, token: &CancellationToken) -> anyhow::Result<()> {
         let token = token.clone();
         let mut loaded = false;
+        // Deliveries deferred by the last batch (a task they change was being fired): they
+        // lead the next batch, which comes after at most 20 ms even if nothing new arrives.
+        let mut carried: Vec<Delivery> = Vec::new();
         loop {
-            let first = tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                d = self.consumer.next() => d,
+            let first = if carried.is_empty() {
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    d = self.consumer.next() => Some(d),
+                }
+            } else {
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    d = self.consumer.next() => Some(d),
+                    () = tokio::time::sleep(Duration::from_millis(20)) => None,
+                }
             };
-            let Some(first) = first else {
-                return Err(anyhow::anyhow!("consumer cancelled by the broker"));
-            };
-            let mut batch = vec![first?];
+            let mut batch = std::mem::take(&mut carried);
+            if let Some(first) = first {
+                let Some(first) = first else {
+                    return Err(anyhow::anyhow!("consumer cancelled by the broker"));
+                };
+                batch.push(first?);
+            }
             // Take whatever else is already buffered. While deliveries queue up (the last
             // batch held more than one), also wait up to BATCH_LINGER_MS for more: a few
             // milliseconds buy batches large enough that the machine is not saturated by
@@ -63,15 +77,16 @@ impl Pipeline {
                 }
             }
             loaded = batch.len() > 1;
-            self.handle_batch(batch, &token).await?;
+            carried = self.handle_batch(batch, &token).await?;
         }
     }
 
+    /// Applies one batch; returns the deliveries it deferred, unacked.
     async fn handle_batch(
         &self,
         batch: Vec<Delivery>,
         token: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Delivery>> {
         let kind = self.ctx.event_type.as_str();
         let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         metrics::inc("collections_events_consumed_total", &[("type", kind)], n);
@@ -83,11 +98,14 @@ impl Pipeline {
                 batch = batch.len(),
                 "redelivered messages in the batch; applying them one by one"
             );
+            let mut carried = Vec::new();
             for d in batch {
-                self.apply_and_ack(vec![d], token).await?;
+                let alone = carried.is_empty();
+                carried.extend(self.apply_and_ack(vec![d], alone, token).await?);
             }
-            return Ok(());
+            return Ok(carried);
         }
-        self.apply_and_ack(batch, token).await
+        // Deliveries carried from the last batch lead this one: nothing older is unacked.
+        self.apply_and_ack(batch, true, token).await
     }
 }

@@ -17,7 +17,7 @@ use collections_bus::{
     lapin::{message::Delivery, Connection},
     Publisher,
 };
-use collections_core::{Event, EventType, ParseError};
+use collections_core::{Event, EventType, ParseError, RejectCode};
 use collections_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -49,8 +49,10 @@ pub(crate) struct Pipeline {
 
 enum Applied {
     Batch(collections_store::Batch),
-    /// The database refused the data itself (SQLSTATE class 22 or 23): retrying cannot help.
-    DataRejected(String),
+    /// Retrying cannot help: the database refused the data itself (SQLSTATE class 22 or
+    /// 23: `invalid_value`), or what is stored for an account of the batch cannot be read
+    /// (`state`). The reason and the error's text.
+    DataRejected(RejectCode, String),
 }
 
 enum Item {

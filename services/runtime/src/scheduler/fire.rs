@@ -52,6 +52,7 @@ pub(super) async fn fire_loop(
                         tracing::info!(attempts = claim_failures, "database back; claiming again");
                     }
                     claim_failures = 0;
+                    report_unreadable(&c.unreadable);
                     c
                 }
                 Err(e) => {
@@ -71,7 +72,8 @@ pub(super) async fn fire_loop(
             if let Some(previous) = firing.take() {
                 previous.await??;
             }
-            let full = i64::try_from(claim.tasks.len()).unwrap_or(i64::MAX) >= settings.batch;
+            let taken = claim.tasks.len() + claim.unreadable.len();
+            let full = i64::try_from(taken).unwrap_or(i64::MAX) >= settings.batch;
             if !claim.tasks.is_empty() {
                 let (store, policy, publisher) = (store.clone(), policy.clone(), publisher.clone());
                 let token = token.clone();
@@ -175,6 +177,23 @@ fn count_lost(lost: usize, when: &str) {
         &[("what", "claim")],
         u64::try_from(lost).unwrap_or(u64::MAX),
     );
+}
+
+/// Claimed tasks the store cannot read are not fired; they stay claimed until the
+/// rescuer returns them, and are reported (an error line and the alert metric
+/// `collections_unreadable_data_total`) each time a claim takes them again.
+fn report_unreadable(unreadable: &[(sqlx::types::Uuid, collections_store::StoreError)]) {
+    for (task, e) in unreadable {
+        tracing::error!(%task, error = %crate::telemetry::mask_pii(&e.to_string()), "claimed task cannot be read; not fired (repair its row or its account's state)");
+    }
+    if !unreadable.is_empty() {
+        let n = u64::try_from(unreadable.len()).unwrap_or(u64::MAX);
+        metrics::inc(
+            "collections_unreadable_data_total",
+            &[("role", "scheduler")],
+            n,
+        );
+    }
 }
 
 /// Fires one claimed batch.

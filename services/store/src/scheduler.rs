@@ -239,10 +239,10 @@ impl Store {
             return Ok(Vec::new());
         }
         Ok(sqlx::query!(
-            r#"SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS "body!"
-             FROM outbox o
-             WHERE o.id = ANY(ARRAY(SELECT id FROM outbox_pending))
-               AND o.account_id = ANY($1)
+            r#"SELECT o.id, o.event_id, o.exchange, o.routing_key, o.body::text AS "body!",
+                    p.lease
+             FROM outbox_pending p JOIN outbox o ON o.id = p.id
+             WHERE o.account_id = ANY($1)
              ORDER BY o.id"#,
             accounts as &[&str],
         )
@@ -255,6 +255,8 @@ impl Store {
             exchange: r.exchange,
             routing_key: r.routing_key,
             body: r.body.into_bytes(),
+            // Copies: the scheduler publishes them and never marks them.
+            lease: r.lease,
         })
         .collect())
     }

@@ -5,7 +5,7 @@
 use collections_core::{outbound::OutboundMessage, parse_event, Event, Policy};
 use collections_store::{
     scheduler::{Claim, Move},
-    Outcome, Store, StoreError,
+    Outcome, Store,
 };
 use jiff::Timestamp;
 use sqlx::{Connection, PgConnection};
@@ -81,7 +81,6 @@ async fn claim(store: &Store) -> Claim {
         .claim_due_tasks(Timestamp::now(), 10)
         .await
         .expect("claim")
-        .tasks
 }
 
 async fn status(store: &Store, task: Uuid) -> String {
@@ -245,22 +244,32 @@ async fn a_rescued_claim_is_fired_again_with_a_higher_revision() {
     let call = due_call(&store, &policy, "acc-f7").await;
     assert_eq!(revision(&store, call).await, 1);
     let first = claim(&store).await;
-    assert_eq!(first.len(), 1);
-    assert_eq!(first[0].task.revision, 1, "a claim changes no revision");
-    assert_eq!(store.rescue_stuck_claims(0.0).await.expect("rescue"), 1);
+    assert_eq!(first.tasks.len(), 1);
+    assert_eq!(
+        first.tasks[0].task.revision, 1,
+        "a claim changes no revision"
+    );
+    run_out(&store, call).await;
+    assert_eq!(store.rescue_stuck_claims().await.expect("rescue"), 1);
     assert_eq!(revision(&store, call).await, 2);
     let again = claim(&store).await;
-    assert_eq!(again.len(), 1);
+    assert_eq!(again.tasks.len(), 1);
     // At 10:00 in the account's zone (Asia/Shanghai): inside the contact window.
     let at: Timestamp = "2026-11-05T02:00:00Z".parse().expect("instant");
-    let fired = collections_core::fire(&again[0].task, again[0].state.as_ref(), &policy, at);
+    let fired = collections_core::fire(
+        &again.tasks[0].task,
+        again.tasks[0].state.as_ref(),
+        &policy,
+        at,
+    );
     let collections_core::FireOutcome::Due { message, .. } = fired else {
         panic!("the call fires: {fired:?}");
     };
     assert_eq!(message.json()["data"]["revision"], 3);
     store
         .complete_fired(
-            &[(again[0].task.clone(), message.event_id)],
+            again.token,
+            &[(again.tasks[0].task.clone(), message.event_id)],
             &policy,
             Timestamp::now(),
         )
@@ -504,6 +513,7 @@ async fn a_scheduler_whose_claim_was_taken_over_moves_and_announces_nothing() {
         task_id: call,
         due_at: Timestamp::now() + jiff::SignedDuration::from_hours(12),
         priority: 3,
+        revision: 3,
         why: "outside the contact window".to_owned(),
         message: OutboundMessage {
             event_id: Uuid::new_v4(),

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 /// Store failures. Every database error is transient: the caller retries with backoff and
-/// never dead-letters because of one.
+/// never dead-letters because of one. A schema mismatch is not: it stops the binary.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or could not be reached; retry.
@@ -13,6 +13,10 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's schema is not one this binary can run against: not transient, the
+    /// operator must migrate or deploy another release.
+    #[error("schema: {0}")]
+    Schema(#[from] crate::schema::SchemaMismatch),
     /// The rules would cancel or re-rank a task a scheduler is firing at this moment
     /// (claimed, not yet confirmed). Nothing was committed: retry the batch shortly, once
     /// the firing has settled (the task emitted, or its claim returned).

@@ -16,6 +16,9 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
 fi
 
 cargo build --release --locked --bins
+# Migrations are a release step: applied once here, before the binaries start (each one
+# checks the schema at start and refuses one it cannot run against).
+target/release/collectionsctl migrate
 bins=(payment-failed-worker promise-made-worker promise-broken-worker payment-received-worker)
 [[ -x target/release/task-scheduler ]] && bins+=(task-scheduler)
 
@@ -31,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 for b in "${bins[@]}"; do
-  # Each binary applies migrations at start (advisory-locked) and declares its topology.
+  # Each binary checks the schema at start and declares its topology.
   target/release/"$b" >"$logs/$b.log" 2>&1 &
   pids+=($!)
 done

@@ -113,6 +113,13 @@ impl TestEnv {
             .await
             .expect("create test database");
         let database_url = with_path(&admin_db_url(), &name);
+        // Migrations are a release step: applied here as `collectionsctl migrate` applies
+        // them (the same store function), before any binary starts and checks the schema.
+        let store = collections_store::Store::connect(&database_url, 1)
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate the test database");
+        store.pool().close().await;
         rabbitmqctl(&["add_vhost", &name]);
         rabbitmqctl(&[
             "set_permissions",

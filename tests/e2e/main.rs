@@ -13,6 +13,7 @@ mod harness;
 mod invariants;
 mod proxy;
 mod scheduler;
+mod schema;
 mod simulator;
 mod soak;
 mod tls;

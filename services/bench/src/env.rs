@@ -96,6 +96,11 @@ impl Env {
         })
     }
 
+    /// The run's own database.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone()
+    }
+
     /// Starts a release binary; returns how long it took until it logged `ready_line`.
     pub async fn spawn(
         &mut self,

@@ -10,10 +10,11 @@
 //! cargo build --release --bins
 //! cargo run --release -p bench -- ingest --events 50000 --accounts 100000
 //! cargo run --release -p bench -- scheduler --future 1000000 --backlog 200000
+//! cargo run --release -p bench -- retention --history 10000000
 //! ```
 //!
 //! This file is the command line only; every environment variable the benchmark reads is
-//! read here (clap `env =`). The phases are [`ingest`] and [`scheduler`]; [`env`] sets up
+//! read here (clap `env =`). The phases are [`ingest`], [`scheduler`] and [`retention`]; [`env`] sets up
 //! and tears down a run's private database, vhost and binaries; [`raw`] measures the
 //! machine's raw limits; [`workload`] generates and publishes events; [`listen`] receives
 //! task events; [`scrape`] reads the workers' `/metrics`; [`stats`] reads Postgres's and
@@ -26,6 +27,7 @@ mod ingest;
 mod listen;
 mod raw;
 mod report;
+mod retention;
 mod scheduler;
 mod scrape;
 mod stats;
@@ -131,6 +133,26 @@ enum Cmd {
         #[arg(long)]
         notify: bool,
     },
+    /// Ingest on an empty database, with rows of history in every table, and beside a
+    /// pruner deleting that history.
+    Retention {
+        /// Rows of history seeded in each of inbox, outbox, journal and tasks (the issue's
+        /// figure is 10,000,000).
+        #[arg(long, default_value_t = 1_000_000)]
+        history: usize,
+        /// Events per ingest phase.
+        #[arg(long, default_value_t = 30_000)]
+        events: usize,
+        /// Accounts per phase.
+        #[arg(long, default_value_t = 50_000)]
+        accounts: usize,
+        /// Rows per prune statement (`PRUNE_BATCH`).
+        #[arg(long, default_value_t = 5000)]
+        batch: i64,
+        /// Pause between prune statements in ms (`PRUNE_PAUSE_MS`).
+        #[arg(long, default_value_t = 50)]
+        pause_ms: u64,
+    },
 }
 
 #[tokio::main]
@@ -174,6 +196,22 @@ async fn main() -> anyhow::Result<()> {
                 notify: notify || lead_ms <= 1000,
             };
             scheduler::scheduler(&settings, lateness, backlog, batch).await
+        }
+        Cmd::Retention {
+            history,
+            events,
+            accounts,
+            batch,
+            pause_ms,
+        } => {
+            let run = retention::RetentionRun {
+                history,
+                events,
+                accounts,
+                batch,
+                pause: std::time::Duration::from_millis(pause_ms),
+            };
+            retention::retention(&settings, run).await
         }
     }
 }

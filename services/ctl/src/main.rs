@@ -1,9 +1,11 @@
 //! `collectionsctl`: the operator's tool.
 //!
 //! Demo scenario, the simulator (`simulate`, the core's own functions on a virtual clock),
-//! `policy check`, `watch` of task events, and dead letters (list, show, replay). It keeps
+//! `policy check`, `watch` of task events, dead letters (list, show, replay), and the
+//! database's operations: `migrate` (the release step) and `prune` (retention). It keeps
 //! no rules of its own: everything it decides comes from `collections-core`.
 
+mod database;
 mod dlq;
 mod simulate;
 
@@ -75,6 +77,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Apply the pending migrations (the release step, before the new binaries roll out;
+    /// deploy/README.md, "Migrations"). Needs DATABASE_URL of a role that may run DDL.
+    Migrate {
+        #[command(flatten)]
+        db: database::DbArgs,
+    },
+    /// Delete history past its horizon: published outbox rows, inbox ids past the dedupe
+    /// horizon, closed tasks, and journal entries when RETENTION_JOURNAL_DAYS is set. One
+    /// pass, in small batches, safe beside the services and beside another prune.
+    Prune {
+        #[command(flatten)]
+        db: database::DbArgs,
+        #[command(flatten)]
+        retention: collections_runtime::config::RetentionArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +118,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Policy {
             cmd: PolicyCmd::Check { files },
         } => return simulate::check_policies(&files),
+        Cmd::Migrate { db } => return database::migrate(db).await,
+        Cmd::Prune { db, retention } => return database::prune(db, retention).await,
         _ => {}
     }
     let Some(amqp_url) = cli.amqp_url.as_deref() else {
@@ -132,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo { follow } => demo(&conn, follow).await?,
         Cmd::Dlq { cmd } => dlq::run(&conn, cmd).await?,
-        Cmd::Simulate { .. } | Cmd::Policy { .. } => {}
+        Cmd::Simulate { .. } | Cmd::Policy { .. } | Cmd::Migrate { .. } | Cmd::Prune { .. } => {}
     }
     Ok(())
 }

@@ -97,9 +97,11 @@ pub struct CommonArgs {
     /// picks one) [default: not served]
     #[arg(long, env = "HEALTH_ADDR")]
     health_addr: Option<String>,
-    /// `off` for a least-privilege role that cannot run DDL: migrations are then left to
-    /// the migration role
-    #[arg(long, env = "MIGRATIONS", default_value = "auto")]
+    /// `check`: refuse to start unless the database's schema is one this binary can run
+    /// against (migrations are a release step: `collectionsctl migrate`); `auto`: apply
+    /// pending migrations first (one process on a development machine only: it breaks
+    /// rolling upgrades). `off` is read as `check`
+    #[arg(long, env = "MIGRATIONS", default_value = "check")]
     migrations: String,
     /// `text` for human-readable logs; JSON otherwise, unless stdout is a terminal
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
@@ -154,6 +156,92 @@ pub struct SchedulerArgs {
     /// broker keeps its claim
     #[arg(long, env = "CLAIM_TIMEOUT_SECS", default_value_t = collections_store::CLAIM_TIMEOUT_SECS)]
     claim_timeout_secs: u64,
+}
+
+/// Retention: how long history is kept, and how fast it is pruned (`collectionsctl
+/// prune`). An operations setting, not a collections rule: it lives in the environment
+/// with the other operations settings, not in the policy file.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RetentionArgs {
+    /// Published outbox rows older than this many days are deleted (unpublished rows never)
+    #[arg(long, env = "RETENTION_OUTBOX_DAYS", default_value_t = 7)]
+    retention_outbox_days: u32,
+    /// The dedupe horizon: inbox ids older than this many days are deleted, after which a
+    /// redelivered copy of the event would be applied again. Must outlast any dead-letter
+    /// replay and any redelivery (at least 7)
+    #[arg(long, env = "RETENTION_INBOX_DAYS", default_value_t = 90)]
+    retention_inbox_days: u32,
+    /// Tasks emitted or cancelled more than this many days ago are deleted (open tasks
+    /// never)
+    #[arg(long, env = "RETENTION_TASKS_DAYS", default_value_t = 90)]
+    retention_tasks_days: u32,
+    /// Journal entries older than this many days are deleted [default: kept for ever: the
+    /// journal is the collection note, kept (or archived first) per the team's retention
+    /// rules]
+    #[arg(long, env = "RETENTION_JOURNAL_DAYS")]
+    retention_journal_days: Option<u32>,
+    /// Rows deleted per statement (one short transaction each)
+    #[arg(long, env = "PRUNE_BATCH", default_value_t = 5000)]
+    prune_batch: u32,
+    /// Pause between two batches, leaving the database to the services
+    #[arg(long, env = "PRUNE_PAUSE_MS", default_value_t = 50)]
+    prune_pause_ms: u64,
+}
+
+/// The shortest dedupe horizon accepted: a week of redeliveries and dead-letter replays.
+pub const MIN_INBOX_DAYS: u32 = 7;
+
+impl RetentionArgs {
+    /// Validates the horizons.
+    ///
+    /// # Errors
+    /// A horizon of zero days, an inbox horizon shorter than [`MIN_INBOX_DAYS`], or a batch
+    /// of zero rows.
+    pub fn resolve(self) -> anyhow::Result<Retention> {
+        let days = |key: &str, d: u32| {
+            if d == 0 {
+                bail!("{key} must be at least 1 day");
+            }
+            Ok(Duration::from_secs(u64::from(d) * 86_400))
+        };
+        if self.retention_inbox_days < MIN_INBOX_DAYS {
+            bail!(
+                "RETENTION_INBOX_DAYS must be at least {MIN_INBOX_DAYS}: a shorter dedupe \
+                 horizon lets a redelivered or replayed event apply twice"
+            );
+        }
+        if self.prune_batch == 0 {
+            bail!("PRUNE_BATCH must be at least 1");
+        }
+        Ok(Retention {
+            outbox: days("RETENTION_OUTBOX_DAYS", self.retention_outbox_days)?,
+            inbox: days("RETENTION_INBOX_DAYS", self.retention_inbox_days)?,
+            tasks: days("RETENTION_TASKS_DAYS", self.retention_tasks_days)?,
+            journal: self
+                .retention_journal_days
+                .map(|d| days("RETENTION_JOURNAL_DAYS", d))
+                .transpose()?,
+            batch: i64::from(self.prune_batch),
+            pause: Duration::from_millis(self.prune_pause_ms),
+        })
+    }
+}
+
+/// How long each table's history is kept, and how pruning is paced.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Published outbox rows.
+    pub outbox: Duration,
+    /// Inbox ids (the dedupe horizon).
+    pub inbox: Duration,
+    /// Emitted and cancelled tasks.
+    pub tasks: Duration,
+    /// Journal entries; `None`: kept.
+    pub journal: Option<Duration>,
+    /// Rows per statement.
+    pub batch: i64,
+    /// Pause between batches.
+    pub pause: Duration,
 }
 
 /// Parses the command line and the environment for `binary`; on a malformed value or
@@ -300,7 +388,11 @@ impl CommonArgs {
                 ..Leases::default()
             },
             health_addr,
-            migrate: self.migrations != "off",
+            migrate: match self.migrations.as_str() {
+                "auto" => true,
+                "check" | "off" => false,
+                other => bail!("MIGRATIONS must be check or auto, not {other:?}"),
+            },
         })
     }
 }
@@ -383,7 +475,8 @@ pub struct Common {
     pub leases: Leases,
     /// Where the health and metrics routes listen (`HEALTH_ADDR`, unset: nowhere).
     pub health_addr: Option<SocketAddr>,
-    /// Whether start-up runs the migrations (`MIGRATIONS`, anything but `off`).
+    /// Whether start-up applies the migrations before checking the schema (`MIGRATIONS=auto`;
+    /// by default it only checks).
     pub migrate: bool,
 }
 
@@ -527,7 +620,10 @@ mod tests {
         assert_eq!(config.common.shutdown_timeout.as_secs(), 20);
         assert_eq!(config.db_timeout.as_secs(), 30);
         assert_eq!(config.common.amqp_url, "amqp://u:secret@h/%2f?heartbeat=10");
-        assert!(config.common.migrate);
+        assert!(
+            !config.common.migrate,
+            "migrations are a release step, not a start-up one"
+        );
         assert!(config.common.health_addr.is_none());
     }
 }

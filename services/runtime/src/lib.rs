@@ -6,6 +6,7 @@
 //! - [`telemetry`]: logging, PII masking, the process's metrics;
 //! - [`config`]: the environment, read in one place;
 //! - [`supervisor`]: backoff, shutdown, the session loop, restarted helpers, the database;
+//! - [`retention`]: pruning history past its horizon (`collectionsctl prune`);
 //! - [`outbox`]: publishing committed outbox rows, the relay;
 //! - [`http`]: `/health/live`, `/health/ready`, `/metrics`;
 //! - [`pipeline`]: the batching consumer (batch, apply, dead-letter);
@@ -20,6 +21,8 @@ pub mod telemetry;
 pub mod config;
 
 pub mod supervisor;
+
+pub mod retention;
 
 pub mod outbox;
 

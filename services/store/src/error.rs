@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 /// Store failures. A database error is transient (the caller retries with backoff and
 /// never dead-letters because of one) unless the database refused the data itself; data
-/// the store finds stored but cannot read ([`StoreError::State`]) is never transient.
+/// the store finds stored but cannot read ([`StoreError::State`]) is never transient. A
+/// schema mismatch is not either: it stops the binary.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or could not be reached; retry.
@@ -15,6 +16,10 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's schema is not one this binary can run against: not transient, the
+    /// operator must migrate or deploy another release.
+    #[error("schema: {0}")]
+    Schema(#[from] crate::schema::SchemaMismatch),
     /// The rules would cancel or re-rank a task a scheduler is firing at this moment
     /// (claimed, not yet confirmed) and the batch could not set the events concerned
     /// apart (they are deferred alone, `Outcome::Deferred`, whenever the task belongs to

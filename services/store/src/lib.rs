@@ -18,7 +18,9 @@
 //! per-batch transaction), [`accounts`] (locking and reading account rows), [`tasks`]
 //! (task rows and their statuses), [`outbox`] (outbound messages and their publication),
 //! [`scheduler`] (claims, completion, moves), `journal` (the collection note), `guard`
-//! (connections abandoned mid-transaction). Timestamps cross as `jiff_sqlx::Timestamp`.
+//! (connections abandoned mid-transaction), [`schema`] (the migrations, and whether this
+//! binary may run against the database's schema), `retention` (pruning history past its
+//! horizon). Timestamps cross as `jiff_sqlx::Timestamp`.
 //!
 //! Checked SQL: every static statement is a `sqlx::query!` (or `query_scalar!`), checked
 //! at build time against the schema, so a renamed column fails the build. The macros read
@@ -52,12 +54,15 @@ pub mod error;
 mod guard;
 mod journal;
 pub mod outbox;
+mod retention;
 pub mod scheduler;
+pub mod schema;
 pub mod tasks;
 
 pub use batch::{Batch, BatchSteps, Outcome};
 pub use error::StoreError;
 pub use outbox::{insert_outbox, OutboxRow, OUTBOX_LEASE_SECS};
+pub use schema::{SchemaCheck, SchemaMismatch};
 pub use tasks::{TaskStatus, CLAIM_TIMEOUT_SECS};
 
 /// How long the claims and leases this process takes last before another process may
@@ -134,16 +139,6 @@ impl Store {
     #[must_use]
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// Applies pending migrations. sqlx takes an advisory lock, so several binaries
-    /// starting at once apply each migration exactly once.
-    ///
-    /// # Errors
-    /// When a migration fails.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations").run(&self.pool).await?;
-        Ok(())
     }
 
     /// Cheap liveness probe.

@@ -1,19 +1,20 @@
-//! The database side of supervision: connect (and migrate) while the database is away,
+//! The database side of supervision: connect (and check the schema) while the database is away,
 //! wait until it answers again, close the pool politely.
 
 use std::time::Duration;
 
-use collections_store::{Store, StoreError};
+use collections_store::{SchemaCheck, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff;
 
-/// Connects to Postgres and migrates (unless `migrate` is false: `MIGRATIONS=off`),
-/// retrying while the database is away. Returns `None` when shut down before that
-/// succeeded.
+/// Connects to Postgres, applies the migrations when `migrate` (`MIGRATIONS=auto`), and
+/// checks that the schema is one this binary can run against, retrying while the database
+/// is away. Returns `None` when shut down before that succeeded.
 ///
 /// # Errors
-/// When the URL itself is malformed.
+/// When the URL itself is malformed, or the schema is older than the binary or newer and
+/// incompatible (the message says which, and what to do): retrying cannot fix either.
 pub async fn connect_store(
     database_url: &str,
     pool: u32,
@@ -24,10 +25,20 @@ pub async fn connect_store(
     loop {
         let attempt_once = async {
             let store = Store::connect(database_url, pool).await?;
-            // A least-privilege role cannot run DDL: MIGRATIONS=off leaves it to the
-            // migration role (see deploy/README.md).
+            // Migrations are a release step (collectionsctl migrate): applying them here,
+            // in every replica, breaks rolling upgrades (see deploy/README.md).
             if migrate {
                 store.migrate().await?;
+            }
+            match store.check_schema().await? {
+                SchemaCheck::Current { version } => {
+                    tracing::info!(version, "database schema checked");
+                }
+                SchemaCheck::NewerCompatible { applied, known } => tracing::info!(
+                    applied,
+                    known,
+                    "database schema is newer than this binary and compatible with it"
+                ),
             }
             Ok::<_, StoreError>(store)
         };
@@ -39,6 +50,10 @@ pub async fn connect_store(
             Ok(store) => return Ok(Some(store)),
             Err(StoreError::Db(sqlx::Error::Configuration(e))) => {
                 return Err(anyhow::anyhow!("DATABASE_URL is invalid: {e}"));
+            }
+            Err(StoreError::Schema(e)) => {
+                tracing::error!(error = %e, "refusing to start");
+                return Err(anyhow::anyhow!("refusing to start: {e}"));
             }
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "database not ready; retrying");

@@ -53,6 +53,7 @@ pub mod batch;
 pub mod error;
 mod guard;
 mod journal;
+mod open;
 pub mod outbox;
 mod retention;
 pub mod scheduler;

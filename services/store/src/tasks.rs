@@ -217,6 +217,7 @@ mod tests {
     fn every_status_literal_in_the_sql_is_a_task_status() {
         let sources = [
             include_str!("batch.rs"),
+            include_str!("open.rs"),
             include_str!("scheduler.rs"),
             include_str!("tasks.rs"),
             include_str!("../migrations/0001_init.sql"),

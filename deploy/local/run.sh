@@ -19,7 +19,8 @@ cargo build --release --locked --bins
 # Migrations are a release step: applied once here, before the binaries start (each one
 # checks the schema at start and refuses one it cannot run against).
 target/release/collectionsctl migrate
-bins=(payment-failed-worker promise-made-worker promise-broken-worker payment-received-worker)
+bins=(payment-failed-worker promise-made-worker promise-broken-worker payment-received-worker
+      contact-attempted-worker)
 [[ -x target/release/task-scheduler ]] && bins+=(task-scheduler)
 
 logs=.run/logs

@@ -24,11 +24,12 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-pub const ALL_WORKERS: [&str; 4] = [
+pub const ALL_WORKERS: [&str; 5] = [
     "payment-failed-worker",
     "promise-made-worker",
     "promise-broken-worker",
     "payment-received-worker",
+    "contact-attempted-worker",
 ];
 
 pub fn bin_path(name: &str) -> PathBuf {
@@ -37,6 +38,7 @@ pub fn bin_path(name: &str) -> PathBuf {
         "promise-made-worker" => env!("CARGO_BIN_EXE_promise-made-worker"),
         "promise-broken-worker" => env!("CARGO_BIN_EXE_promise-broken-worker"),
         "payment-received-worker" => env!("CARGO_BIN_EXE_payment-received-worker"),
+        "contact-attempted-worker" => env!("CARGO_BIN_EXE_contact-attempted-worker"),
         "task-scheduler" => env!("CARGO_BIN_EXE_task-scheduler"),
         other => panic!("unknown binary {other}"),
     })

@@ -446,6 +446,7 @@ async fn a_task_due_never_overtakes_its_unpublished_task_scheduled() {
         attempt: 1,
         policy_version: "test".to_owned(),
         revision: Task::FIRST_REVISION,
+        contact_point_id: None,
     };
     let summary = AccountState::new(account, "Asia/Shanghai").summary(now);
     let scheduled = task_message(TaskState::Scheduled, &task, &summary, now, None);

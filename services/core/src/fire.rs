@@ -73,9 +73,11 @@ pub fn fire(
             now,
         );
     }
-    if task.channel.is_phone() && policy.caps.active() {
-        // Calls fired since the plan may have used up the caps.
-        let (due_at, why) = crate::caps::first_allowed(now, &state, &[], policy);
+    if task.channel.is_phone() {
+        // Calls fired and contacts reported since the plan may have used up the caps (the
+        // debtor's conversations today, the contact point's unanswered attempts).
+        let (due_at, why) =
+            crate::caps::first_allowed(now, &state, &[], policy, crate::caps::Call::of(task));
         if due_at > now {
             // Up, not down: the stored instant keeps whole microseconds, and one rounded
             // down could be the very instant being fired, moved to itself for ever.

@@ -27,6 +27,7 @@
 
 pub mod caps;
 pub mod completion;
+pub mod contact;
 pub mod decide;
 pub mod event;
 pub mod fire;

@@ -202,6 +202,7 @@ mod tests {
             attempt: 1,
             policy_version: "p-test".to_owned(),
             revision: 1,
+            contact_point_id: None,
         }
     }
 

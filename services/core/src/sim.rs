@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    decide::{decide, on_call_fired, Decision},
+    contact::Ledger,
+    decide::{decide, on_call_fired, reflow, Decision},
     event::{parse_event, Event},
     fire::{fire, FireOutcome},
     outbound::{OutboundMessage, TASKS_EXCHANGE},
@@ -259,11 +260,20 @@ struct Open {
 struct World<'a> {
     policy: &'a Policy,
     states: BTreeMap<String, AccountState>,
+    /// Contact ledgers by debtor (the store keeps them in `contact_attempts`).
+    ledgers: BTreeMap<String, Ledger>,
     open: Vec<Open>,
     entries: Vec<Entry>,
 }
 
 impl World<'_> {
+    /// An account's state with its debtor's ledger, as the store loads it.
+    fn state_of(&self, account: &str) -> Option<AccountState> {
+        let mut s = self.states.get(account)?.clone();
+        s.ledger = self.ledgers.get(s.debtor()).cloned().unwrap_or_default();
+        Some(s)
+    }
+
     /// An account's open tasks as the store loads them: by planning instant, then id.
     fn open_of(&self, account: &str, except: Option<Uuid>) -> Vec<Task> {
         let mut v: Vec<&Open> = self
@@ -295,6 +305,16 @@ impl World<'_> {
     fn apply(&mut self, account: &str, d: Decision, now: Timestamp) {
         self.open
             .retain(|o| !d.cancel.iter().any(|c| c.task_id == o.task.task_id));
+        let debtor = d.state.debtor().to_owned();
+        let contacted = !d.ledger.is_empty();
+        let cause = d.ledger.first().map(|a| a.event_id);
+        if contacted {
+            let ledger = self.ledgers.entry(debtor.clone()).or_default();
+            for a in &d.ledger {
+                ledger.upsert(a.clone());
+            }
+            ledger.forget_before(now);
+        }
         self.states.insert(account.to_owned(), d.state);
         for (id, p) in &d.reprioritise {
             if let Some(o) = self.open.iter_mut().find(|o| o.task.task_id == *id) {
@@ -313,12 +333,34 @@ impl World<'_> {
         for m in &d.outbox {
             self.record(m);
         }
+        // The debtor's other accounts: their calls that now break a cap move too.
+        if let (true, Some(cause)) = (contacted, cause) {
+            let siblings: Vec<String> = self
+                .states
+                .iter()
+                .filter(|(id, s)| id.as_str() != account && s.debtor() == debtor)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for sibling in siblings {
+                let Some(state) = self.state_of(&sibling) else {
+                    continue;
+                };
+                let open = self.open_of(&sibling, None);
+                let d = reflow(&state, &open, cause, self.policy, now);
+                self.apply(&sibling, d, now);
+            }
+        }
     }
 
     fn event(&mut self, e: &Event, now: Timestamp) {
         let account = e.account_id.clone();
         let open = self.open_of(&account, None);
-        let result = decide(self.states.get(&account), &open, e, self.policy, now);
+        let mut prev = self.state_of(&account);
+        if let (Some(s), crate::EventBody::ContactAttempted(c)) = (prev.as_mut(), &e.body) {
+            // The attempt's debtor, whose ledger it joins.
+            s.ledger = self.ledgers.get(c.debtor()).cloned().unwrap_or_default();
+        }
+        let result = decide(prev.as_ref(), &open, e, self.policy, now);
         let tz = match &e.body {
             crate::EventBody::PaymentFailed(d) => d.customer.timezone.clone(),
             _ => None,
@@ -355,7 +397,7 @@ impl World<'_> {
     fn fire(&mut self, index: usize, now: Timestamp) -> Option<Event> {
         let task = self.open[index].task.clone();
         let account = task.account_id.clone();
-        match fire(&task, self.states.get(&account), self.policy, now) {
+        match fire(&task, self.state_of(&account).as_ref(), self.policy, now) {
             FireOutcome::Expired { message } => {
                 self.open.remove(index);
                 parse_event(&message.body, None).ok()
@@ -373,7 +415,7 @@ impl World<'_> {
                 self.open.remove(index);
                 self.record(&message);
                 if follow_up {
-                    if let Some(state) = self.states.get(&account).cloned() {
+                    if let Some(state) = self.state_of(&account) {
                         let open = self.open_of(&account, Some(task.task_id));
                         let d =
                             on_call_fired(&state, &open, &task, message.event_id, self.policy, now);
@@ -398,6 +440,19 @@ fn describe(e: &Event) -> String {
             d.promise_id, d.amount, d.promised_at
         ),
         B::PromiseBroken(d) => format!("promise {} broken ({})", d.promise_id, d.reason),
+        B::ContactAttempted(d) => {
+            let mut s = format!(
+                "{} {} attempt {}: {}, party {}",
+                d.direction, d.channel, d.attempt_id, d.result, d.party
+            );
+            if let Some(x) = d.disposition {
+                s.push_str(&format!(", {x}"));
+            }
+            if let Some(at) = d.callback_at {
+                s.push_str(&format!(", call back at {at}"));
+            }
+            s
+        }
         B::PaymentReceived(d) => {
             let mut s = format!("payment {} of {}", d.payment_id, d.amount);
             if let Some(a) = d.overdue_amount_after {
@@ -422,6 +477,7 @@ pub fn simulate(policy: &Policy, scenario: &Scenario, until: Option<Timestamp>) 
     let mut w = World {
         policy,
         states: BTreeMap::new(),
+        ledgers: BTreeMap::new(),
         open: Vec::new(),
         entries: Vec::new(),
     };

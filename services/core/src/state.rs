@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::{civil::Date, tz::TimeZone, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::money::{Currency, Money};
+use crate::{
+    contact::Ledger,
+    money::{Currency, Money},
+};
 
 /// Where the account stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +157,35 @@ pub struct AccountState {
     /// before the cure.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed_reported_at: BTreeMap<String, Timestamp>,
+    /// The person who owes on the account, once a contact attempt named them (the account
+    /// id when the attempt named nobody): the store loads their contact ledger with the
+    /// state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debtor_id: Option<String>,
+    /// No channel reaches the debtor (consecutive unanswered attempts, or every known
+    /// contact point retired): the account needs contact repair, and only now may a
+    /// third party be asked to pass a message (domain rule 8).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost_contact: bool,
+    /// A contact person refused to pass messages: no third-party call again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub third_party_refused: bool,
+    /// Refusals to pay in conversations: they escalate the tone like broken promises.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refusals: u32,
+    /// No call to the debtor before this instant (they said the money was paid: it is
+    /// being verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_held_until: Option<Timestamp>,
+    /// The debtor's contact ledger, loaded by the store with the state (not part of the
+    /// stored document: it is kept per debtor, across accounts).
+    #[serde(skip)]
+    pub ledger: Ledger,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The key of instalment 1's failure in [`AccountState::failed_reported_at`].
@@ -193,6 +225,9 @@ pub struct AccountSummary {
     /// Last payment, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_payment: Option<LastPayment>,
+    /// No channel reaches the debtor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost_contact: bool,
 }
 
 /// DPD band for a count of days past due.
@@ -266,6 +301,12 @@ impl AccountState {
             .map(|(i, _)| i)
     }
 
+    /// The debtor whose ledger counts for this account.
+    #[must_use]
+    pub fn debtor(&self) -> &str {
+        self.debtor_id.as_deref().unwrap_or(&self.account_id)
+    }
+
     /// A fresh account.
     #[must_use]
     pub fn new(account_id: &str, timezone: &str) -> Self {
@@ -295,6 +336,12 @@ impl AccountState {
             settled_at: None,
             recent_payments: Vec::new(),
             failed_reported_at: BTreeMap::new(),
+            debtor_id: None,
+            lost_contact: false,
+            third_party_refused: false,
+            refusals: 0,
+            calls_held_until: None,
+            ledger: Ledger::default(),
         }
     }
 
@@ -340,6 +387,7 @@ impl AccountState {
             first_installment_default: self.first_installment_default,
             failed_payments: self.failed_payments,
             last_payment: self.last_payment,
+            lost_contact: self.lost_contact,
         }
     }
 

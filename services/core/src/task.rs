@@ -1,15 +1,14 @@
 //! Follow-up tasks: what the dashboards receive.
 
-use std::str::FromStr;
-
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// A `Copy` enum spelled in the contract's snake case: serde, `as_str`, `FromStr`, `Display`.
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $var),+ }
 
         impl $name {
@@ -20,7 +19,7 @@ macro_rules! text_enum {
             }
         }
 
-        impl FromStr for $name {
+        impl ::std::str::FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 match s {
@@ -37,6 +36,8 @@ macro_rules! text_enum {
         }
     };
 }
+
+pub(crate) use text_enum;
 
 text_enum!(
     /// What the collector is asked to do.
@@ -60,6 +61,12 @@ text_enum!(
         /// Internal: when it fires, an unkept promise is broken by the service itself
         /// (`promise.broken`, reason `expired`). Never published as a task event.
         PromiseExpiry = "promise_expiry",
+        /// Call the debtor back at the minute they asked for.
+        Callback = "callback",
+        /// Find a way to reach the debtor again (no channel does).
+        ContactRepair = "contact_repair",
+        /// Check whether a payment the debtor says they made arrived.
+        PaymentVerification = "payment_verification",
     }
 );
 
@@ -112,7 +119,13 @@ impl TaskKind {
     /// Whether this kind contacts the customer (and so obeys the contact window).
     #[must_use]
     pub fn contacts_customer(self) -> bool {
-        !matches!(self, TaskKind::SupervisorReview | TaskKind::PromiseExpiry)
+        !matches!(
+            self,
+            TaskKind::SupervisorReview
+                | TaskKind::PromiseExpiry
+                | TaskKind::ContactRepair
+                | TaskKind::PaymentVerification
+        )
     }
 
     /// Internal bookkeeping tasks that dashboards never see.
@@ -156,6 +169,10 @@ pub struct Task {
     /// task, so a replay of the same change yields the same revision.
     #[serde(default = "first_revision")]
     pub revision: u32,
+    /// The contact point (opaque id of a number or address) the task is meant for, when
+    /// it is meant for one known point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_point_id: Option<String>,
 }
 
 fn first_revision() -> u32 {

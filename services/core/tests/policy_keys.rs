@@ -708,16 +708,39 @@ fn broken_in_a_row(p: Policy, n: u32) -> Vec<Decision> {
         .collect()
 }
 
+/// Edits of the default policy that open a third-party call from the second broken
+/// promise, as the sources do.
+const SOURCES_LADDER: &[(&str, &str)] = &[
+    (
+        "from = 2\ntone = \"serious\"\n",
+        "from = 2\ntone = \"serious\"\nopen = [\"third_party_call\"]\n",
+    ),
+    (
+        "open = [\"field_visit\"]",
+        "open = [\"third_party_call\", \"field_visit\"]",
+    ),
+];
+
 #[test]
 fn escalation_step_from_decides_at_which_broken_promise_tasks_open() {
+    // The default ladder opens no third-party call (domain rule 8: only when contact is
+    // lost); the sources' ladder, which opens one at the second broken promise, is a
+    // policy choice.
     let d = broken_in_a_row(Policy::default(), 3);
+    for x in &d {
+        none_of(x, TaskKind::ThirdPartyCall);
+    }
+    only(&d[2], TaskKind::FieldVisit);
+    let d = broken_in_a_row(policy(SOURCES_LADDER), 3);
     none_of(&d[0], TaskKind::ThirdPartyCall);
     assert_eq!(only(&d[1], TaskKind::CollectionCall).tone, Tone::Serious);
     only(&d[1], TaskKind::ThirdPartyCall);
     only(&d[2], TaskKind::FieldVisit);
     // Each step one broken promise later: the second is only firm and opens nothing, the
     // third opens the third-party call, the fourth the visit.
-    let later = policy(&[("from = 3", "from = 4"), ("from = 2", "from = 3")]);
+    let mut edits = SOURCES_LADDER.to_vec();
+    edits.extend([("from = 3", "from = 4"), ("from = 2", "from = 3")]);
+    let later = policy(&edits);
     let d = broken_in_a_row(later, 4);
     assert_eq!(only(&d[1], TaskKind::CollectionCall).tone, Tone::Firm);
     none_of(&d[1], TaskKind::ThirdPartyCall);
@@ -1223,11 +1246,8 @@ fn invalid_files_are_refused_with_the_key_and_the_problem() {
         ),
         (&[("max_horizon = \"48h\"\n", "")], "promise.max_horizon"),
         (
-            &[(
-                "open = [\"third_party_call\"]",
-                "open = [\"collection_call\"]",
-            )],
-            "escalation.by_broken_promises[1].open",
+            &[("open = [\"field_visit\"]", "open = [\"collection_call\"]")],
+            "escalation.by_broken_promises[2].open",
         ),
         (
             &[(
@@ -1345,8 +1365,8 @@ fn simulated_repeated_broken_promises_end_in_a_field_visit() {
     assert_eq!(visits[0].tone.as_deref(), Some("serious"));
     // A policy opening the visit at the second broken promise shows it a day earlier.
     let early = policy(&[(
-        "open = [\"third_party_call\"]",
-        "open = [\"third_party_call\", \"field_visit\"]",
+        "from = 2\ntone = \"serious\"\n",
+        "from = 2\ntone = \"serious\"\nopen = [\"field_visit\"]\n",
     )]);
     let t2 = simulate(&early, &s, None);
     let first = |t: &collections_core::sim::Timeline| {

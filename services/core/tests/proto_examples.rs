@@ -2196,7 +2196,6 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
         "promise_reminder",
         "promise_check",
         "supervisor_review",
-        "third_party_call",
         "field_visit",
     ] {
         assert!(seen_kinds.contains(kind), "scenario produced no {kind}");

@@ -1124,21 +1124,14 @@ fn escalation_follows_the_count_of_broken_promises() {
         &promise_broken(3, "2026-11-05T10:00:00+08:00", "ptp-2"),
         "2026-11-05T10:00:00+08:00",
     );
-    assert_eq!(
-        kinds(&d2),
-        vec![TaskKind::CollectionCall, TaskKind::ThirdPartyCall]
-    );
+    // No third-party call: the default opens one only when contact is lost (rule 8).
+    assert_eq!(kinds(&d2), vec![TaskKind::CollectionCall]);
     assert_eq!(only(&d2, TaskKind::CollectionCall).tone, Tone::Serious);
-    let third = only(&d2, TaskKind::ThirdPartyCall);
-    assert_eq!(third.channel, Channel::ContactPerson);
-    assert_eq!(third.tone, Tone::Serious);
-    assert!(third.reason.contains("never disclose the debt"));
 
     let d3 = a.apply(
         &promise_broken(4, "2026-11-06T10:00:00+08:00", "ptp-3"),
         "2026-11-06T10:00:00+08:00",
     );
-    // The third-party call is still open, so only the call is replaced and a visit added.
     assert_eq!(
         kinds(&d3),
         vec![TaskKind::CollectionCall, TaskKind::FieldVisit]
@@ -1149,7 +1142,7 @@ fn escalation_follows_the_count_of_broken_promises() {
     assert_eq!(d3.state.broken_promises, 3);
 
     assert_eq!(a.open_of(TaskKind::CollectionCall).len(), 1);
-    assert_eq!(a.open_of(TaskKind::ThirdPartyCall).len(), 1);
+    assert_eq!(a.open_of(TaskKind::ThirdPartyCall).len(), 0);
     assert_eq!(a.open_of(TaskKind::FieldVisit).len(), 1);
 }
 

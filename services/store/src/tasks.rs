@@ -193,6 +193,7 @@ impl TaskRow {
             cause_event_id: self.cause_event_id,
             policy_version: self.policy_version,
             revision: u32::try_from(self.revision).unwrap_or(Task::FIRST_REVISION),
+            contact_point_id: None,
         })
     }
 }

@@ -31,18 +31,7 @@ pub fn on_call_fired(
     policy: &Policy,
     now: Timestamp,
 ) -> Decision {
-    let mut p = Planner {
-        cause: due_event_id,
-        ids: due_event_id,
-        policy,
-        now,
-        event_time: now,
-        state: state.clone(),
-        open: open.to_vec(),
-        schedule: Vec::new(),
-        cancel: Vec::new(),
-        journal: Vec::new(),
-    };
+    let mut p = Planner::new(due_event_id, due_event_id, policy, now, state.clone(), open);
     p.call_fired(fired);
     p.finish()
 }

@@ -11,13 +11,16 @@
 //! - `promise_broken`: a broken promise escalates the tone and calls again;
 //! - `payment_received`: money keeps promises and cures;
 //! - `call_fired`: a fired call counts and plans the next attempt;
+//! - `contact_attempted`: the ledger, contact outcomes, caps reached, lost contact;
 //! - `priority`: the work-order rank and the phone of each attempt.
 
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use crate::{
-    event::{Event, EventBody},
+    caps::Call,
+    contact::Attempt,
+    event::{ContactChannel, Event, EventBody},
     outbound::{task_message, task_message_with_id, OutboundMessage, TaskState},
     policy::Policy,
     state::{bucket, AccountState, Status},
@@ -26,6 +29,7 @@ use crate::{
 };
 
 mod call_fired;
+mod contact_attempted;
 mod payment_failed;
 mod payment_received;
 mod priority;
@@ -33,6 +37,7 @@ mod promise_broken;
 mod promise_made;
 
 pub use call_fired::on_call_fired;
+pub use contact_attempted::reflow;
 pub use priority::{channel_for_attempt, priority_at};
 
 /// Journal kind of a call the backstop planned because no rule left the delinquent
@@ -79,6 +84,9 @@ pub struct Decision {
     pub outbox: Vec<OutboundMessage>,
     /// Open tasks whose priority changed with the account: (task, new priority).
     pub reprioritise: Vec<(Uuid, u8)>,
+    /// Contact attempts to record in the debtor's ledger (a correction replaces the
+    /// attempt with the same id).
+    pub ledger: Vec<Attempt>,
 }
 
 /// One decision in the making: the account as it stands, what is planned and cancelled so
@@ -99,6 +107,33 @@ struct Planner<'a> {
     schedule: Vec<Task>,
     cancel: Vec<(Task, String)>,
     journal: Vec<JournalEntry>,
+    /// Attempts to record in the debtor's ledger.
+    ledger: Vec<Attempt>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(
+        cause: Uuid,
+        ids: Uuid,
+        policy: &'a Policy,
+        now: Timestamp,
+        state: AccountState,
+        open: &[Task],
+    ) -> Self {
+        Planner {
+            cause,
+            ids,
+            policy,
+            now,
+            event_time: now,
+            state,
+            open: open.to_vec(),
+            schedule: Vec::new(),
+            cancel: Vec::new(),
+            journal: Vec::new(),
+            ledger: Vec::new(),
+        }
+    }
 }
 
 /// Applies one event to one account.
@@ -128,23 +163,21 @@ pub fn decide(
             tz.as_deref().unwrap_or(&policy.default_timezone),
         )
     });
-    let mut p = Planner {
-        cause: event.id,
-        ids: Uuid::new_v5(&event.id, format!("source:{}", event.source).as_bytes()),
+    let mut p = Planner::new(
+        event.id,
+        Uuid::new_v5(&event.id, format!("source:{}", event.source).as_bytes()),
         policy,
         now,
-        event_time: event.time.min(now),
         state,
-        open: open.to_vec(),
-        schedule: Vec::new(),
-        cancel: Vec::new(),
-        journal: Vec::new(),
-    };
+        open,
+    );
+    p.event_time = event.time.min(now);
     match &event.body {
         EventBody::PaymentFailed(d) => p.payment_failed(d)?,
         EventBody::PromiseMade(d) => p.promise_made(d)?,
         EventBody::PromiseBroken(d) => p.promise_broken(d),
         EventBody::PaymentReceived(d) => p.payment_received(d)?,
+        EventBody::ContactAttempted(d) => p.contact_attempted(d, prev.is_some()),
     }
     Ok(p.finish())
 }
@@ -174,9 +207,13 @@ impl Planner<'_> {
 
     fn tone(&self) -> Tone {
         let bucket = bucket(self.state.dpd(self.now));
-        self.policy
-            .escalation
-            .tone(self.state.broken_promises, bucket)
+        // A refusal to pay escalates like a broken promise.
+        self.policy.escalation.tone(
+            self.state
+                .broken_promises
+                .saturating_add(self.state.refusals),
+            bucket,
+        )
     }
 
     fn priority(&self, at: Timestamp) -> u8 {
@@ -215,8 +252,20 @@ impl Planner<'_> {
         promise_id: Option<&str>,
     ) {
         let n = self.schedule.len();
-        let (due_at, reason) = if channel.is_phone() && self.policy.caps.active() {
-            let (at, why) = self.capped(due_at);
+        // A call to the debtor goes to a contact point that can be reached (the channel
+        // mix falls back to another phone when every known point of this one is retired
+        // or has had its unanswered attempts for the day), within the caps.
+        let (channel, point) = if channel.is_phone() {
+            self.choose_phone(channel, due_at)
+        } else {
+            (channel, None)
+        };
+        let (due_at, reason) = if channel.is_phone() {
+            let call = Call {
+                point: point.as_deref(),
+                consented: kind == TaskKind::Callback,
+            };
+            let (at, why) = self.capped(due_at, call);
             match why {
                 Some(why) => (at, format!("{reason} ({why})")),
                 None => (at, reason),
@@ -249,6 +298,7 @@ impl Planner<'_> {
             attempt: 1,
             policy_version: self.policy.version().to_owned(),
             revision: Task::FIRST_REVISION,
+            contact_point_id: point,
         };
         self.journal.push(JournalEntry {
             kind: "task_planned",
@@ -267,15 +317,59 @@ impl Planner<'_> {
 
     /// The first instant at or after `at` (already inside the window) at which a call
     /// keeps the frequency caps, counting fired calls and the phone tasks already planned.
-    fn capped(&self, at: Timestamp) -> (Timestamp, Option<String>) {
+    fn capped(&self, at: Timestamp, call: Call<'_>) -> (Timestamp, Option<String>) {
         let planned: Vec<Timestamp> = self
             .open
             .iter()
             .chain(self.schedule.iter())
-            .filter(|t| t.channel.is_phone())
+            .filter(|t| t.channel.is_phone() && t.kind != TaskKind::Callback)
             .map(|t| t.due_at)
             .collect();
-        crate::caps::first_allowed(at, &self.state, &planned, self.policy)
+        crate::caps::first_allowed(at, &self.state, &planned, self.policy, call)
+    }
+
+    /// The phone and contact point for a call to the debtor wanted on `channel` at `at`:
+    /// the channel's point that last reached the debtor, else its first usable one; when
+    /// every known point of the channel is retired or has had its unanswered attempts for
+    /// the day, the next phone of the mix that has a usable point or none known yet. No
+    /// point is named when the ledger knows none of the channel.
+    fn choose_phone(&self, channel: Channel, at: Timestamp) -> (Channel, Option<String>) {
+        let points = self.state.ledger.points();
+        if points.is_empty() {
+            return (channel, None);
+        }
+        let tz = self.state.zone();
+        let day = crate::contact::local_day(at, &tz);
+        let max = self
+            .policy
+            .contacts
+            .max_unanswered_per_contact_point_per_day;
+        let usable = |id: &str, p: &crate::contact::PointView| {
+            !p.retired && (max == 0 || self.state.ledger.unanswered_on(id, day, &tz) < max)
+        };
+        let phones = [Channel::PhoneMobile, Channel::PhoneWork, Channel::PhoneHome];
+        for ch in std::iter::once(channel).chain(phones.into_iter().filter(|c| *c != channel)) {
+            let cc = contact_channel(ch);
+            let mut known: Vec<(&str, &crate::contact::PointView)> = points
+                .iter()
+                .filter(|(_, p)| Some(p.channel) == cc)
+                .map(|(id, p)| (*id, p))
+                .collect();
+            if known.is_empty() {
+                return (ch, None);
+            }
+            known.sort_by_key(|(id, p)| (std::cmp::Reverse(p.last_reached), *id));
+            if let Some((id, _)) = known.iter().find(|(id, p)| usable(id, p)) {
+                return (ch, Some((*id).to_owned()));
+            }
+        }
+        // Nothing usable today: the wanted phone's first live point, which the caps move
+        // to a day it can be tried (or, every point retired, no point at all).
+        let live = points
+            .iter()
+            .find(|(_, p)| Some(p.channel) == contact_channel(channel) && !p.retired)
+            .map(|(id, _)| (*id).to_owned());
+        (channel, live)
     }
 
     /// Opens the tasks of the bucket escalation step in force, once per step.
@@ -298,7 +392,15 @@ impl Planner<'_> {
     }
 
     /// Plans one escalation task of `kind` (third-party call, visit, letter, review).
+    /// A third party who refused is never called again (domain rule 8).
     fn plan_escalation(&mut self, kind: TaskKind, why: String) {
+        if kind == TaskKind::ThirdPartyCall && self.state.third_party_refused {
+            self.note(
+                "decision",
+                format!("{why}: no third-party call, a contact person refused"),
+            );
+            return;
+        }
         let (channel, what) = match kind {
             TaskKind::ThirdPartyCall => (
                 Channel::ContactPerson,
@@ -482,6 +584,7 @@ impl Planner<'_> {
             ));
         }
         Decision {
+            ledger: self.ledger,
             reprioritise: reprioritised
                 .iter()
                 .map(|t| (t.task_id, t.priority))
@@ -506,4 +609,17 @@ impl Planner<'_> {
 #[must_use]
 pub fn hours(h: i64) -> SignedDuration {
     SignedDuration::from_hours(h)
+}
+
+/// The ledger's name for a task's phone channel.
+fn contact_channel(c: Channel) -> Option<ContactChannel> {
+    match c {
+        Channel::PhoneMobile => Some(ContactChannel::PhoneMobile),
+        Channel::PhoneWork => Some(ContactChannel::PhoneWork),
+        Channel::PhoneHome => Some(ContactChannel::PhoneHome),
+        Channel::Sms => Some(ContactChannel::Sms),
+        Channel::ContactPerson => Some(ContactChannel::ContactPerson),
+        Channel::Visit => Some(ContactChannel::Visit),
+        Channel::Letter | Channel::None => None,
+    }
 }

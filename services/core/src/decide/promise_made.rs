@@ -5,6 +5,7 @@
 //! nothing.
 
 use super::{DomainError, Planner};
+use crate::caps::Call;
 use crate::{
     event::PromiseMade,
     state::{PromiseRecord, PromiseStatus, Status},
@@ -299,8 +300,7 @@ impl Planner<'_> {
             // A reminder call the caps would push past the promise is no reminder.
             let capped = due.filter(|due| {
                 !(rules.reminder_channel.is_phone()
-                    && self.policy.caps.active()
-                    && self.capped(*due).0 >= d.promised_at)
+                    && self.capped(*due, Call::default()).0 >= d.promised_at)
             });
             if due.is_some() && capped.is_none() {
                 self.note(

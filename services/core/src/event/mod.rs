@@ -22,7 +22,7 @@ pub use parse::parse_event;
 /// so 128 Chinese characters (384 bytes of UTF-8) are a valid id.
 pub const MAX_ACCOUNT_ID_LEN: usize = 128;
 
-/// The four inbound event types.
+/// The inbound event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
     /// `payment.failed`
@@ -37,15 +37,19 @@ pub enum EventType {
     /// `payment.received`
     #[serde(rename = "payment.received")]
     PaymentReceived,
+    /// `contact.attempted`
+    #[serde(rename = "contact.attempted")]
+    ContactAttempted,
 }
 
 impl EventType {
     /// Every inbound type, in contract order.
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::PaymentFailed,
         EventType::PromiseMade,
         EventType::PromiseBroken,
         EventType::PaymentReceived,
+        EventType::ContactAttempted,
     ];
 
     /// The CloudEvents `type` and routing key.
@@ -56,6 +60,7 @@ impl EventType {
             EventType::PromiseMade => "promise.made",
             EventType::PromiseBroken => "promise.broken",
             EventType::PaymentReceived => "payment.received",
+            EventType::ContactAttempted => "contact.attempted",
         }
     }
 
@@ -67,6 +72,7 @@ impl EventType {
             EventType::PromiseMade => "collections.promise-made",
             EventType::PromiseBroken => "collections.promise-broken",
             EventType::PaymentReceived => "collections.payment-received",
+            EventType::ContactAttempted => "collections.contact-attempted",
         }
     }
 
@@ -161,6 +167,7 @@ impl Event {
             EventBody::PromiseMade(_) => EventType::PromiseMade,
             EventBody::PromiseBroken(_) => EventType::PromiseBroken,
             EventBody::PaymentReceived(_) => EventType::PaymentReceived,
+            EventBody::ContactAttempted(_) => EventType::ContactAttempted,
         }
     }
 }
@@ -176,6 +183,8 @@ pub enum EventBody {
     PromiseBroken(PromiseBroken),
     /// Money arrived.
     PaymentReceived(PaymentReceived),
+    /// A dialer, SMS gateway or collector desk reports a contact attempt and its result.
+    ContactAttempted(Box<ContactAttempted>),
 }
 
 /// `customer` block of `payment.failed`.
@@ -260,4 +269,182 @@ pub struct PaymentReceived {
     /// Next due date, when known (absent, never `null`).
     #[serde(default)]
     pub next_due_date: Option<Date>,
+}
+
+crate::task::text_enum!(
+    /// How a contact attempt reached (or tried to reach) the person.
+    ContactChannel {
+        /// Mobile phone.
+        PhoneMobile = "phone_mobile",
+        /// Work phone.
+        PhoneWork = "phone_work",
+        /// Home phone.
+        PhoneHome = "phone_home",
+        /// Text message.
+        Sms = "sms",
+        /// E-mail.
+        Email = "email",
+        /// In person.
+        Visit = "visit",
+        /// A contact person's phone.
+        ContactPerson = "contact_person",
+    }
+);
+
+crate::task::text_enum!(
+    /// Who started the contact.
+    Direction {
+        /// The collector (or a dialer) contacted the person.
+        Outbound = "outbound",
+        /// The customer contacted the lender.
+        Inbound = "inbound",
+    }
+);
+
+crate::task::text_enum!(
+    /// Who was reached.
+    Party {
+        /// The debtor themself (right-party contact).
+        Debtor = "debtor",
+        /// A relative, colleague or other contact person.
+        ThirdParty = "third_party",
+        /// Nobody, or not known.
+        Unknown = "unknown",
+    }
+);
+
+crate::task::text_enum!(
+    /// How the attempt ended.
+    ContactResult {
+        /// Someone answered (a conversation).
+        Connected = "connected",
+        /// Rang out.
+        NoAnswer = "no_answer",
+        /// Engaged.
+        Busy = "busy",
+        /// Went to voicemail.
+        Voicemail = "voicemail",
+        /// Could not be placed (network, dialer).
+        Failed = "failed",
+        /// The number does not belong to the debtor or a contact of theirs.
+        WrongNumber = "wrong_number",
+        /// A message (SMS, e-mail) was delivered.
+        Delivered = "delivered",
+        /// A message could not be delivered (the address does not exist).
+        Undeliverable = "undeliverable",
+    }
+);
+
+crate::task::text_enum!(
+    /// What a connected contact came to.
+    Disposition {
+        /// A promise to pay was captured (it still arrives as `promise.made`).
+        PromiseMade = "promise_made",
+        /// The customer asked to be called back at `callback_at`.
+        CallbackRequested = "callback_requested",
+        /// The customer says the money was paid already.
+        ClaimsPaid = "claims_paid",
+        /// The customer refuses to pay.
+        Refused = "refused",
+        /// The customer disputes the debt.
+        Dispute = "dispute",
+        /// The customer reports hardship.
+        Hardship = "hardship",
+        /// The customer asks not to be contacted again.
+        CeaseRequest = "cease_request",
+        /// A contact person refused to pass messages (never call them again).
+        ThirdPartyRefused = "third_party_refused",
+        /// Anything else.
+        Other = "other",
+    }
+);
+
+impl ContactChannel {
+    /// A telephone call to one of the debtor's own numbers (what the caps count).
+    #[must_use]
+    pub fn is_phone(self) -> bool {
+        matches!(
+            self,
+            ContactChannel::PhoneMobile | ContactChannel::PhoneWork | ContactChannel::PhoneHome
+        )
+    }
+
+    /// Whether `result` can happen on this channel: messages are delivered or not, calls
+    /// are answered or not, a visit finds the person or not.
+    #[must_use]
+    pub fn allows(self, result: ContactResult) -> bool {
+        use ContactResult as R;
+        match result {
+            R::Connected | R::NoAnswer | R::Failed => true,
+            R::Delivered | R::Undeliverable => {
+                matches!(self, ContactChannel::Sms | ContactChannel::Email)
+            }
+            R::Busy | R::Voicemail | R::WrongNumber => {
+                self.is_phone() || self == ContactChannel::ContactPerson
+            }
+        }
+    }
+}
+
+impl ContactResult {
+    /// Whether the attempt reached a person (a conversation, a message delivered).
+    #[must_use]
+    pub fn reached(self) -> bool {
+        matches!(self, ContactResult::Connected | ContactResult::Delivered)
+    }
+
+    /// Whether it shows the contact point is not the debtor's (retires the point).
+    #[must_use]
+    pub fn retires_point(self) -> bool {
+        matches!(
+            self,
+            ContactResult::WrongNumber | ContactResult::Undeliverable
+        )
+    }
+}
+
+/// `contact.attempted` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContactAttempted {
+    /// Account id.
+    pub account_id: String,
+    /// The person who owes (one person may owe on several accounts); the account id when
+    /// absent.
+    #[serde(default)]
+    pub debtor_id: Option<String>,
+    /// The publisher's id of the attempt: a second event with the same id is a correction.
+    pub attempt_id: String,
+    /// The task the attempt carries out, when it does.
+    #[serde(default)]
+    pub task_id: Option<Uuid>,
+    /// How.
+    pub channel: ContactChannel,
+    /// Who started it.
+    pub direction: Direction,
+    /// Opaque id of the number or address used (never the number itself).
+    #[serde(default)]
+    pub contact_point_id: Option<String>,
+    /// Who was reached.
+    pub party: Party,
+    /// How it ended.
+    pub result: ContactResult,
+    /// What a connected contact came to.
+    #[serde(default)]
+    pub disposition: Option<Disposition>,
+    /// When the customer asked to be called back (with `callback_requested`).
+    #[serde(default)]
+    pub callback_at: Option<Timestamp>,
+    /// When the attempt started.
+    pub started_at: Timestamp,
+    /// The collector or dialer (an id, never a name).
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
+impl ContactAttempted {
+    /// The debtor the attempt counts against.
+    #[must_use]
+    pub fn debtor(&self) -> &str {
+        self.debtor_id.as_deref().unwrap_or(&self.account_id)
+    }
 }

@@ -141,6 +141,9 @@ pub fn parse_event(body: &[u8], expected: Option<EventType>) -> Result<Event, Pa
         EventType::PaymentReceived => {
             EventBody::PaymentReceived(serde_json::from_value(data).map_err(serde_schema)?)
         }
+        EventType::ContactAttempted => EventBody::ContactAttempted(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
     };
     let event = Event {
         id,
@@ -187,6 +190,7 @@ fn check_values(e: &Event) -> Result<(), ParseError> {
         EventBody::PromiseMade(d) => &d.account_id,
         EventBody::PromiseBroken(d) => &d.account_id,
         EventBody::PaymentReceived(d) => &d.account_id,
+        EventBody::ContactAttempted(d) => &d.account_id,
     };
     if data_account != &e.account_id {
         return Err(invalid("data.account_id differs from subject"));
@@ -262,6 +266,75 @@ fn check_values(e: &Event) -> Result<(), ParseError> {
             if d.next_due_date.is_some_and(|date| date.year() < 2000) {
                 return Err(invalid("next_due_date is before 2000"));
             }
+        }
+        EventBody::ContactAttempted(d) => check_contact(d, early)?,
+    }
+    Ok(())
+}
+
+/// Longest publisher id (`attempt_id`, `debtor_id`, `contact_point_id`, `agent_id`), in
+/// characters, as the schema's `maxLength`.
+const MAX_ID_LEN: usize = 128;
+
+fn require_id(field: &str, value: &str) -> Result<(), ParseError> {
+    require_text(field, value)?;
+    let chars = value.chars().count();
+    if chars > MAX_ID_LEN {
+        return Err(invalid(format!(
+            "{field} must be 1-{MAX_ID_LEN} characters, not {chars}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_contact(d: &super::ContactAttempted, early: Timestamp) -> Result<(), ParseError> {
+    use super::{ContactResult, Direction, Disposition};
+    require_id("attempt_id", &d.attempt_id)?;
+    if let Some(debtor) = &d.debtor_id {
+        require_id("debtor_id", debtor)?;
+    }
+    if let Some(point) = &d.contact_point_id {
+        require_id("contact_point_id", point)?;
+    }
+    if let Some(agent) = &d.agent_id {
+        require_id("agent_id", agent)?;
+    }
+    if d.started_at < early {
+        return Err(invalid("started_at is before 2000"));
+    }
+    if !d.channel.allows(d.result) {
+        return Err(invalid(format!(
+            "result {} cannot happen on channel {}",
+            d.result, d.channel
+        )));
+    }
+    if d.direction == Direction::Inbound && !d.result.reached() {
+        return Err(invalid(format!(
+            "an inbound contact reached the lender: its result is connected or delivered, \
+             not {}",
+            d.result
+        )));
+    }
+    if let Some(disposition) = d.disposition {
+        if d.result != ContactResult::Connected {
+            return Err(invalid(format!(
+                "disposition {disposition} needs result connected, not {}",
+                d.result
+            )));
+        }
+    }
+    match (d.disposition, d.callback_at) {
+        (Some(Disposition::CallbackRequested), None) => {
+            return Err(invalid("disposition callback_requested needs callback_at"))
+        }
+        (Some(Disposition::CallbackRequested), Some(at)) if at < d.started_at => {
+            return Err(invalid("callback_at is before started_at"))
+        }
+        (Some(Disposition::CallbackRequested), Some(_)) | (_, None) => {}
+        (_, Some(_)) => {
+            return Err(invalid(
+                "callback_at is given without disposition callback_requested",
+            ))
         }
     }
     Ok(())

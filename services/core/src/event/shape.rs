@@ -21,6 +21,8 @@ pub(super) enum Shape {
     Date,
     /// Anything but `null`; serde checks the type.
     NotNull,
+    /// The schema's `uuid`: see [`is_canonical_uuid`].
+    Uuid,
 }
 
 /// Members of `data` with a [`Shape`] to check, as dotted paths; a parent comes before its
@@ -43,6 +45,15 @@ pub(super) fn shapes(ty: EventType) -> &'static [(&'static str, Shape)] {
             ("received_at", Shape::Instant),
             ("overdue_amount_after", Shape::Object),
             ("next_due_date", Shape::Date),
+        ],
+        EventType::ContactAttempted => &[
+            ("debtor_id", Shape::NotNull),
+            ("task_id", Shape::Uuid),
+            ("contact_point_id", Shape::NotNull),
+            ("disposition", Shape::NotNull),
+            ("callback_at", Shape::Instant),
+            ("started_at", Shape::Instant),
+            ("agent_id", Shape::NotNull),
         ],
     }
 }
@@ -71,6 +82,8 @@ pub(super) fn check_shapes(ty: EventType, data: &Value) -> Result<(), String> {
             Shape::Date => (!v.as_str().is_some_and(|s| is_date_shape(s.as_bytes())))
                 .then(|| format!("{path} is not a date of the form YYYY-MM-DD")),
             Shape::NotNull => None,
+            Shape::Uuid => (!v.as_str().is_some_and(is_canonical_uuid))
+                .then(|| format!("{path} is not a UUID in the canonical 8-4-4-4-12 hex form")),
         };
         if let Some(problem) = problem {
             return Err(problem);

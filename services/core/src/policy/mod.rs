@@ -18,9 +18,9 @@ mod sections;
 mod validate;
 
 pub use sections::{
-    BrokenPromiseStep, BucketStep, ByBucket, Cadence, Caps, ChannelMix, ContactWindow, Escalation,
-    Hours, PreDue, PriorityCriterion, PriorityRules, PromiseRules, Segments, WeekdayHours,
-    WeekdayName, BUCKETS, ESCALATION_KINDS,
+    BrokenPromiseStep, BucketStep, ByBucket, Cadence, Caps, ChannelMix, ContactWindow, Contacts,
+    Escalation, Hours, PreDue, PriorityCriterion, PriorityRules, PromiseRules, Segments,
+    WeekdayHours, WeekdayName, BUCKETS, ESCALATION_KINDS,
 };
 
 /// The shipped default policy (`deploy/policy/default.toml`), compiled in so that running
@@ -75,6 +75,9 @@ pub struct Policy {
     pub segments: Segments,
     /// Reminders before the next due date, by segment.
     pub pre_due: PreDue,
+    /// Contact outcomes: per-debtor caps, contact points, lost contact (optional section).
+    #[serde(default)]
+    pub contacts: Contacts,
     /// The content hash, once computed (see [`Policy::version`]).
     #[serde(skip)]
     version: VersionCache,
@@ -193,9 +196,9 @@ mod tests {
         assert_eq!(a.version.0.get().map(String::as_str), Some(a.version()));
         assert_eq!(a.version(), a.content_hash());
         // The shipped files' versions, as recorded in decisions since they were written.
-        assert_eq!(a.version(), "p-db38bb32f4ef");
+        assert_eq!(a.version(), "p-11cec6425fc8");
         let reg_f = Policy::from_toml_str(US_REG_F_POLICY_TOML).expect("valid");
-        assert_eq!(reg_f.version(), "p-11368fe82580");
+        assert_eq!(reg_f.version(), "p-912c7b89d2cd");
         // Deserialised without from_toml_str, the version is computed on first use.
         let b: Policy = toml::from_str(DEFAULT_POLICY_TOML).expect("valid");
         assert!(b.version.0.get().is_none());

@@ -389,6 +389,44 @@ impl Caps {
     }
 }
 
+/// What the contact ledger allows and what contact outcomes lead to (`[contacts]`,
+/// optional: every key has the default documented in deploy/policy/README.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Contacts {
+    /// At most this many conversations with the debtor per local day, across all of the
+    /// debtor's accounts (China: 3); 0 = no cap.
+    pub max_conversations_per_debtor_per_day: u32,
+    /// At most this many unanswered attempts on one contact point per local day (China
+    /// Banking Association: 6); 0 = no cap.
+    pub max_unanswered_per_contact_point_per_day: u32,
+    /// This many consecutive attempts without reaching the debtor make the account
+    /// `lost_contact`...
+    pub lost_contact_after: u32,
+    /// ...when they span at least this many local days.
+    pub lost_contact_min_days: u32,
+    /// No call to the debtor this long after they say the money was paid
+    /// (`claims_paid`), while the payment is verified.
+    #[serde(with = "duration")]
+    pub claims_paid_hold: SignedDuration,
+    /// Plan a `third_party_call` when the account becomes `lost_contact` (domain rule 8:
+    /// contacts only when the debtor is unreachable).
+    pub third_party_when_lost: bool,
+}
+
+impl Default for Contacts {
+    fn default() -> Self {
+        Self {
+            max_conversations_per_debtor_per_day: 3,
+            max_unanswered_per_contact_point_per_day: 6,
+            lost_contact_after: 6,
+            lost_contact_min_days: 3,
+            claims_paid_hold: SignedDuration::from_hours(24),
+            third_party_when_lost: true,
+        }
+    }
+}
+
 /// Account segments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -117,6 +117,8 @@ struct TaskData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cancel_reason: Option<&'a str>,
     revision: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact_point_id: Option<&'a str>,
 }
 
 /// The id a task event gets unless its caller names another: derived from the task, the
@@ -178,6 +180,7 @@ pub fn task_message_with_id(
         account,
         cancel_reason,
         revision: task.revision,
+        contact_point_id: task.contact_point_id.as_deref(),
     };
     OutboundMessage {
         event_id,

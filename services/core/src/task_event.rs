@@ -98,6 +98,9 @@ pub struct TaskEventData {
     /// The promise concerned, if any; never empty when present.
     #[serde(default, deserialize_with = "optional_non_empty")]
     pub promise_id: Option<String>,
+    /// The contact point the task is meant for, if one is known; never empty when present.
+    #[serde(default, deserialize_with = "optional_non_empty")]
+    pub contact_point_id: Option<String>,
     /// The inbound event (or scheduler tick) that caused this message.
     #[serde(deserialize_with = "canonical_uuid")]
     pub cause_event_id: Uuid,

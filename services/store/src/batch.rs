@@ -8,8 +8,12 @@ use std::{
 };
 
 use collections_core::{
-    decide, netting::Netted, outbound::OutboundMessage, AccountState, DomainError, Event, Policy,
-    Task,
+    contact::{Attempt, Ledger},
+    decide,
+    decide::reflow,
+    netting::Netted,
+    outbound::OutboundMessage,
+    AccountState, DomainError, Event, EventBody, Policy, Task,
 };
 use jiff::Timestamp;
 use jiff_sqlx::{Timestamp as Ts, ToSqlx};
@@ -110,7 +114,8 @@ impl Store {
 }
 
 /// The batch's write statement ([`Writes::write`]): parameters `$1`–`$31` (the tasks'
-/// revisions last, `$29`–`$31`), then the outbox's six from `$32` ([`outbox_ctes`]). Updates keyed by task ids guard with
+/// revisions last, `$29`–`$31`), then the outbox's six from `$32` ([`outbox_ctes`]), then
+/// the tasks' contact points (`$38`) and the contact ledger's attempts (`$39`–`$44`). Updates keyed by task ids guard with
 /// `(status = …) IS TRUE` rather than `status = …`: the latter matches the partial
 /// indexes' predicates, and the generic plan then hash-joins the ids against a scan of
 /// every scheduled task instead of probing the primary key (BENCHMARKS.md, "Where the
@@ -127,17 +132,33 @@ pub(crate) static WRITE_BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
              new_tasks AS (
                  INSERT INTO tasks (task_id, account_id, kind, channel, due_at, priority, tone,
                                     reason, promise_id, cause_event_id, attempt, policy_version,
-                                    status, cancelled_at, cancel_reason, revision)
+                                    status, cancelled_at, cancel_reason, revision,
+                                    contact_point_id)
                  SELECT id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
                         CASE WHEN cancel IS NULL THEN 'scheduled' ELSE 'cancelled' END,
-                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel, rev
+                        CASE WHEN cancel IS NULL THEN NULL ELSE now() END, cancel, rev, point
                  FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[],
                              $10::timestamptz[], $11::smallint[], $12::text[], $13::text[],
                              $14::text[], $15::uuid[], $16::int[], $17::text[], $18::text[],
-                             $29::int[])
+                             $29::int[], $38::text[])
                       AS t(id, acct, kind, ch, due, prio, tone, why, promise, cause, att, ver,
-                           cancel, rev)
+                           cancel, rev, point)
                  ON CONFLICT (task_id) DO NOTHING),
+             ledgered AS (
+                 INSERT INTO contact_attempts (debtor_id, attempt_id, account_id, attempt,
+                                               started_at, recorded_at, event_id)
+                 SELECT d, a, acct, doc::jsonb, started, $28, ev
+                 FROM unnest($39::text[], $40::text[], $41::text[], $42::text[],
+                             $43::timestamptz[], $44::uuid[])
+                      AS l(d, a, acct, doc, started, ev)
+                 ON CONFLICT (debtor_id, attempt_id) DO UPDATE
+                     SET account_id = EXCLUDED.account_id, attempt = EXCLUDED.attempt,
+                         started_at = EXCLUDED.started_at, recorded_at = EXCLUDED.recorded_at,
+                         event_id = EXCLUDED.event_id),
+             linked AS (
+                 INSERT INTO debtor_accounts (debtor_id, account_id)
+                 SELECT DISTINCT d, acct FROM unnest($39::text[], $41::text[]) AS l(d, acct)
+                 ON CONFLICT DO NOTHING),
              cancelled AS (
                  UPDATE tasks t SET status = 'cancelled', cancelled_at = now(),
                         cancel_reason = c.reason, revision = c.rev
@@ -179,7 +200,13 @@ async fn apply_batch_on(
     step(&mut steps.begin);
     let opened = open_batch(&mut tx, events, leases.claim_secs).await?;
     step(&mut steps.read);
-    let (fresh, states, open, firing) = (opened.fresh, opened.states, opened.open, opened.firing);
+    let (fresh, states, open, firing, ledgers) = (
+        opened.fresh,
+        opened.states,
+        opened.open,
+        opened.firing,
+        opened.ledgers,
+    );
 
     let version = policy.version();
     // A task being fired is neither cancelled nor re-ranked under the scheduler's feet.
@@ -190,7 +217,14 @@ async fn apply_batch_on(
     // many rounds as there are such accounts, one in practice.
     let decided = if firing.is_empty() {
         // The common case: decided once, on the states and tasks as read.
-        decide_batch(events, &fresh, states, open, &HashMap::new(), policy, now)
+        decide_batch(
+            events,
+            &fresh,
+            (states, open, &ledgers),
+            &HashMap::new(),
+            policy,
+            now,
+        )
     } else {
         let owner: HashMap<Uuid, &str> = open
             .values()
@@ -203,8 +237,7 @@ async fn apply_batch_on(
             let d = decide_batch(
                 events,
                 &fresh,
-                states.clone(),
-                open.clone(),
+                (states.clone(), open.clone(), &ledgers),
                 &deferred,
                 policy,
                 now,
@@ -276,16 +309,25 @@ struct Decided {
 /// states and open tasks. The events of `deferred` accounts are not decided: their
 /// outcome is [`Outcome::Deferred`] with the task being fired, and their inbox rows are
 /// removed with the rejected events' (so the retry finds them new).
+///
+/// Each decision sees its debtor's contact ledger as the batch has left it; a contact
+/// attempt's decision is followed by [`reflow`] of the debtor's other locked accounts
+/// (their calls that now break a cap move too).
+#[allow(clippy::type_complexity)]
 fn decide_batch(
     events: &[Event],
     fresh: &HashSet<(Uuid, String)>,
-    mut states: HashMap<String, Option<AccountState>>,
-    mut open: HashMap<String, Vec<Task>>,
+    (mut states, mut open, ledgers): (
+        HashMap<String, Option<AccountState>>,
+        HashMap<String, Vec<Task>>,
+        &HashMap<String, Ledger>,
+    ),
     deferred: &HashMap<String, Uuid>,
     policy: &Policy,
     now: Timestamp,
 ) -> Decided {
     states.retain(|account, _| !deferred.contains_key(account));
+    let mut ledgers = ledgers.clone();
     let mut w = Writes::default();
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(events.len());
     let mut seen = HashSet::new();
@@ -301,7 +343,16 @@ fn decide_batch(
             outcomes.push(Some(Outcome::Deferred(*task)));
             continue;
         }
-        let prev = states.get(&e.account_id).cloned().flatten();
+        let mut prev = states.get(&e.account_id).cloned().flatten();
+        // The ledger of the debtor the event counts against: an attempt's own, else the
+        // one the account's state names.
+        let debtor = match &e.body {
+            EventBody::ContactAttempted(d) => Some(d.debtor().to_owned()),
+            _ => prev.as_ref().and_then(|s| s.debtor_id.clone()),
+        };
+        if let (Some(s), Some(l)) = (prev.as_mut(), debtor.as_ref().and_then(|d| ledgers.get(d))) {
+            s.ledger = l.clone();
+        }
         let tasks = open.entry(e.account_id.clone()).or_default();
         match decide(prev.as_ref(), tasks, e, policy, now) {
             Err(rejection) => {
@@ -320,8 +371,25 @@ fn decide_batch(
                     d.journal,
                     d.outbox,
                 );
+                let contacted = !d.ledger.is_empty();
+                let debtor = d.state.debtor().to_owned();
                 states.insert(e.account_id.clone(), Some(d.state));
                 outcomes.push(None);
+                if contacted {
+                    let ledger = ledgers.entry(debtor.clone()).or_default();
+                    for a in &d.ledger {
+                        ledger.upsert(a.clone());
+                    }
+                    w.ledger.extend(d.ledger);
+                    reflow_siblings(
+                        (&e.account_id, &debtor, e.id, i),
+                        &mut states,
+                        &mut open,
+                        &ledgers,
+                        &mut w,
+                        (policy, now),
+                    );
+                }
             }
         }
     }
@@ -329,6 +397,51 @@ fn decide_batch(
         w,
         outcomes,
         states,
+    }
+}
+
+/// After a contact attempt on `account` (event `cause`, the batch's `i`-th): the debtor's
+/// other locked accounts get their calls that now break a cap moved ([`reflow`]).
+fn reflow_siblings(
+    (account, debtor, cause, i): (&str, &str, Uuid, usize),
+    states: &mut HashMap<String, Option<AccountState>>,
+    open: &mut HashMap<String, Vec<Task>>,
+    ledgers: &HashMap<String, Ledger>,
+    w: &mut Writes,
+    (policy, now): (&Policy, Timestamp),
+) {
+    let Some(ledger) = ledgers.get(debtor) else {
+        return;
+    };
+    let mut siblings: Vec<String> = states
+        .iter()
+        .filter(|(id, s)| {
+            id.as_str() != account
+                && s.as_ref()
+                    .is_some_and(|s| s.debtor_id.as_deref() == Some(debtor))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    siblings.sort_unstable();
+    for sibling in siblings {
+        let Some(Some(mut state)) = states.get(&sibling).cloned() else {
+            continue;
+        };
+        state.ledger = ledger.clone();
+        let tasks = open.entry(sibling.clone()).or_default();
+        let d = reflow(&state, tasks, cause, policy, now);
+        w.net.absorb(
+            tasks,
+            &sibling,
+            cause,
+            Some(i),
+            d.schedule,
+            d.cancel,
+            &d.reprioritise,
+            d.journal,
+            d.outbox,
+        );
+        states.insert(sibling, Some(d.state));
     }
 }
 
@@ -342,6 +455,8 @@ pub(crate) struct Writes {
     /// Events refused by the rules or deferred, by id and source: their inbox rows are
     /// removed so a replay (or the retry) applies them.
     pub(crate) rejected: Vec<(Uuid, String)>,
+    /// Contact attempts to record in the ledger.
+    pub(crate) ledger: Vec<Attempt>,
 }
 
 impl Writes {
@@ -429,6 +544,16 @@ impl Writes {
         let j_details: Vec<&str> = j.iter().map(|e| e.2.detail.as_str()).collect();
         let j_tasks: Vec<Option<Uuid>> = j.iter().map(|e| e.2.task_id).collect();
         let outbox: Vec<&OutboundMessage> = self.net.outbox().iter().map(|m| &m.1).collect();
+        let t_point: Vec<Option<&str>> = tasks
+            .iter()
+            .map(|(t, _)| t.contact_point_id.as_deref())
+            .collect();
+        let attempts = crate::ledger::dedup(&self.ledger);
+        let l_docs = attempts
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| StoreError::state(format!("a contact attempt: {e}")))?;
         // Built at runtime (the outbox CTEs are shared): not checked at build time.
         let q = sqlx::query(WRITE_BATCH_SQL.as_str())
             .bind(&acc_ids)
@@ -463,6 +588,33 @@ impl Writes {
             .bind(&c_revision)
             .bind(&r_revision);
         let rows = bind_outbox(q, &outbox, lease_secs)?
+            .bind(&t_point)
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.debtor_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.attempt_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.account_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&l_docs)
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.started_at.to_sqlx())
+                    .collect::<Vec<Ts>>(),
+            )
+            .bind(attempts.iter().map(|a| a.event_id).collect::<Vec<Uuid>>())
             .fetch_all(&mut **tx)
             .await?;
         if !self.rejected.is_empty() {

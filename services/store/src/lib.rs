@@ -53,6 +53,7 @@ pub mod batch;
 pub mod error;
 mod guard;
 mod journal;
+mod ledger;
 mod open;
 pub mod outbox;
 mod retention;

@@ -3,7 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use collections_core::{AccountState, Event, Task};
+use collections_core::{
+    contact::{Attempt, Ledger, LEDGER_DAYS},
+    AccountState, Event, EventBody, Task,
+};
 use jiff_sqlx::Timestamp as Ts;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -29,6 +32,9 @@ pub(crate) struct Opened {
     pub(crate) open: HashMap<String, Vec<Task>>,
     /// Open tasks a scheduler is firing right now (claimed within the claim timeout).
     pub(crate) firing: HashSet<Uuid>,
+    /// The contact ledgers of the debtors concerned (named by a contact attempt of the
+    /// batch, or by a locked account's state), by debtor.
+    pub(crate) ledgers: HashMap<String, Ledger>,
 }
 
 /// The read half of the batch transaction (`collections_open_batch`, migration 0008):
@@ -61,20 +67,36 @@ pub(crate) async fn open_batch(
     let sources: Vec<&str> = rows.iter().map(|r| r.1).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.2).collect();
     let accounts: Vec<&str> = rows.iter().map(|r| r.3).collect();
-    // collections_open_batch_revised: live definition in migrations/0009_task_revisions.sql
-    // (0008's collections_open_batch, keyed on source + id, plus the revision). Every
-    // column of a function's result may be NULL: the three kinds of row tell apart by
-    // which are set (0004's comment).
+    // The debtors of the batch's contact attempts: their other accounts are locked too
+    // (a cap reached on one account moves the calls of all of them).
+    let mut debtors: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ContactAttempted(d) => Some(d.debtor()),
+            _ => None,
+        })
+        .collect();
+    debtors.sort_unstable();
+    debtors.dedup();
+    // collections_open_batch_contacts: live definition in migrations/0011_contact_ledger.sql
+    // (0009's collections_open_batch_revised plus the debtors' accounts and ledgers, and
+    // the tasks' contact points). Every column of a function's result may be NULL: the
+    // four kinds of row tell apart by which are set (0004's comment).
+    #[allow(clippy::cast_precision_loss)]
+    let ledger_days = LEDGER_DAYS as f64;
     let result = sqlx::query!(
         r#"SELECT fresh, fresh_source, account_id, state, task_id, kind, channel,
                   due_at AS "due_at: Ts", priority, tone, reason, promise_id, cause_event_id,
-                  attempt, policy_version, status, revision
-           FROM collections_open_batch_revised($1, $2, $3, $4, $5)"#,
+                  attempt, policy_version, status, revision, contact_point_id, debtor_id,
+                  contact
+           FROM collections_open_batch_contacts($1, $2, $3, $4, $5, $6, $7)"#,
         &ids,
         &sources as &[&str],
         &types as &[&str],
         &accounts as &[&str],
+        &debtors as &[&str],
         claim_secs,
+        ledger_days,
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -83,10 +105,18 @@ pub(crate) async fn open_batch(
         states: HashMap::new(),
         open: HashMap::new(),
         firing: HashSet::new(),
+        ledgers: HashMap::new(),
     };
     let mut stale = Vec::new();
+    let mut attempts: HashMap<String, Vec<Attempt>> = HashMap::new();
     for r in result {
-        if let Some(id) = r.fresh {
+        if let Some(text) = r.contact {
+            let debtor = need(r.debtor_id, "debtor_id")?;
+            let a: Attempt = serde_json::from_str(&text).map_err(|e| {
+                StoreError::state(format!("a contact attempt of debtor {debtor}: {e}"))
+            })?;
+            attempts.entry(debtor).or_default().push(a);
+        } else if let Some(id) = r.fresh {
             opened
                 .fresh
                 .insert((id, need(r.fresh_source, "fresh_source")?));
@@ -105,6 +135,7 @@ pub(crate) async fn open_batch(
                 attempt: need(r.attempt, "attempt")?,
                 policy_version: need(r.policy_version, "policy_version")?,
                 revision: need(r.revision, "revision")?,
+                contact_point_id: r.contact_point_id,
             }
             .into_task()?;
             // A status this binary does not know is an error, not `scheduled`: the rules
@@ -132,6 +163,10 @@ pub(crate) async fn open_batch(
             opened.states.insert(id, state);
         }
     }
+    opened.ledgers = attempts
+        .into_iter()
+        .map(|(debtor, a)| (debtor, Ledger::of(a)))
+        .collect();
     if !stale.is_empty() {
         // Rare: a scheduler died holding these claims. The account locks keep new claims
         // off them; what the dead scheduler's completion or a rescuer did meanwhile is

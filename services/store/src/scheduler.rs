@@ -121,7 +121,8 @@ impl Store {
                     c.priority AS "priority!", c.tone AS "tone!", c.reason AS "reason!",
                     c.promise_id AS "promise_id?", c.cause_event_id AS "cause_event_id!",
                     c.attempt AS "attempt!", c.policy_version AS "policy_version!",
-                    c.revision AS "revision!", a.state::text AS "state?"
+                    c.revision AS "revision!", c.contact_point_id AS "contact_point_id?",
+                    a.state::text AS "state?"
              FROM claimed c LEFT JOIN accounts a ON a.account_id = c.account_id
              ORDER BY c.due_at"#,
             now.to_sqlx() as _,
@@ -161,6 +162,15 @@ impl Store {
                 },
             };
             out.tasks.push(Claimed { task, state });
+        }
+        // The caps the firing re-checks count the debtor's contacts as they stand.
+        crate::ledger::load_into(&self.pool, &mut states, now).await?;
+        for c in &mut out.tasks {
+            if let Some(Some(s)) = states.get(&c.task.account_id) {
+                if let Some(state) = c.state.as_mut() {
+                    state.ledger = s.ledger.clone();
+                }
+            }
         }
         Ok(out)
     }
@@ -407,6 +417,8 @@ async fn complete_fired_on(
     accounts.dedup();
     // Accounts first, then task rows: the same lock order as the workers.
     let mut states = lock_accounts(&mut tx, &accounts).await?;
+    // The next call is planned within the debtor's caps.
+    crate::ledger::load_into(&mut *tx, &mut states, now).await?;
     let ids: Vec<Uuid> = fired.iter().map(|(t, _)| t.task_id).collect();
     // Firing is a change: the row takes the revision its `task.due` carried (the claim
     // left the revision as it was, and nothing else changes a claimed task).
@@ -435,6 +447,7 @@ async fn complete_fired_on(
     let w = Writes {
         net,
         rejected: Vec::new(),
+        ledger: Vec::new(),
     };
     let (rows, _) = w
         .write(&mut tx, &states, version, now, leases.outbox_secs)

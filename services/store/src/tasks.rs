@@ -105,7 +105,7 @@ pub(crate) async fn load_open_tasks(
     let rows = sqlx::query!(
         r#"SELECT task_id, account_id, kind, channel, due_at AS "due_at: Ts", priority, tone,
                 reason, promise_id, cause_event_id, attempt, policy_version, revision,
-                status = 'claimed' AS "firing!"
+                contact_point_id, status = 'claimed' AS "firing!"
          FROM tasks WHERE account_id = ANY($1) AND status IN ('scheduled', 'claimed')
          ORDER BY created_at, task_id"#,
         accounts as &[&str],
@@ -140,6 +140,8 @@ pub(crate) struct TaskRow {
     pub(crate) cause_event_id: Uuid,
     pub(crate) attempt: i32,
     pub(crate) policy_version: String,
+    /// The contact point the task is meant for (migration 0011).
+    pub(crate) contact_point_id: Option<String>,
     pub(crate) revision: i32,
 }
 
@@ -161,6 +163,7 @@ macro_rules! task_row {
             attempt: $r.attempt,
             policy_version: $r.policy_version,
             revision: $r.revision,
+            contact_point_id: $r.contact_point_id,
         }
     };
 }
@@ -193,7 +196,7 @@ impl TaskRow {
             cause_event_id: self.cause_event_id,
             policy_version: self.policy_version,
             revision: u32::try_from(self.revision).unwrap_or(Task::FIRST_REVISION),
-            contact_point_id: None,
+            contact_point_id: self.contact_point_id,
         })
     }
 }

@@ -328,7 +328,7 @@ impl Planner<'_> {
                 .collect();
             let (at, why) =
                 crate::caps::first_allowed(from, &self.state, &planned, self.policy, Call::of(&t));
-            if at <= t.due_at && !retired {
+            if at <= from && !retired {
                 continue;
             }
             let why = if retired {

@@ -1,7 +1,7 @@
 //! The public contract in `proto/` and the Rust code agree.
 //!
 //! * every valid example passes its JSON Schema (draft 2020-12, formats checked) and parses
-//!   into the Rust types: `parse_event` for the four inbound types, `parse_task_event` for
+//!   into the Rust types: `parse_event` for the five inbound types, `parse_task_event` for
 //!   `task.*`, with the parsed fields equal to the example's;
 //! * every invalid example fails its schema and its Rust parser, for the reason its name
 //!   gives: the table `INVALID_EXAMPLES` pins the `RejectCode` an inbound example gets and a
@@ -10,7 +10,9 @@
 //!   `task.schema.json` and `parse_task_event`;
 //! * on edge cases around every rule of `task.schema.json` (each required and optional
 //!   field, each enum value, ranges, UUID and date-time shapes, unknown fields) the schema
-//!   and `parse_task_event` give the same verdict.
+//!   and `parse_task_event` give the same verdict, and so do the inbound schemas and
+//!   `parse_event`, including every combination of channel, direction, result and
+//!   disposition of `contact.attempted`.
 //!
 //! The example's schema is chosen by the file-name prefix before `--`: `task.*` uses
 //! `task.schema.json`, every other type `<type>.schema.json`.
@@ -26,9 +28,10 @@ use collections_core::{
     outbound::{task_message, OutboundMessage, TaskState},
     parse_event, parse_task_event,
     state::AccountSummary,
-    AccountState, Decision, Event, EventType, Policy, RejectCode, Task, TaskEvent, TaskKind,
+    AccountState, Decision, Event, EventBody, EventType, Policy, RejectCode, Task, TaskEvent,
+    TaskKind,
 };
-use jiff::Timestamp;
+use jiff::{civil::Date, Timestamp};
 use jsonschema::{Draft, Resource, Validator};
 use serde_json::{json, Value};
 
@@ -166,6 +169,7 @@ fn every_schema_is_valid_draft_2020_12_and_compiles() {
         "promise.made.schema.json",
         "promise.broken.schema.json",
         "payment.received.schema.json",
+        "contact.attempted.schema.json",
         "task.schema.json",
     ] {
         assert!(schemas.contains_key(required), "{required} is missing");
@@ -215,6 +219,11 @@ fn valid_examples_pass_their_schema_and_the_parser() {
                     if e.event_type() != ty {
                         failures.push(format!("{}: parsed as {:?}", ex.file, e.event_type()));
                     }
+                    failures.extend(
+                        event_mismatches(&e, &ex.json)
+                            .into_iter()
+                            .map(|m| format!("{}: parse_event {m}", ex.file)),
+                    );
                 }
                 Err(e) => failures.push(format!("{}: parse_event rejects it: {e}", ex.file)),
             }
@@ -247,6 +256,142 @@ fn valid_examples_pass_their_schema_and_the_parser() {
     );
 }
 
+/// Where a parsed inbound event differs from the JSON it was parsed from: the envelope
+/// and every member of its `data`, so a member read from the wrong key or dropped shows.
+/// An optional member absent from the JSON must be `None`.
+fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
+    let money = |m: &collections_core::Money, pointer: &str| {
+        j.pointer(&format!("{pointer}/minor"))
+            .and_then(Value::as_i64)
+            == Some(m.minor)
+            && str_at(j, &format!("{pointer}/currency")) == Some(m.currency.as_str())
+    };
+    let opt_money = |m: Option<&collections_core::Money>, pointer: &str| match m {
+        Some(m) => money(m, pointer),
+        None => j.pointer(pointer).is_none(),
+    };
+    let date_at = |pointer: &str| str_at(j, pointer).and_then(|s| s.parse::<Date>().ok());
+    let text = |s: &str, pointer: &str| str_at(j, pointer) == Some(s);
+    let opt_text = |s: Option<&str>, pointer: &str| str_at(j, pointer) == s;
+    let mut checks: Vec<(&str, bool)> = vec![
+        ("id", uuid_at(j, "/id") == Some(e.id)),
+        ("source", text(&e.source, "/source")),
+        ("time", instant_at(j, "/time") == Some(e.time)),
+        ("subject", text(&e.account_id, "/subject")),
+        ("type", text(e.event_type().as_str(), "/type")),
+    ];
+    match &e.body {
+        EventBody::PaymentFailed(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.customer.timezone",
+                opt_text(d.customer.timezone.as_deref(), "/data/customer/timezone"),
+            ),
+            (
+                "data.installment.number",
+                j.pointer("/data/installment/number")
+                    .and_then(Value::as_u64)
+                    == Some(u64::from(d.installment.number)),
+            ),
+            (
+                "data.installment.due_date",
+                date_at("/data/installment/due_date") == Some(d.installment.due_date),
+            ),
+            (
+                "data.installment.amount",
+                money(&d.installment.amount, "/data/installment/amount"),
+            ),
+            (
+                "data.overdue_amount",
+                money(&d.overdue_amount, "/data/overdue_amount"),
+            ),
+            (
+                "data.failure_reason",
+                text(&d.failure_reason, "/data/failure_reason"),
+            ),
+            (
+                "data.attempted_at",
+                instant_at(j, "/data/attempted_at") == Some(d.attempted_at),
+            ),
+        ]),
+        EventBody::PromiseMade(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.promise_id", text(&d.promise_id, "/data/promise_id")),
+            ("data.amount", money(&d.amount, "/data/amount")),
+            (
+                "data.promised_at",
+                instant_at(j, "/data/promised_at") == Some(d.promised_at),
+            ),
+            ("data.captured_by", text(&d.captured_by, "/data/captured_by")),
+            ("data.channel", text(&d.channel, "/data/channel")),
+        ]),
+        EventBody::PromiseBroken(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.promise_id", text(&d.promise_id, "/data/promise_id")),
+            ("data.reason", text(&d.reason, "/data/reason")),
+        ]),
+        EventBody::PaymentReceived(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.payment_id", text(&d.payment_id, "/data/payment_id")),
+            ("data.amount", money(&d.amount, "/data/amount")),
+            (
+                "data.received_at",
+                instant_at(j, "/data/received_at") == Some(d.received_at),
+            ),
+            (
+                "data.overdue_amount_after",
+                opt_money(d.overdue_amount_after.as_ref(), "/data/overdue_amount_after"),
+            ),
+            (
+                "data.next_due_date",
+                date_at("/data/next_due_date") == d.next_due_date,
+            ),
+        ]),
+        EventBody::ContactAttempted(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.debtor_id",
+                opt_text(d.debtor_id.as_deref(), "/data/debtor_id"),
+            ),
+            ("data.attempt_id", text(&d.attempt_id, "/data/attempt_id")),
+            ("data.task_id", uuid_at(j, "/data/task_id") == d.task_id),
+            ("data.channel", text(d.channel.as_str(), "/data/channel")),
+            ("data.direction", text(d.direction.as_str(), "/data/direction")),
+            (
+                "data.contact_point_id",
+                opt_text(d.contact_point_id.as_deref(), "/data/contact_point_id"),
+            ),
+            ("data.party", text(d.party.as_str(), "/data/party")),
+            ("data.result", text(d.result.as_str(), "/data/result")),
+            (
+                "data.disposition",
+                opt_text(d.disposition.map(|x| x.as_str()), "/data/disposition"),
+            ),
+            (
+                "data.callback_at",
+                instant_at(j, "/data/callback_at") == d.callback_at,
+            ),
+            (
+                "data.started_at",
+                instant_at(j, "/data/started_at") == Some(d.started_at),
+            ),
+            (
+                "data.agent_id",
+                opt_text(d.agent_id.as_deref(), "/data/agent_id"),
+            ),
+            (
+                "debtor()",
+                d.debtor() == str_at(j, "/data/debtor_id").unwrap_or(d.account_id.as_str()),
+            ),
+        ]),
+    }
+    checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(field, _)| format!("read {field} differently from the JSON"))
+        .collect()
+}
+
 /// What the Rust parser must say about an invalid example.
 enum Expect {
     /// `parse_event` refuses it with this code, and its detail mentions this text.
@@ -269,6 +414,65 @@ enum Expect {
 /// form), and a broken envelope is `not_cloudevent` (including an `id` that is not a
 /// canonical UUID and a `time` that is not RFC 3339).
 const INVALID_EXAMPLES: &[(&str, Expect)] = &[
+    (
+        "contact.attempted--agent-id-too-long.json",
+        Expect::Inbound(RejectCode::InvalidValue, "agent_id must be 1-128 characters"),
+    ),
+    (
+        "contact.attempted--busy-on-sms.json",
+        Expect::Inbound(RejectCode::InvalidValue, "result busy cannot happen on channel sms"),
+    ),
+    (
+        "contact.attempted--callback-at-without-callback-requested.json",
+        Expect::Inbound(RejectCode::InvalidValue, "callback_at is given without"),
+    ),
+    (
+        "contact.attempted--callback-without-callback-at.json",
+        Expect::Inbound(RejectCode::InvalidValue, "callback_requested needs callback_at"),
+    ),
+    (
+        "contact.attempted--channel-whatsapp.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `whatsapp`"),
+    ),
+    (
+        "contact.attempted--contact-point-id-null.json",
+        Expect::Inbound(RejectCode::Schema, "contact_point_id is null"),
+    ),
+    (
+        "contact.attempted--delivered-on-a-visit.json",
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "result delivered cannot happen on channel visit",
+        ),
+    ),
+    (
+        "contact.attempted--disposition-on-no-answer.json",
+        Expect::Inbound(RejectCode::InvalidValue, "needs result connected"),
+    ),
+    (
+        "contact.attempted--empty-attempt-id.json",
+        Expect::Inbound(RejectCode::InvalidValue, "attempt_id is empty"),
+    ),
+    (
+        "contact.attempted--inbound-no-answer.json",
+        Expect::Inbound(RejectCode::InvalidValue, "inbound"),
+    ),
+    (
+        "contact.attempted--missing-party.json",
+        Expect::Inbound(RejectCode::Schema, "missing field `party`"),
+    ),
+    (
+        "contact.attempted--started-at-without-offset.json",
+        Expect::Inbound(RejectCode::Schema, "started_at is not an RFC 3339"),
+    ),
+    (
+        "contact.attempted--task-id-not-uuid.json",
+        Expect::Inbound(RejectCode::Schema, "task_id"),
+    ),
+    (
+        "contact.attempted--unknown-result.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `hung_up`"),
+    ),
     (
         "payment.failed--amount-is-float.json",
         Expect::Inbound(RejectCode::Schema, "floating point"),
@@ -442,8 +646,16 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     ),
     ("task.due--revision-zero.json", Expect::Task("revision 0")),
     (
+        "task.scheduled--empty-contact-point-id.json",
+        Expect::Task("empty string"),
+    ),
+    (
         "task.scheduled--internal-kind-promise-expiry.json",
         Expect::Task("internal"),
+    ),
+    (
+        "task.scheduled--lost-contact-as-text.json",
+        Expect::Task("expected a boolean"),
     ),
     (
         "task.scheduled--missing-account-summary.json",
@@ -1194,6 +1406,10 @@ fn task_mismatches(t: &TaskEvent, j: &Value) -> Vec<String> {
             str_at(j, "/data/promise_id") == d.promise_id.as_deref(),
         ),
         (
+            "contact_point_id",
+            str_at(j, "/data/contact_point_id") == d.contact_point_id.as_deref(),
+        ),
+        (
             "cause_event_id",
             uuid_at(j, "/data/cause_event_id") == Some(d.cause_event_id),
         ),
@@ -1240,6 +1456,13 @@ fn task_mismatches(t: &TaskEvent, j: &Value) -> Vec<String> {
                 == Some(u64::from(a.failed_payments)),
         ),
         ("account.last_payment", last_payment),
+        (
+            "account.lost_contact",
+            j.pointer("/data/account/lost_contact")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                == a.lost_contact,
+        ),
     ];
     let mut out: Vec<String> = checks
         .iter()
@@ -2090,6 +2313,7 @@ fn task_due_mismatches(t: &TaskEvent, task: &Task, summary: &AccountSummary) -> 
         ("tone", d.tone == task.tone),
         ("reason", d.reason == task.reason),
         ("promise_id", d.promise_id == task.promise_id),
+        ("contact_point_id", d.contact_point_id == task.contact_point_id),
         ("cause_event_id", d.cause_event_id == task.cause_event_id),
         ("attempt", d.attempt == Some(task.attempt)),
         ("policy_version", d.policy_version == task.policy_version),
@@ -2117,6 +2341,7 @@ fn task_due_mismatches(t: &TaskEvent, task: &Task, summary: &AccountSummary) -> 
             a.last_payment.as_ref().map(|p| (p.amount, p.received_at))
                 == summary.last_payment.as_ref().map(last),
         ),
+        ("account.lost_contact", a.lost_contact == summary.lost_contact),
     ];
     checks
         .iter()

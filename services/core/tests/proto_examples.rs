@@ -322,7 +322,10 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
                 "data.promised_at",
                 instant_at(j, "/data/promised_at") == Some(d.promised_at),
             ),
-            ("data.captured_by", text(&d.captured_by, "/data/captured_by")),
+            (
+                "data.captured_by",
+                text(&d.captured_by, "/data/captured_by"),
+            ),
             ("data.channel", text(&d.channel, "/data/channel")),
         ]),
         EventBody::PromiseBroken(d) => checks.extend([
@@ -340,7 +343,10 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
             ),
             (
                 "data.overdue_amount_after",
-                opt_money(d.overdue_amount_after.as_ref(), "/data/overdue_amount_after"),
+                opt_money(
+                    d.overdue_amount_after.as_ref(),
+                    "/data/overdue_amount_after",
+                ),
             ),
             (
                 "data.next_due_date",
@@ -356,7 +362,10 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
             ("data.attempt_id", text(&d.attempt_id, "/data/attempt_id")),
             ("data.task_id", uuid_at(j, "/data/task_id") == d.task_id),
             ("data.channel", text(d.channel.as_str(), "/data/channel")),
-            ("data.direction", text(d.direction.as_str(), "/data/direction")),
+            (
+                "data.direction",
+                text(d.direction.as_str(), "/data/direction"),
+            ),
             (
                 "data.contact_point_id",
                 opt_text(d.contact_point_id.as_deref(), "/data/contact_point_id"),
@@ -416,11 +425,17 @@ enum Expect {
 const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     (
         "contact.attempted--agent-id-too-long.json",
-        Expect::Inbound(RejectCode::InvalidValue, "agent_id must be 1-128 characters"),
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "agent_id must be 1-128 characters",
+        ),
     ),
     (
         "contact.attempted--busy-on-sms.json",
-        Expect::Inbound(RejectCode::InvalidValue, "result busy cannot happen on channel sms"),
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "result busy cannot happen on channel sms",
+        ),
     ),
     (
         "contact.attempted--callback-at-without-callback-requested.json",
@@ -428,7 +443,10 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     ),
     (
         "contact.attempted--callback-without-callback-at.json",
-        Expect::Inbound(RejectCode::InvalidValue, "callback_requested needs callback_at"),
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "callback_requested needs callback_at",
+        ),
     ),
     (
         "contact.attempted--channel-whatsapp.json",
@@ -802,6 +820,8 @@ fn schema_and_parse_event_agree_on_edge_cases() {
     const PM: &str = "promise.made--tomorrow-afternoon-by-mobile.json";
     const PB: &str = "promise.broken--no-payment.json";
     const PR: &str = "payment.received--cure-with-next-due-date.json";
+    const CB: &str = "contact.attempted--connected-callback-requested.json";
+    const NA: &str = "contact.attempted--outbound-no-answer.json";
     let schemas = schema_files();
     let uuid = "7f3e2a10-5b6c-4d8e-9a1f-0b2c3d4e5f60";
     let both = |id: &str| {
@@ -1247,6 +1267,240 @@ fn schema_and_parse_event_agree_on_edge_cases() {
             vec![("/data/received_at", Some(json!("2026-11-04T14:30+08:00")))],
             Invalid,
         ),
+        // contact.attempted: ids
+        (
+            "attempt_id 128 characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(max_ascii)))],
+            Valid,
+        ),
+        (
+            "attempt_id 128 wide characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(max_wide)))],
+            Valid,
+        ),
+        (
+            "attempt_id 129 characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(long_ascii)))],
+            Invalid,
+        ),
+        (
+            "attempt_id 129 wide characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(long_wide)))],
+            Invalid,
+        ),
+        (
+            "attempt_id a number",
+            NA,
+            vec![("/data/attempt_id", Some(json!(871)))],
+            Invalid,
+        ),
+        (
+            "debtor_id absent",
+            NA,
+            vec![("/data/debtor_id", None)],
+            Valid,
+        ),
+        (
+            "debtor_id given",
+            NA,
+            vec![("/data/debtor_id", Some(json!("debtor-55810")))],
+            Valid,
+        ),
+        (
+            "debtor_id empty",
+            NA,
+            vec![("/data/debtor_id", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "debtor_id null",
+            NA,
+            vec![("/data/debtor_id", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "debtor_id 129 characters",
+            NA,
+            vec![("/data/debtor_id", Some(json!(long_ascii)))],
+            Invalid,
+        ),
+        (
+            "contact_point_id absent",
+            NA,
+            vec![("/data/contact_point_id", None)],
+            Valid,
+        ),
+        (
+            "contact_point_id empty",
+            NA,
+            vec![("/data/contact_point_id", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "contact_point_id 129 characters",
+            NA,
+            vec![("/data/contact_point_id", Some(json!(long_ascii)))],
+            Invalid,
+        ),
+        ("agent_id absent", NA, vec![("/data/agent_id", None)], Valid),
+        (
+            "agent_id empty",
+            NA,
+            vec![("/data/agent_id", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "agent_id null",
+            NA,
+            vec![("/data/agent_id", Some(Value::Null))],
+            Invalid,
+        ),
+        ("task_id absent", NA, vec![("/data/task_id", None)], Valid),
+        (
+            "task_id upper case",
+            NA,
+            vec![("/data/task_id", Some(json!(uuid.to_uppercase())))],
+            Valid,
+        ),
+        (
+            "task_id in simple form",
+            NA,
+            vec![("/data/task_id", Some(json!(uuid.replace('-', ""))))],
+            Invalid,
+        ),
+        (
+            "task_id braced",
+            NA,
+            vec![("/data/task_id", Some(json!(format!("{{{uuid}}}"))))],
+            Invalid,
+        ),
+        (
+            "task_id null",
+            NA,
+            vec![("/data/task_id", Some(Value::Null))],
+            Invalid,
+        ),
+        // contact.attempted: enums and instants
+        (
+            "channel upper case",
+            NA,
+            vec![("/data/channel", Some(json!("PHONE_MOBILE")))],
+            Invalid,
+        ),
+        (
+            "direction unknown",
+            NA,
+            vec![("/data/direction", Some(json!("both")))],
+            Invalid,
+        ),
+        (
+            "party unknown value",
+            NA,
+            vec![("/data/party", Some(json!("spouse")))],
+            Invalid,
+        ),
+        (
+            "result null",
+            NA,
+            vec![("/data/result", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "disposition null",
+            CB,
+            vec![
+                ("/data/disposition", Some(Value::Null)),
+                ("/data/callback_at", None),
+            ],
+            Invalid,
+        ),
+        (
+            "disposition unknown",
+            CB,
+            vec![
+                ("/data/disposition", Some(json!("angry"))),
+                ("/data/callback_at", None),
+            ],
+            Invalid,
+        ),
+        (
+            "started_at with a space",
+            NA,
+            vec![("/data/started_at", Some(json!("2026-11-04 10:00:05+08:00")))],
+            Invalid,
+        ),
+        (
+            "started_at +0800",
+            NA,
+            vec![("/data/started_at", Some(json!("2026-11-04T10:00:05+0800")))],
+            Invalid,
+        ),
+        (
+            "started_at in 1999",
+            NA,
+            vec![("/data/started_at", Some(json!("1999-11-04T10:00:05+08:00")))],
+            RustStricter,
+        ),
+        (
+            "started_at missing",
+            NA,
+            vec![("/data/started_at", None)],
+            Invalid,
+        ),
+        // contact.attempted: callback_at
+        (
+            "callback_at with a fraction and Z",
+            CB,
+            vec![("/data/callback_at", Some(json!("2026-11-04T10:00:00.5Z")))],
+            Valid,
+        ),
+        (
+            "callback_at without offset",
+            CB,
+            vec![("/data/callback_at", Some(json!("2026-11-04T18:00:00")))],
+            Invalid,
+        ),
+        (
+            "callback_at null",
+            CB,
+            vec![("/data/callback_at", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "callback_at without a disposition",
+            CB,
+            vec![("/data/disposition", None)],
+            Invalid,
+        ),
+        // A time order the schema cannot state: checked in code (proto/README.md).
+        (
+            "callback_at before started_at",
+            CB,
+            vec![(
+                "/data/callback_at",
+                Some(json!("2026-11-04T12:00:00+08:00")),
+            )],
+            OnlyCodeRejects,
+        ),
+        (
+            "callback_at equal to started_at",
+            CB,
+            vec![(
+                "/data/callback_at",
+                Some(json!("2026-11-04T13:00:02+08:00")),
+            )],
+            Valid,
+        ),
+        (
+            "unknown contact data field",
+            NA,
+            vec![("/data/call_seconds", Some(json!(0)))],
+            Valid,
+        ),
     ];
     // The tz database's legacy names outside the schema's Area/Location pattern.
     for zone in ["EST5EDT", "GMT+0", "GMT0", "W-SU", "NZ-CHAT"] {
@@ -1293,6 +1547,87 @@ fn schema_and_parse_event_agree_on_edge_cases() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Every combination of channel, direction, result and disposition (with `callback_at`
+/// given with `callback_requested`, and once without it): the schema's `if`/`then` rules
+/// and `parse_event`'s value checks accept and refuse the same ones, and a refusal by the
+/// parser is `invalid_value` (the values are well-formed, their combination is not).
+#[test]
+fn contact_attempted_schema_and_parse_event_agree_on_every_combination() {
+    let schemas = schema_files();
+    let v = validator(&schemas, "contact.attempted.schema.json");
+    let schema = &schemas["contact.attempted.schema.json"];
+    let values = |name: &str| -> Vec<Value> {
+        schema
+            .pointer(&format!("/properties/data/properties/{name}/enum"))
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("contact.attempted.schema.json has no {name} enum"))
+            .clone()
+    };
+    let (channels, directions, results) =
+        (values("channel"), values("direction"), values("result"));
+    let mut dispositions: Vec<Option<Value>> =
+        values("disposition").into_iter().map(Some).collect();
+    dispositions.push(None);
+    let base = valid_example("contact.attempted--outbound-no-answer.json");
+    let (mut accepted, mut refused) = (0, 0);
+    let mut failures = Vec::new();
+    for channel in &channels {
+        for direction in &directions {
+            for result in &results {
+                for disposition in &dispositions {
+                    let callback = disposition.as_ref() == Some(&json!("callback_requested"));
+                    for with_callback_at in [true, false] {
+                        if with_callback_at && !callback {
+                            continue;
+                        }
+                        let mut doc = base.clone();
+                        edit(&mut doc, "/data/channel", Some(channel.clone()));
+                        edit(&mut doc, "/data/direction", Some(direction.clone()));
+                        edit(&mut doc, "/data/result", Some(result.clone()));
+                        edit(&mut doc, "/data/disposition", disposition.clone());
+                        let at = with_callback_at.then(|| json!("2026-11-04T18:00:00+08:00"));
+                        edit(&mut doc, "/data/callback_at", at);
+                        let schema_ok = v.is_valid(&doc);
+                        let parsed =
+                            parse_event(&serde_json::to_vec(&doc).expect("serialise"), None);
+                        let case = format!(
+                            "{channel} {direction} {result} disposition {disposition:?}{}",
+                            if with_callback_at {
+                                " with callback_at"
+                            } else {
+                                ""
+                            }
+                        );
+                        match (&parsed, schema_ok) {
+                            (Ok(_), true) => accepted += 1,
+                            (Err(e), false) if e.code == RejectCode::InvalidValue => refused += 1,
+                            (Err(e), false) => {
+                                failures.push(format!("{case}: refused as {e}, not invalid_value"));
+                            }
+                            (Ok(_), false) => {
+                                failures.push(format!(
+                                    "{case}: the schema refuses, parse_event accepts"
+                                ));
+                            }
+                            (Err(e), true) => {
+                                failures.push(format!(
+                                    "{case}: the schema accepts, parse_event refuses: {e}"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Both sides of every rule are exercised, not only refusals.
+    assert!(
+        accepted > 50 && refused > 500,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
 #[test]
 fn parse_event_reports_what_is_wrong_without_the_value() {
     let base = valid_example("payment.failed--first-installment-default.json");
@@ -1326,6 +1661,31 @@ fn parse_event_reports_what_is_wrong_without_the_value() {
         let shown = value.as_str().unwrap_or_default();
         assert!(
             !e.detail.contains("secret") && !e.detail.contains(shown),
+            "{pointer}: the detail repeats the value: {e}"
+        );
+    }
+    // contact.attempted ids are opaque but may still identify a person or a number.
+    let base = valid_example("contact.attempted--outbound-no-answer.json");
+    let long_secret = format!("secret-{}", "1".repeat(122));
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/data/contact_point_id",
+            json!(long_secret),
+            "contact_point_id",
+        ),
+        ("/data/debtor_id", json!(long_secret), "debtor_id"),
+        ("/data/agent_id", json!(long_secret), "agent_id"),
+        ("/data/attempt_id", json!(long_secret), "attempt_id"),
+        ("/data/started_at", json!(secret), "started_at"),
+        ("/data/task_id", json!(secret), "task_id"),
+    ];
+    for (pointer, value, mention) in cases {
+        let mut doc = base.clone();
+        edit(&mut doc, pointer, Some(value));
+        let e = reject(&doc);
+        assert!(e.detail.contains(mention), "{pointer}: {e}");
+        assert!(
+            !e.detail.contains("secret"),
             "{pointer}: the detail repeats the value: {e}"
         );
     }
@@ -2182,7 +2542,30 @@ fn money(minor: i64) -> Value {
     json!({ "minor": minor, "currency": "CNY" })
 }
 
-/// A small scenario touching every kind of task the rules plan, plus cancellations.
+/// A `contact.attempted` about [`ACC`]: `what` is (channel, direction, party, result).
+fn contact(n: u32, started_at: &str, what: [&str; 4], point: &str, extra: Value) -> Event {
+    let [channel, direction, party, result] = what;
+    let mut data = json!({
+        "account_id": ACC,
+        "attempt_id": format!("dial-{n}"),
+        "channel": channel,
+        "direction": direction,
+        "contact_point_id": point,
+        "party": party,
+        "result": result,
+        "started_at": started_at,
+        "agent_id": "dialer-07",
+    });
+    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    event("contact.attempted", n, started_at, data)
+}
+
+/// A small scenario touching every kind of task the rules plan, plus cancellations: a
+/// failed payment, a promise broken three times, a conversation that asks for a callback,
+/// one that claims the money was paid, six calls over three days that reach nobody (lost
+/// contact: a contact repair and a third-party call) and the cure.
 fn scenario() -> Vec<Decision> {
     let policy = Policy::default();
     let mut state: Option<AccountState> = None;
@@ -2244,15 +2627,74 @@ fn scenario() -> Vec<Decision> {
             "2026-11-09T10:00:00+08:00",
             json!({ "account_id": ACC, "promise_id": "ptp-3", "reason": "no_payment" }),
         ),
+        contact(
+            10,
+            "2026-11-09T13:00:00+08:00",
+            ["phone_mobile", "outbound", "debtor", "connected"],
+            "cp-mobile-1",
+            json!({
+                "disposition": "callback_requested",
+                "callback_at": "2026-11-09T18:00:00+08:00",
+            }),
+        ),
+        contact(
+            11,
+            "2026-11-10T10:00:00+08:00",
+            ["phone_mobile", "inbound", "debtor", "connected"],
+            "cp-mobile-1",
+            json!({ "disposition": "claims_paid" }),
+        ),
+        contact(
+            12,
+            "2026-11-11T10:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "no_answer"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            13,
+            "2026-11-11T13:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "busy"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            14,
+            "2026-11-11T17:00:00+08:00",
+            ["phone_work", "outbound", "unknown", "voicemail"],
+            "cp-work-1",
+            json!({}),
+        ),
+        contact(
+            15,
+            "2026-11-12T10:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "no_answer"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            16,
+            "2026-11-12T13:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "failed"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            17,
+            "2026-11-13T10:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "no_answer"],
+            "cp-mobile-1",
+            json!({}),
+        ),
         event(
             "payment.received",
             7,
-            "2026-11-10T11:00:00+08:00",
+            "2026-11-16T11:00:00+08:00",
             json!({
                 "account_id": ACC,
                 "payment_id": "pay-2",
                 "amount": money(120_000),
-                "received_at": "2026-11-10T11:00:00+08:00",
+                "received_at": "2026-11-16T11:00:00+08:00",
                 "overdue_amount_after": money(0),
                 "next_due_date": "2026-12-01",
             }),
@@ -2313,7 +2755,10 @@ fn task_due_mismatches(t: &TaskEvent, task: &Task, summary: &AccountSummary) -> 
         ("tone", d.tone == task.tone),
         ("reason", d.reason == task.reason),
         ("promise_id", d.promise_id == task.promise_id),
-        ("contact_point_id", d.contact_point_id == task.contact_point_id),
+        (
+            "contact_point_id",
+            d.contact_point_id == task.contact_point_id,
+        ),
         ("cause_event_id", d.cause_event_id == task.cause_event_id),
         ("attempt", d.attempt == Some(task.attempt)),
         ("policy_version", d.policy_version == task.policy_version),
@@ -2341,7 +2786,10 @@ fn task_due_mismatches(t: &TaskEvent, task: &Task, summary: &AccountSummary) -> 
             a.last_payment.as_ref().map(|p| (p.amount, p.received_at))
                 == summary.last_payment.as_ref().map(last),
         ),
-        ("account.lost_contact", a.lost_contact == summary.lost_contact),
+        (
+            "account.lost_contact",
+            a.lost_contact == summary.lost_contact,
+        ),
     ];
     checks
         .iter()
@@ -2357,6 +2805,7 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
     let decisions = scenario();
     let mut seen_kinds = std::collections::BTreeSet::new();
     let mut seen_types = std::collections::BTreeSet::new();
+    let (mut with_point, mut lost_contact) = (0, 0);
     let mut checked = 0;
     let mut failures = Vec::new();
     for d in &decisions {
@@ -2370,6 +2819,8 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
                     .unwrap_or_default()
                     .to_owned(),
             );
+            with_point += usize::from(m.json()["data"]["contact_point_id"].is_string());
+            lost_contact += usize::from(m.json()["data"]["account"]["lost_contact"] == json!(true));
             let errors = schema_errors(&v, &m.json());
             if !errors.is_empty() {
                 failures.push(format!(
@@ -2422,9 +2873,21 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
         "promise_check",
         "supervisor_review",
         "field_visit",
+        "callback",
+        "payment_verification",
+        "contact_repair",
+        "third_party_call",
     ] {
         assert!(seen_kinds.contains(kind), "scenario produced no {kind}");
     }
+    assert!(
+        with_point > 0,
+        "no core-built message named the contact point of its task"
+    );
+    assert!(
+        lost_contact > 0,
+        "no core-built message carried account.lost_contact"
+    );
 }
 
 #[test]

@@ -110,6 +110,8 @@ struct TaskData<'a> {
     reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     promise_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact_point_id: Option<&'a str>,
     cause_event_id: Uuid,
     attempt: u32,
     policy_version: &'a str,
@@ -117,8 +119,6 @@ struct TaskData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cancel_reason: Option<&'a str>,
     revision: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    contact_point_id: Option<&'a str>,
 }
 
 /// The id a task event gets unless its caller names another: derived from the task, the
@@ -174,13 +174,13 @@ pub fn task_message_with_id(
         tone: task.tone,
         reason: &task.reason,
         promise_id: task.promise_id.as_deref(),
+        contact_point_id: task.contact_point_id.as_deref(),
         cause_event_id: task.cause_event_id,
         attempt: task.attempt,
         policy_version: &task.policy_version,
         account,
         cancel_reason,
         revision: task.revision,
-        contact_point_id: task.contact_point_id.as_deref(),
     };
     OutboundMessage {
         event_id,

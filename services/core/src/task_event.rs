@@ -98,8 +98,9 @@ pub struct TaskEventData {
     /// The promise concerned, if any; never empty when present.
     #[serde(default, deserialize_with = "optional_non_empty")]
     pub promise_id: Option<String>,
-    /// The contact point the task is meant for, if one is known; never empty when present.
-    #[serde(default, deserialize_with = "optional_non_empty")]
+    /// The contact point (an opaque id of a number or address, 1-128 characters, never
+    /// the number itself) the task is meant for, when it is meant for one known point.
+    #[serde(default, deserialize_with = "optional_point_id")]
     pub contact_point_id: Option<String>,
     /// The inbound event (or scheduler tick) that caused this message.
     #[serde(deserialize_with = "canonical_uuid")]
@@ -142,6 +143,10 @@ pub struct TaskAccountSummary {
     /// The last payment, when one is known.
     #[serde(default)]
     pub last_payment: Option<TaskLastPayment>,
+    /// No channel reaches the debtor (a run of attempts reached nobody, or every known
+    /// contact point is retired); absent means `false`.
+    #[serde(default)]
+    pub lost_contact: bool,
 }
 
 /// The last payment in a task event's account summary.
@@ -442,6 +447,21 @@ fn optional_non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
         )),
         other => Ok(other),
     }
+}
+
+/// Longest contact point id the contract allows, in characters (as `contact.attempted`).
+const MAX_POINT_ID_CHARS: usize = 128;
+
+fn optional_point_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let id = optional_non_empty(d)?;
+    if let Some(n) = id.as_deref().map(|s| s.chars().count()) {
+        if n > MAX_POINT_ID_CHARS {
+            return Err(D::Error::custom(format!(
+                "contact_point_id must be 1-{MAX_POINT_ID_CHARS} characters, not {n}"
+            )));
+        }
+    }
+    Ok(id)
 }
 
 fn optional_attempt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

@@ -1,7 +1,7 @@
 //! The public contract in `proto/` and the Rust code agree.
 //!
 //! * every valid example passes its JSON Schema (draft 2020-12, formats checked) and parses
-//!   into the Rust types: `parse_event` for the four inbound types, `parse_task_event` for
+//!   into the Rust types: `parse_event` for the five inbound types, `parse_task_event` for
 //!   `task.*`, with the parsed fields equal to the example's;
 //! * every invalid example fails its schema and its Rust parser, for the reason its name
 //!   gives: the table `INVALID_EXAMPLES` pins the `RejectCode` an inbound example gets and a
@@ -10,7 +10,9 @@
 //!   `task.schema.json` and `parse_task_event`;
 //! * on edge cases around every rule of `task.schema.json` (each required and optional
 //!   field, each enum value, ranges, UUID and date-time shapes, unknown fields) the schema
-//!   and `parse_task_event` give the same verdict.
+//!   and `parse_task_event` give the same verdict, and so do the inbound schemas and
+//!   `parse_event`, including every combination of channel, direction, result and
+//!   disposition of `contact.attempted`.
 //!
 //! The example's schema is chosen by the file-name prefix before `--`: `task.*` uses
 //! `task.schema.json`, every other type `<type>.schema.json`.
@@ -26,9 +28,10 @@ use collections_core::{
     outbound::{task_message, OutboundMessage, TaskState},
     parse_event, parse_task_event,
     state::AccountSummary,
-    AccountState, Decision, Event, EventType, Policy, RejectCode, Task, TaskEvent, TaskKind,
+    AccountState, Decision, Event, EventBody, EventType, Policy, RejectCode, Task, TaskEvent,
+    TaskKind,
 };
-use jiff::Timestamp;
+use jiff::{civil::Date, Timestamp};
 use jsonschema::{Draft, Resource, Validator};
 use serde_json::{json, Value};
 
@@ -166,6 +169,7 @@ fn every_schema_is_valid_draft_2020_12_and_compiles() {
         "promise.made.schema.json",
         "promise.broken.schema.json",
         "payment.received.schema.json",
+        "contact.attempted.schema.json",
         "task.schema.json",
     ] {
         assert!(schemas.contains_key(required), "{required} is missing");
@@ -215,6 +219,11 @@ fn valid_examples_pass_their_schema_and_the_parser() {
                     if e.event_type() != ty {
                         failures.push(format!("{}: parsed as {:?}", ex.file, e.event_type()));
                     }
+                    failures.extend(
+                        event_mismatches(&e, &ex.json)
+                            .into_iter()
+                            .map(|m| format!("{}: parse_event {m}", ex.file)),
+                    );
                 }
                 Err(e) => failures.push(format!("{}: parse_event rejects it: {e}", ex.file)),
             }
@@ -247,6 +256,151 @@ fn valid_examples_pass_their_schema_and_the_parser() {
     );
 }
 
+/// Where a parsed inbound event differs from the JSON it was parsed from: the envelope
+/// and every member of its `data`, so a member read from the wrong key or dropped shows.
+/// An optional member absent from the JSON must be `None`.
+fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
+    let money = |m: &collections_core::Money, pointer: &str| {
+        j.pointer(&format!("{pointer}/minor"))
+            .and_then(Value::as_i64)
+            == Some(m.minor)
+            && str_at(j, &format!("{pointer}/currency")) == Some(m.currency.as_str())
+    };
+    let opt_money = |m: Option<&collections_core::Money>, pointer: &str| match m {
+        Some(m) => money(m, pointer),
+        None => j.pointer(pointer).is_none(),
+    };
+    let date_at = |pointer: &str| str_at(j, pointer).and_then(|s| s.parse::<Date>().ok());
+    let text = |s: &str, pointer: &str| str_at(j, pointer) == Some(s);
+    let opt_text = |s: Option<&str>, pointer: &str| str_at(j, pointer) == s;
+    let mut checks: Vec<(&str, bool)> = vec![
+        ("id", uuid_at(j, "/id") == Some(e.id)),
+        ("source", text(&e.source, "/source")),
+        ("time", instant_at(j, "/time") == Some(e.time)),
+        ("subject", text(&e.account_id, "/subject")),
+        ("type", text(e.event_type().as_str(), "/type")),
+    ];
+    match &e.body {
+        EventBody::PaymentFailed(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.customer.timezone",
+                opt_text(d.customer.timezone.as_deref(), "/data/customer/timezone"),
+            ),
+            (
+                "data.installment.number",
+                j.pointer("/data/installment/number")
+                    .and_then(Value::as_u64)
+                    == Some(u64::from(d.installment.number)),
+            ),
+            (
+                "data.installment.due_date",
+                date_at("/data/installment/due_date") == Some(d.installment.due_date),
+            ),
+            (
+                "data.installment.amount",
+                money(&d.installment.amount, "/data/installment/amount"),
+            ),
+            (
+                "data.overdue_amount",
+                money(&d.overdue_amount, "/data/overdue_amount"),
+            ),
+            (
+                "data.failure_reason",
+                text(&d.failure_reason, "/data/failure_reason"),
+            ),
+            (
+                "data.attempted_at",
+                instant_at(j, "/data/attempted_at") == Some(d.attempted_at),
+            ),
+        ]),
+        EventBody::PromiseMade(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.promise_id", text(&d.promise_id, "/data/promise_id")),
+            ("data.amount", money(&d.amount, "/data/amount")),
+            (
+                "data.promised_at",
+                instant_at(j, "/data/promised_at") == Some(d.promised_at),
+            ),
+            (
+                "data.captured_by",
+                text(&d.captured_by, "/data/captured_by"),
+            ),
+            ("data.channel", text(&d.channel, "/data/channel")),
+        ]),
+        EventBody::PromiseBroken(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.promise_id", text(&d.promise_id, "/data/promise_id")),
+            ("data.reason", text(&d.reason, "/data/reason")),
+        ]),
+        EventBody::PaymentReceived(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.payment_id", text(&d.payment_id, "/data/payment_id")),
+            ("data.amount", money(&d.amount, "/data/amount")),
+            (
+                "data.received_at",
+                instant_at(j, "/data/received_at") == Some(d.received_at),
+            ),
+            (
+                "data.overdue_amount_after",
+                opt_money(
+                    d.overdue_amount_after.as_ref(),
+                    "/data/overdue_amount_after",
+                ),
+            ),
+            (
+                "data.next_due_date",
+                date_at("/data/next_due_date") == d.next_due_date,
+            ),
+        ]),
+        EventBody::ContactAttempted(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.debtor_id",
+                opt_text(d.debtor_id.as_deref(), "/data/debtor_id"),
+            ),
+            ("data.attempt_id", text(&d.attempt_id, "/data/attempt_id")),
+            ("data.task_id", uuid_at(j, "/data/task_id") == d.task_id),
+            ("data.channel", text(d.channel.as_str(), "/data/channel")),
+            (
+                "data.direction",
+                text(d.direction.as_str(), "/data/direction"),
+            ),
+            (
+                "data.contact_point_id",
+                opt_text(d.contact_point_id.as_deref(), "/data/contact_point_id"),
+            ),
+            ("data.party", text(d.party.as_str(), "/data/party")),
+            ("data.result", text(d.result.as_str(), "/data/result")),
+            (
+                "data.disposition",
+                opt_text(d.disposition.map(|x| x.as_str()), "/data/disposition"),
+            ),
+            (
+                "data.callback_at",
+                instant_at(j, "/data/callback_at") == d.callback_at,
+            ),
+            (
+                "data.started_at",
+                instant_at(j, "/data/started_at") == Some(d.started_at),
+            ),
+            (
+                "data.agent_id",
+                opt_text(d.agent_id.as_deref(), "/data/agent_id"),
+            ),
+            (
+                "debtor()",
+                d.debtor() == str_at(j, "/data/debtor_id").unwrap_or(d.account_id.as_str()),
+            ),
+        ]),
+    }
+    checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(field, _)| format!("read {field} differently from the JSON"))
+        .collect()
+}
+
 /// What the Rust parser must say about an invalid example.
 enum Expect {
     /// `parse_event` refuses it with this code, and its detail mentions this text.
@@ -269,6 +423,74 @@ enum Expect {
 /// form), and a broken envelope is `not_cloudevent` (including an `id` that is not a
 /// canonical UUID and a `time` that is not RFC 3339).
 const INVALID_EXAMPLES: &[(&str, Expect)] = &[
+    (
+        "contact.attempted--agent-id-too-long.json",
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "agent_id must be 1-128 characters",
+        ),
+    ),
+    (
+        "contact.attempted--busy-on-sms.json",
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "result busy cannot happen on channel sms",
+        ),
+    ),
+    (
+        "contact.attempted--callback-at-without-callback-requested.json",
+        Expect::Inbound(RejectCode::InvalidValue, "callback_at is given without"),
+    ),
+    (
+        "contact.attempted--callback-without-callback-at.json",
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "callback_requested needs callback_at",
+        ),
+    ),
+    (
+        "contact.attempted--channel-whatsapp.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `whatsapp`"),
+    ),
+    (
+        "contact.attempted--contact-point-id-null.json",
+        Expect::Inbound(RejectCode::Schema, "contact_point_id is null"),
+    ),
+    (
+        "contact.attempted--delivered-on-a-visit.json",
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "result delivered cannot happen on channel visit",
+        ),
+    ),
+    (
+        "contact.attempted--disposition-on-no-answer.json",
+        Expect::Inbound(RejectCode::InvalidValue, "needs result connected"),
+    ),
+    (
+        "contact.attempted--empty-attempt-id.json",
+        Expect::Inbound(RejectCode::InvalidValue, "attempt_id is empty"),
+    ),
+    (
+        "contact.attempted--inbound-no-answer.json",
+        Expect::Inbound(RejectCode::InvalidValue, "inbound"),
+    ),
+    (
+        "contact.attempted--missing-party.json",
+        Expect::Inbound(RejectCode::Schema, "missing field `party`"),
+    ),
+    (
+        "contact.attempted--started-at-without-offset.json",
+        Expect::Inbound(RejectCode::Schema, "started_at is not an RFC 3339"),
+    ),
+    (
+        "contact.attempted--task-id-not-uuid.json",
+        Expect::Inbound(RejectCode::Schema, "task_id"),
+    ),
+    (
+        "contact.attempted--unknown-result.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `hung_up`"),
+    ),
     (
         "payment.failed--amount-is-float.json",
         Expect::Inbound(RejectCode::Schema, "floating point"),
@@ -442,8 +664,16 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     ),
     ("task.due--revision-zero.json", Expect::Task("revision 0")),
     (
+        "task.scheduled--empty-contact-point-id.json",
+        Expect::Task("empty string"),
+    ),
+    (
         "task.scheduled--internal-kind-promise-expiry.json",
         Expect::Task("internal"),
+    ),
+    (
+        "task.scheduled--lost-contact-as-text.json",
+        Expect::Task("expected a boolean"),
     ),
     (
         "task.scheduled--missing-account-summary.json",
@@ -590,6 +820,8 @@ fn schema_and_parse_event_agree_on_edge_cases() {
     const PM: &str = "promise.made--tomorrow-afternoon-by-mobile.json";
     const PB: &str = "promise.broken--no-payment.json";
     const PR: &str = "payment.received--cure-with-next-due-date.json";
+    const CB: &str = "contact.attempted--connected-callback-requested.json";
+    const NA: &str = "contact.attempted--outbound-no-answer.json";
     let schemas = schema_files();
     let uuid = "7f3e2a10-5b6c-4d8e-9a1f-0b2c3d4e5f60";
     let both = |id: &str| {
@@ -1035,6 +1267,240 @@ fn schema_and_parse_event_agree_on_edge_cases() {
             vec![("/data/received_at", Some(json!("2026-11-04T14:30+08:00")))],
             Invalid,
         ),
+        // contact.attempted: ids
+        (
+            "attempt_id 128 characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(max_ascii)))],
+            Valid,
+        ),
+        (
+            "attempt_id 128 wide characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(max_wide)))],
+            Valid,
+        ),
+        (
+            "attempt_id 129 characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(long_ascii)))],
+            Invalid,
+        ),
+        (
+            "attempt_id 129 wide characters",
+            NA,
+            vec![("/data/attempt_id", Some(json!(long_wide)))],
+            Invalid,
+        ),
+        (
+            "attempt_id a number",
+            NA,
+            vec![("/data/attempt_id", Some(json!(871)))],
+            Invalid,
+        ),
+        (
+            "debtor_id absent",
+            NA,
+            vec![("/data/debtor_id", None)],
+            Valid,
+        ),
+        (
+            "debtor_id given",
+            NA,
+            vec![("/data/debtor_id", Some(json!("debtor-55810")))],
+            Valid,
+        ),
+        (
+            "debtor_id empty",
+            NA,
+            vec![("/data/debtor_id", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "debtor_id null",
+            NA,
+            vec![("/data/debtor_id", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "debtor_id 129 characters",
+            NA,
+            vec![("/data/debtor_id", Some(json!(long_ascii)))],
+            Invalid,
+        ),
+        (
+            "contact_point_id absent",
+            NA,
+            vec![("/data/contact_point_id", None)],
+            Valid,
+        ),
+        (
+            "contact_point_id empty",
+            NA,
+            vec![("/data/contact_point_id", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "contact_point_id 129 characters",
+            NA,
+            vec![("/data/contact_point_id", Some(json!(long_ascii)))],
+            Invalid,
+        ),
+        ("agent_id absent", NA, vec![("/data/agent_id", None)], Valid),
+        (
+            "agent_id empty",
+            NA,
+            vec![("/data/agent_id", Some(json!("")))],
+            Invalid,
+        ),
+        (
+            "agent_id null",
+            NA,
+            vec![("/data/agent_id", Some(Value::Null))],
+            Invalid,
+        ),
+        ("task_id absent", NA, vec![("/data/task_id", None)], Valid),
+        (
+            "task_id upper case",
+            NA,
+            vec![("/data/task_id", Some(json!(uuid.to_uppercase())))],
+            Valid,
+        ),
+        (
+            "task_id in simple form",
+            NA,
+            vec![("/data/task_id", Some(json!(uuid.replace('-', ""))))],
+            Invalid,
+        ),
+        (
+            "task_id braced",
+            NA,
+            vec![("/data/task_id", Some(json!(format!("{{{uuid}}}"))))],
+            Invalid,
+        ),
+        (
+            "task_id null",
+            NA,
+            vec![("/data/task_id", Some(Value::Null))],
+            Invalid,
+        ),
+        // contact.attempted: enums and instants
+        (
+            "channel upper case",
+            NA,
+            vec![("/data/channel", Some(json!("PHONE_MOBILE")))],
+            Invalid,
+        ),
+        (
+            "direction unknown",
+            NA,
+            vec![("/data/direction", Some(json!("both")))],
+            Invalid,
+        ),
+        (
+            "party unknown value",
+            NA,
+            vec![("/data/party", Some(json!("spouse")))],
+            Invalid,
+        ),
+        (
+            "result null",
+            NA,
+            vec![("/data/result", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "disposition null",
+            CB,
+            vec![
+                ("/data/disposition", Some(Value::Null)),
+                ("/data/callback_at", None),
+            ],
+            Invalid,
+        ),
+        (
+            "disposition unknown",
+            CB,
+            vec![
+                ("/data/disposition", Some(json!("angry"))),
+                ("/data/callback_at", None),
+            ],
+            Invalid,
+        ),
+        (
+            "started_at with a space",
+            NA,
+            vec![("/data/started_at", Some(json!("2026-11-04 10:00:05+08:00")))],
+            Invalid,
+        ),
+        (
+            "started_at +0800",
+            NA,
+            vec![("/data/started_at", Some(json!("2026-11-04T10:00:05+0800")))],
+            Invalid,
+        ),
+        (
+            "started_at in 1999",
+            NA,
+            vec![("/data/started_at", Some(json!("1999-11-04T10:00:05+08:00")))],
+            RustStricter,
+        ),
+        (
+            "started_at missing",
+            NA,
+            vec![("/data/started_at", None)],
+            Invalid,
+        ),
+        // contact.attempted: callback_at
+        (
+            "callback_at with a fraction and Z",
+            CB,
+            vec![("/data/callback_at", Some(json!("2026-11-04T10:00:00.5Z")))],
+            Valid,
+        ),
+        (
+            "callback_at without offset",
+            CB,
+            vec![("/data/callback_at", Some(json!("2026-11-04T18:00:00")))],
+            Invalid,
+        ),
+        (
+            "callback_at null",
+            CB,
+            vec![("/data/callback_at", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "callback_at without a disposition",
+            CB,
+            vec![("/data/disposition", None)],
+            Invalid,
+        ),
+        // A time order the schema cannot state: checked in code (proto/README.md).
+        (
+            "callback_at before started_at",
+            CB,
+            vec![(
+                "/data/callback_at",
+                Some(json!("2026-11-04T12:00:00+08:00")),
+            )],
+            OnlyCodeRejects,
+        ),
+        (
+            "callback_at equal to started_at",
+            CB,
+            vec![(
+                "/data/callback_at",
+                Some(json!("2026-11-04T13:00:02+08:00")),
+            )],
+            Valid,
+        ),
+        (
+            "unknown contact data field",
+            NA,
+            vec![("/data/call_seconds", Some(json!(0)))],
+            Valid,
+        ),
     ];
     // The tz database's legacy names outside the schema's Area/Location pattern.
     for zone in ["EST5EDT", "GMT+0", "GMT0", "W-SU", "NZ-CHAT"] {
@@ -1081,6 +1547,87 @@ fn schema_and_parse_event_agree_on_edge_cases() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Every combination of channel, direction, result and disposition (with `callback_at`
+/// given with `callback_requested`, and once without it): the schema's `if`/`then` rules
+/// and `parse_event`'s value checks accept and refuse the same ones, and a refusal by the
+/// parser is `invalid_value` (the values are well-formed, their combination is not).
+#[test]
+fn contact_attempted_schema_and_parse_event_agree_on_every_combination() {
+    let schemas = schema_files();
+    let v = validator(&schemas, "contact.attempted.schema.json");
+    let schema = &schemas["contact.attempted.schema.json"];
+    let values = |name: &str| -> Vec<Value> {
+        schema
+            .pointer(&format!("/properties/data/properties/{name}/enum"))
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("contact.attempted.schema.json has no {name} enum"))
+            .clone()
+    };
+    let (channels, directions, results) =
+        (values("channel"), values("direction"), values("result"));
+    let mut dispositions: Vec<Option<Value>> =
+        values("disposition").into_iter().map(Some).collect();
+    dispositions.push(None);
+    let base = valid_example("contact.attempted--outbound-no-answer.json");
+    let (mut accepted, mut refused) = (0, 0);
+    let mut failures = Vec::new();
+    for channel in &channels {
+        for direction in &directions {
+            for result in &results {
+                for disposition in &dispositions {
+                    let callback = disposition.as_ref() == Some(&json!("callback_requested"));
+                    for with_callback_at in [true, false] {
+                        if with_callback_at && !callback {
+                            continue;
+                        }
+                        let mut doc = base.clone();
+                        edit(&mut doc, "/data/channel", Some(channel.clone()));
+                        edit(&mut doc, "/data/direction", Some(direction.clone()));
+                        edit(&mut doc, "/data/result", Some(result.clone()));
+                        edit(&mut doc, "/data/disposition", disposition.clone());
+                        let at = with_callback_at.then(|| json!("2026-11-04T18:00:00+08:00"));
+                        edit(&mut doc, "/data/callback_at", at);
+                        let schema_ok = v.is_valid(&doc);
+                        let parsed =
+                            parse_event(&serde_json::to_vec(&doc).expect("serialise"), None);
+                        let case = format!(
+                            "{channel} {direction} {result} disposition {disposition:?}{}",
+                            if with_callback_at {
+                                " with callback_at"
+                            } else {
+                                ""
+                            }
+                        );
+                        match (&parsed, schema_ok) {
+                            (Ok(_), true) => accepted += 1,
+                            (Err(e), false) if e.code == RejectCode::InvalidValue => refused += 1,
+                            (Err(e), false) => {
+                                failures.push(format!("{case}: refused as {e}, not invalid_value"));
+                            }
+                            (Ok(_), false) => {
+                                failures.push(format!(
+                                    "{case}: the schema refuses, parse_event accepts"
+                                ));
+                            }
+                            (Err(e), true) => {
+                                failures.push(format!(
+                                    "{case}: the schema accepts, parse_event refuses: {e}"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Both sides of every rule are exercised, not only refusals.
+    assert!(
+        accepted > 50 && refused > 500,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
 #[test]
 fn parse_event_reports_what_is_wrong_without_the_value() {
     let base = valid_example("payment.failed--first-installment-default.json");
@@ -1114,6 +1661,31 @@ fn parse_event_reports_what_is_wrong_without_the_value() {
         let shown = value.as_str().unwrap_or_default();
         assert!(
             !e.detail.contains("secret") && !e.detail.contains(shown),
+            "{pointer}: the detail repeats the value: {e}"
+        );
+    }
+    // contact.attempted ids are opaque but may still identify a person or a number.
+    let base = valid_example("contact.attempted--outbound-no-answer.json");
+    let long_secret = format!("secret-{}", "1".repeat(122));
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/data/contact_point_id",
+            json!(long_secret),
+            "contact_point_id",
+        ),
+        ("/data/debtor_id", json!(long_secret), "debtor_id"),
+        ("/data/agent_id", json!(long_secret), "agent_id"),
+        ("/data/attempt_id", json!(long_secret), "attempt_id"),
+        ("/data/started_at", json!(secret), "started_at"),
+        ("/data/task_id", json!(secret), "task_id"),
+    ];
+    for (pointer, value, mention) in cases {
+        let mut doc = base.clone();
+        edit(&mut doc, pointer, Some(value));
+        let e = reject(&doc);
+        assert!(e.detail.contains(mention), "{pointer}: {e}");
+        assert!(
+            !e.detail.contains("secret"),
             "{pointer}: the detail repeats the value: {e}"
         );
     }
@@ -1194,6 +1766,10 @@ fn task_mismatches(t: &TaskEvent, j: &Value) -> Vec<String> {
             str_at(j, "/data/promise_id") == d.promise_id.as_deref(),
         ),
         (
+            "contact_point_id",
+            str_at(j, "/data/contact_point_id") == d.contact_point_id.as_deref(),
+        ),
+        (
             "cause_event_id",
             uuid_at(j, "/data/cause_event_id") == Some(d.cause_event_id),
         ),
@@ -1240,6 +1816,13 @@ fn task_mismatches(t: &TaskEvent, j: &Value) -> Vec<String> {
                 == Some(u64::from(a.failed_payments)),
         ),
         ("account.last_payment", last_payment),
+        (
+            "account.lost_contact",
+            j.pointer("/data/account/lost_contact")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                == a.lost_contact,
+        ),
     ];
     let mut out: Vec<String> = checks
         .iter()
@@ -1959,7 +2542,30 @@ fn money(minor: i64) -> Value {
     json!({ "minor": minor, "currency": "CNY" })
 }
 
-/// A small scenario touching every kind of task the rules plan, plus cancellations.
+/// A `contact.attempted` about [`ACC`]: `what` is (channel, direction, party, result).
+fn contact(n: u32, started_at: &str, what: [&str; 4], point: &str, extra: Value) -> Event {
+    let [channel, direction, party, result] = what;
+    let mut data = json!({
+        "account_id": ACC,
+        "attempt_id": format!("dial-{n}"),
+        "channel": channel,
+        "direction": direction,
+        "contact_point_id": point,
+        "party": party,
+        "result": result,
+        "started_at": started_at,
+        "agent_id": "dialer-07",
+    });
+    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    event("contact.attempted", n, started_at, data)
+}
+
+/// A small scenario touching every kind of task the rules plan, plus cancellations: a
+/// failed payment, a promise broken three times, a conversation that asks for a callback,
+/// one that claims the money was paid, six calls over three days that reach nobody (lost
+/// contact: a contact repair and a third-party call) and the cure.
 fn scenario() -> Vec<Decision> {
     let policy = Policy::default();
     let mut state: Option<AccountState> = None;
@@ -2021,15 +2627,74 @@ fn scenario() -> Vec<Decision> {
             "2026-11-09T10:00:00+08:00",
             json!({ "account_id": ACC, "promise_id": "ptp-3", "reason": "no_payment" }),
         ),
+        contact(
+            10,
+            "2026-11-09T13:00:00+08:00",
+            ["phone_mobile", "outbound", "debtor", "connected"],
+            "cp-mobile-1",
+            json!({
+                "disposition": "callback_requested",
+                "callback_at": "2026-11-09T18:00:00+08:00",
+            }),
+        ),
+        contact(
+            11,
+            "2026-11-10T10:00:00+08:00",
+            ["phone_mobile", "inbound", "debtor", "connected"],
+            "cp-mobile-1",
+            json!({ "disposition": "claims_paid" }),
+        ),
+        contact(
+            12,
+            "2026-11-11T10:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "no_answer"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            13,
+            "2026-11-11T13:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "busy"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            14,
+            "2026-11-11T17:00:00+08:00",
+            ["phone_work", "outbound", "unknown", "voicemail"],
+            "cp-work-1",
+            json!({}),
+        ),
+        contact(
+            15,
+            "2026-11-12T10:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "no_answer"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            16,
+            "2026-11-12T13:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "failed"],
+            "cp-mobile-1",
+            json!({}),
+        ),
+        contact(
+            17,
+            "2026-11-13T10:00:00+08:00",
+            ["phone_mobile", "outbound", "unknown", "no_answer"],
+            "cp-mobile-1",
+            json!({}),
+        ),
         event(
             "payment.received",
             7,
-            "2026-11-10T11:00:00+08:00",
+            "2026-11-16T11:00:00+08:00",
             json!({
                 "account_id": ACC,
                 "payment_id": "pay-2",
                 "amount": money(120_000),
-                "received_at": "2026-11-10T11:00:00+08:00",
+                "received_at": "2026-11-16T11:00:00+08:00",
                 "overdue_amount_after": money(0),
                 "next_due_date": "2026-12-01",
             }),
@@ -2090,6 +2755,10 @@ fn task_due_mismatches(t: &TaskEvent, task: &Task, summary: &AccountSummary) -> 
         ("tone", d.tone == task.tone),
         ("reason", d.reason == task.reason),
         ("promise_id", d.promise_id == task.promise_id),
+        (
+            "contact_point_id",
+            d.contact_point_id == task.contact_point_id,
+        ),
         ("cause_event_id", d.cause_event_id == task.cause_event_id),
         ("attempt", d.attempt == Some(task.attempt)),
         ("policy_version", d.policy_version == task.policy_version),
@@ -2117,6 +2786,10 @@ fn task_due_mismatches(t: &TaskEvent, task: &Task, summary: &AccountSummary) -> 
             a.last_payment.as_ref().map(|p| (p.amount, p.received_at))
                 == summary.last_payment.as_ref().map(last),
         ),
+        (
+            "account.lost_contact",
+            a.lost_contact == summary.lost_contact,
+        ),
     ];
     checks
         .iter()
@@ -2132,6 +2805,7 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
     let decisions = scenario();
     let mut seen_kinds = std::collections::BTreeSet::new();
     let mut seen_types = std::collections::BTreeSet::new();
+    let (mut with_point, mut lost_contact) = (0, 0);
     let mut checked = 0;
     let mut failures = Vec::new();
     for d in &decisions {
@@ -2145,6 +2819,8 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
                     .unwrap_or_default()
                     .to_owned(),
             );
+            with_point += usize::from(m.json()["data"]["contact_point_id"].is_string());
+            lost_contact += usize::from(m.json()["data"]["account"]["lost_contact"] == json!(true));
             let errors = schema_errors(&v, &m.json());
             if !errors.is_empty() {
                 failures.push(format!(
@@ -2197,9 +2873,21 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
         "promise_check",
         "supervisor_review",
         "field_visit",
+        "callback",
+        "payment_verification",
+        "contact_repair",
+        "third_party_call",
     ] {
         assert!(seen_kinds.contains(kind), "scenario produced no {kind}");
     }
+    assert!(
+        with_point > 0,
+        "no core-built message named the contact point of its task"
+    );
+    assert!(
+        lost_contact > 0,
+        "no core-built message carried account.lost_contact"
+    );
 }
 
 #[test]

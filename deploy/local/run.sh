@@ -20,7 +20,8 @@ cargo build --release --locked --bins
 # checks the schema at start and refuses one it cannot run against).
 target/release/collectionsctl migrate
 bins=(payment-failed-worker promise-made-worker promise-broken-worker payment-received-worker
-      contact-attempted-worker)
+      contact-attempted-worker hold-placed-worker hold-released-worker
+      contact-restricted-worker contact-unrestricted-worker)
 [[ -x target/release/task-scheduler ]] && bins+=(task-scheduler)
 
 logs=.run/logs

@@ -24,12 +24,16 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-pub const ALL_WORKERS: [&str; 5] = [
+pub const ALL_WORKERS: [&str; 9] = [
     "payment-failed-worker",
     "promise-made-worker",
     "promise-broken-worker",
     "payment-received-worker",
     "contact-attempted-worker",
+    "hold-placed-worker",
+    "hold-released-worker",
+    "contact-restricted-worker",
+    "contact-unrestricted-worker",
 ];
 
 pub fn bin_path(name: &str) -> PathBuf {
@@ -39,6 +43,10 @@ pub fn bin_path(name: &str) -> PathBuf {
         "promise-broken-worker" => env!("CARGO_BIN_EXE_promise-broken-worker"),
         "payment-received-worker" => env!("CARGO_BIN_EXE_payment-received-worker"),
         "contact-attempted-worker" => env!("CARGO_BIN_EXE_contact-attempted-worker"),
+        "hold-placed-worker" => env!("CARGO_BIN_EXE_hold-placed-worker"),
+        "hold-released-worker" => env!("CARGO_BIN_EXE_hold-released-worker"),
+        "contact-restricted-worker" => env!("CARGO_BIN_EXE_contact-restricted-worker"),
+        "contact-unrestricted-worker" => env!("CARGO_BIN_EXE_contact-unrestricted-worker"),
         "task-scheduler" => env!("CARGO_BIN_EXE_task-scheduler"),
         other => panic!("unknown binary {other}"),
     })

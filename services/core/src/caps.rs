@@ -160,7 +160,7 @@ pub fn first_allowed(
                 ));
             }
         }
-        let inside = window::next_allowed(t, &tz, &policy.contact_window);
+        let inside = window::next_allowed(t, &tz, &state.window(&policy.contact_window, t));
         if inside != t {
             t = inside;
             moved = true;

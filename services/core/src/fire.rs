@@ -31,6 +31,18 @@ pub enum FireOutcome {
         /// The `promise.broken` event.
         message: OutboundMessage,
     },
+    /// Forbidden now by a hold or a restriction in force: cancel the task (its label is
+    /// the cancel reason) and publish its `task.cancelled`.
+    Cancelled {
+        /// The task with its revision advanced.
+        task: Box<Task>,
+        /// Its `task.cancelled` event.
+        message: OutboundMessage,
+        /// The journal line.
+        journal: JournalEntry,
+        /// `hold:<reason>` or `restriction:<kind>[:<channel>]`.
+        reason: String,
+    },
     /// Not allowed now (outside the contact window, or over a frequency cap): put the
     /// task back at `task.due_at` and publish the re-emitted `task.scheduled`.
     Moved {
@@ -61,9 +73,39 @@ pub fn fire(
         };
     }
     let tz = state.zone();
-    if task.kind.contacts_customer() && !window::is_allowed(now, &tz, &policy.contact_window) {
+    if let Some(label) = state.forbidden(
+        task.kind,
+        task.channel,
+        task.contact_point_id.as_deref(),
+        now,
+    ) {
+        // A hold or restriction in force now forbids it (its event was applied after
+        // the plan): never fired; cancelled with the hold's or restriction's label.
+        let cancelled = task.revised();
+        return FireOutcome::Cancelled {
+            message: task_message(
+                TaskState::Cancelled,
+                &cancelled,
+                &summary,
+                now,
+                Some(&label),
+            ),
+            journal: JournalEntry {
+                kind: "task_cancelled",
+                detail: format!(
+                    "{} {} cancelled at firing time: {label}",
+                    task.kind, task.task_id
+                ),
+                task_id: Some(task.task_id),
+            },
+            task: Box::new(cancelled),
+            reason: label,
+        };
+    }
+    let w = state.window(&policy.contact_window, now);
+    if task.kind.contacts_customer() && !window::is_allowed(now, &tz, &w) {
         // Late (an outage, a backlog) and now outside the window: never fire; move it.
-        let due_at = window::next_allowed(now, &tz, &policy.contact_window);
+        let due_at = window::next_allowed(now, &tz, &w);
         return moved(
             task,
             due_at,

@@ -31,6 +31,7 @@ pub mod contact;
 pub mod decide;
 pub mod event;
 pub mod fire;
+pub mod hold;
 pub mod money;
 pub mod netting;
 pub mod outbound;

@@ -402,6 +402,11 @@ impl World<'_> {
                 self.open.remove(index);
                 parse_event(&message.body, None).ok()
             }
+            FireOutcome::Cancelled { message, .. } => {
+                self.open.remove(index);
+                self.record(&message);
+                None
+            }
             FireOutcome::Moved {
                 task: moved,
                 message,
@@ -440,6 +445,33 @@ fn describe(e: &Event) -> String {
             d.promise_id, d.amount, d.promised_at
         ),
         B::PromiseBroken(d) => format!("promise {} broken ({})", d.promise_id, d.reason),
+        B::HoldPlaced(d) => format!(
+            "hold {} placed: {} ({}){}",
+            d.hold_id,
+            d.reason,
+            match &d.scope {
+                crate::event::HoldScope::All => "all contact".to_owned(),
+                crate::event::HoldScope::Channels(c) =>
+                    c.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", "),
+            },
+            if d.pause_dpd { ", DPD paused" } else { "" }
+        ),
+        B::HoldReleased(d) => format!("hold {} released: {}", d.hold_id, d.outcome),
+        B::ContactRestricted(d) => {
+            let mut s = format!("restriction {}: {}", d.restriction_id, d.kind);
+            if let Some(c) = d.channel {
+                s.push_str(&format!(" on {c}"));
+            }
+            if let Some(h) = d.hours {
+                s.push_str(&format!(
+                    " {}-{}",
+                    h.start.strftime("%H:%M"),
+                    h.end.strftime("%H:%M")
+                ));
+            }
+            s
+        }
+        B::ContactUnrestricted(d) => format!("restriction {} lifted", d.restriction_id),
         B::ContactAttempted(d) => {
             let mut s = format!(
                 "{} {} attempt {}: {}, party {}",

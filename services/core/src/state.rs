@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     contact::Ledger,
+    hold::{HoldRecord, RestrictionRecord},
     money::{Currency, Money},
 };
 
@@ -177,6 +178,12 @@ pub struct AccountState {
     /// being verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calls_held_until: Option<Timestamp>,
+    /// Holds placed on the account (and releases whose placement has not arrived yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<HoldRecord>,
+    /// Contact restrictions (and lifts whose restriction has not arrived yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<RestrictionRecord>,
     /// The debtor's contact ledger, loaded by the store with the state (not part of the
     /// stored document: it is kept per debtor, across accounts).
     #[serde(skip)]
@@ -228,6 +235,12 @@ pub struct AccountSummary {
     /// No channel reaches the debtor.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lost_contact: bool,
+    /// Reasons of the holds in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
+    /// Kinds of the contact restrictions in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<String>,
 }
 
 /// DPD band for a count of days past due.
@@ -342,6 +355,8 @@ impl AccountState {
             refusals: 0,
             calls_held_until: None,
             ledger: Ledger::default(),
+            holds: Vec::new(),
+            restrictions: Vec::new(),
         }
     }
 
@@ -369,16 +384,23 @@ impl AccountState {
             return 0;
         };
         let today = now.to_zoned(self.zone()).date();
-        today
+        let raw = today
             .since(*first)
             .map(|s| i64::from(s.get_days()))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        if self.holds.iter().any(|h| h.pause_dpd) {
+            // Days held with `pause_dpd` do not count.
+            raw - self.paused_days(*first, now)
+        } else {
+            raw
+        }
     }
 
     /// The summary tasks carry.
     #[must_use]
     pub fn summary(&self, now: Timestamp) -> AccountSummary {
         let dpd = self.dpd(now);
+        let (holds, restrictions) = self.in_force_labels(now);
         AccountSummary {
             dpd,
             bucket: bucket(dpd).to_owned(),
@@ -388,6 +410,8 @@ impl AccountState {
             failed_payments: self.failed_payments,
             last_payment: self.last_payment,
             lost_contact: self.lost_contact,
+            holds,
+            restrictions,
         }
     }
 

@@ -67,6 +67,8 @@ text_enum!(
         ContactRepair = "contact_repair",
         /// Check whether a payment the debtor says they made arrived.
         PaymentVerification = "payment_verification",
+        /// Review a hold (dispute, hardship, ...) at its review date.
+        HoldReview = "hold_review",
     }
 );
 
@@ -125,6 +127,7 @@ impl TaskKind {
                 | TaskKind::PromiseExpiry
                 | TaskKind::ContactRepair
                 | TaskKind::PaymentVerification
+                | TaskKind::HoldReview
         )
     }
 

@@ -557,6 +557,21 @@ impl<'a> Fold<'a> {
                 self.trace.push(format!("  moved to {}", moved.due_at));
                 self.open[index].task = *moved;
             }
+            FireOutcome::Cancelled {
+                task: cancelled,
+                message,
+                ..
+            } => {
+                // A hold or restriction forbids it at firing time: cancelled, revision + 1.
+                self.check_events(std::slice::from_ref(&message));
+                self.check_row(
+                    cancelled.task_id,
+                    true,
+                    cancelled.revision,
+                    "cancelled at firing",
+                );
+                self.open.remove(index);
+            }
             FireOutcome::Due { message, follow_up } => {
                 self.check_events(std::slice::from_ref(&message));
                 // Marked emitted with its revision advanced by one (`complete_fired`).

@@ -353,6 +353,48 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
                 date_at("/data/next_due_date") == d.next_due_date,
             ),
         ]),
+        EventBody::HoldPlaced(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.hold_id", text(&d.hold_id, "/data/hold_id")),
+            ("data.reason", text(d.reason.as_str(), "/data/reason")),
+            (
+                "data.placed_at",
+                instant_at(j, "/data/placed_at") == Some(d.placed_at),
+            ),
+            ("data.placed_by", text(&d.placed_by, "/data/placed_by")),
+        ]),
+        EventBody::HoldReleased(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.hold_id", text(&d.hold_id, "/data/hold_id")),
+            ("data.outcome", text(d.outcome.as_str(), "/data/outcome")),
+            (
+                "data.released_at",
+                instant_at(j, "/data/released_at") == Some(d.released_at),
+            ),
+        ]),
+        EventBody::ContactRestricted(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.restriction_id",
+                text(&d.restriction_id, "/data/restriction_id"),
+            ),
+            ("data.kind", text(d.kind.as_str(), "/data/kind")),
+            (
+                "data.effective_at",
+                instant_at(j, "/data/effective_at") == Some(d.effective_at),
+            ),
+        ]),
+        EventBody::ContactUnrestricted(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.restriction_id",
+                text(&d.restriction_id, "/data/restriction_id"),
+            ),
+            (
+                "data.effective_at",
+                instant_at(j, "/data/effective_at") == Some(d.effective_at),
+            ),
+        ]),
         EventBody::ContactAttempted(d) => checks.extend([
             ("data.account_id", text(&d.account_id, "/data/account_id")),
             (

@@ -76,8 +76,11 @@ pub struct Move {
     pub revision: u32,
     /// Journal line.
     pub why: String,
-    /// Its re-emitted `task.scheduled`.
+    /// Its re-emitted `task.scheduled` (its `task.cancelled` when `cancel` is set).
     pub message: OutboundMessage,
+    /// Not moved but cancelled, for this reason (a hold or restriction in force at firing
+    /// time): `due_at` and `priority` are then left as they were.
+    pub cancel: Option<String>,
 }
 
 impl Store {
@@ -341,14 +344,45 @@ async fn reschedule_claimed_on(
     leases: Leases,
 ) -> Result<Settled, StoreError> {
     let mut tx = conn.begin().await?;
-    let ids: Vec<Uuid> = moves.iter().map(|m| m.task_id).collect();
-    let due: Vec<Ts> = moves.iter().map(|m| m.due_at.to_sqlx()).collect();
-    let priority: Vec<i16> = moves.iter().map(|m| i16::from(m.priority)).collect();
-    let revision: Vec<i32> = moves
+    let (cancels, moves_only): (Vec<&Move>, Vec<&Move>) =
+        moves.iter().partition(|m| m.cancel.is_some());
+    let mut held: HashSet<Uuid> = if cancels.is_empty() {
+        HashSet::new()
+    } else {
+        let ids: Vec<Uuid> = cancels.iter().map(|m| m.task_id).collect();
+        let reasons: Vec<&str> = cancels
+            .iter()
+            .map(|m| m.cancel.as_deref().unwrap_or_default())
+            .collect();
+        let revision: Vec<i32> = cancels
+            .iter()
+            .map(|m| i32::try_from(m.revision).unwrap_or(i32::MAX))
+            .collect();
+        sqlx::query_scalar!(
+            "UPDATE tasks t SET status = 'cancelled', cancelled_at = now(),
+                    cancel_reason = c.reason, claimed_at = NULL, claim_token = NULL,
+                    claim_until = NULL, revision = c.revision
+             FROM unnest($1::uuid[], $2::text[], $3::int[]) AS c(id, reason, revision)
+             WHERE t.task_id = c.id AND (t.status = 'claimed') IS TRUE AND t.claim_token = $4
+             RETURNING t.task_id",
+            &ids,
+            &reasons as &[&str],
+            &revision,
+            token,
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    let ids: Vec<Uuid> = moves_only.iter().map(|m| m.task_id).collect();
+    let due: Vec<Ts> = moves_only.iter().map(|m| m.due_at.to_sqlx()).collect();
+    let priority: Vec<i16> = moves_only.iter().map(|m| i16::from(m.priority)).collect();
+    let revision: Vec<i32> = moves_only
         .iter()
         .map(|m| i32::try_from(m.revision).unwrap_or(i32::MAX))
         .collect();
-    let held: HashSet<Uuid> = sqlx::query_scalar!(
+    let rescheduled: HashSet<Uuid> = sqlx::query_scalar!(
         "UPDATE tasks t SET status = 'scheduled', claimed_at = NULL, claim_token = NULL,
                     claim_until = NULL, due_at = m.due, priority = m.priority,
                     revision = m.revision
@@ -366,6 +400,7 @@ async fn reschedule_claimed_on(
     .await?
     .into_iter()
     .collect();
+    held.extend(rescheduled);
     let (moves, lost): (Vec<&Move>, Vec<&Move>) =
         moves.iter().partition(|m| held.contains(&m.task_id));
     let journal: Vec<_> = moves
@@ -375,7 +410,11 @@ async fn reschedule_claimed_on(
                 m.message.account_id.clone(),
                 m.message.event_id,
                 collections_core::JournalEntry {
-                    kind: "task_moved",
+                    kind: if m.cancel.is_some() {
+                        "task_cancelled"
+                    } else {
+                        "task_moved"
+                    },
                     detail: m.why.clone(),
                     task_id: Some(m.task_id),
                 },

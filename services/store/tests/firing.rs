@@ -522,6 +522,7 @@ async fn a_scheduler_whose_claim_was_taken_over_moves_and_announces_nothing() {
             account_id: "acc-f9".to_owned(),
             body: serde_json::to_vec(&serde_json::json!({"type": "task.scheduled"})).expect("json"),
         },
+        cancel: None,
     }];
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(store.pool())
@@ -684,6 +685,7 @@ async fn a_move_abandoned_mid_transaction_closes_its_connection() {
         revision: 2,
         why: "outside the contact window".to_owned(),
         message,
+        cancel: None,
     }];
     let mut probe = probe("move_abandoned").await;
 

@@ -88,7 +88,7 @@ impl Planner<'_> {
         let (due, hour, why) = self.next_cadence_slot();
         let attempt = fired.attempt + 1;
         let channel = channel_for_attempt(attempt, &self.policy.channel_mix);
-        self.plan(
+        if self.plan(
             TaskKind::CollectionCall,
             channel,
             due,
@@ -97,9 +97,10 @@ impl Planner<'_> {
                 hour.strftime("%H:%M")
             ),
             None,
-        );
-        if let Some(t) = self.schedule.last_mut() {
-            t.attempt = attempt;
+        ) {
+            if let Some(t) = self.schedule.last_mut() {
+                t.attempt = attempt;
+            }
         }
         self.open_bucket_escalations();
     }

@@ -14,7 +14,9 @@ use super::{channel_for_attempt, Decision, Planner};
 use crate::{
     caps::Call,
     contact::{local_day, ordinal, Attempt},
-    event::{ContactAttempted, ContactChannel, Direction, Disposition},
+    event::{
+        ContactAttempted, ContactChannel, Direction, Disposition, HoldPlaced, HoldReason, HoldScope,
+    },
     policy::Policy,
     state::{bucket, AccountState, Status},
     task::{Channel, Task, TaskKind},
@@ -178,13 +180,29 @@ impl Planner<'_> {
                 }
             }
             Disposition::Dispute | Disposition::Hardship | Disposition::CeaseRequest => {
+                // The matching hold, as if placed by the desk: scope all, reviewed by the
+                // policy's default for its reason, released by a `hold.released` naming
+                // `contact:<attempt_id>`.
+                let reason = match disposition {
+                    Disposition::Dispute => HoldReason::Dispute,
+                    Disposition::Hardship => HoldReason::Hardship,
+                    _ => HoldReason::CeaseCommunication,
+                };
                 self.note(
                     "decision",
-                    format!(
-                        "recorded: the debtor raised {disposition} (a hold is placed by its own \
-                         hold.placed event)"
-                    ),
+                    format!("the debtor raised {disposition}: a {reason} hold is placed"),
                 );
+                self.hold_placed(&HoldPlaced {
+                    account_id: d.account_id.clone(),
+                    hold_id: format!("contact:{}", d.attempt_id),
+                    reason,
+                    scope: HoldScope::All,
+                    placed_at: d.started_at,
+                    review_at: None,
+                    pause_dpd: false,
+                    placed_by: d.agent_id.clone().unwrap_or_else(|| "contact".to_owned()),
+                    case_ref: None,
+                });
             }
             Disposition::PromiseMade => self.note(
                 "decision",

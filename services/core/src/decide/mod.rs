@@ -30,6 +30,7 @@ use crate::{
 
 mod call_fired;
 mod contact_attempted;
+mod holds;
 mod payment_failed;
 mod payment_received;
 mod priority;
@@ -178,6 +179,10 @@ pub fn decide(
         EventBody::PromiseBroken(d) => p.promise_broken(d),
         EventBody::PaymentReceived(d) => p.payment_received(d)?,
         EventBody::ContactAttempted(d) => p.contact_attempted(d, prev.is_some()),
+        EventBody::HoldPlaced(d) => p.hold_placed(d),
+        EventBody::HoldReleased(d) => p.hold_released(d),
+        EventBody::ContactRestricted(d) => p.contact_restricted(d),
+        EventBody::ContactUnrestricted(d) => p.contact_unrestricted(d),
     }
     Ok(p.finish())
 }
@@ -242,7 +247,11 @@ impl Planner<'_> {
     }
 
     /// Plans a task at `due_at` (moved by the frequency caps when they apply); its
-    /// priority follows from the account and the day it is due.
+    /// priority follows from the account and the day it is due. Returns whether it was
+    /// planned: a contact task is not while a hold stopping all contact is in force at
+    /// its instant, nor when every channel it could use is forbidden (the journal says
+    /// so); a forbidden channel falls back to an allowed one, and agreed hours move it
+    /// inside them.
     fn plan(
         &mut self,
         kind: TaskKind,
@@ -250,7 +259,15 @@ impl Planner<'_> {
         due_at: Timestamp,
         reason: String,
         promise_id: Option<&str>,
-    ) {
+    ) -> bool {
+        let (channel, due_at, reason) = if kind.contacts_customer() && !kind.is_internal() {
+            match self.allowed_contact(kind, channel, due_at, reason) {
+                Some(x) => x,
+                None => return false,
+            }
+        } else {
+            (channel, due_at, reason)
+        };
         let n = self.schedule.len();
         // A call to the debtor goes to a contact point that can be reached (the channel
         // mix falls back to another phone when every known point of this one is retired
@@ -309,10 +326,74 @@ impl Planner<'_> {
             task_id: Some(task_id),
         });
         self.schedule.push(task);
+        true
+    }
+
+    /// The channel, instant and reason a contact task may take under the holds and
+    /// restrictions in force at `at`, or `None` (journaled) when it may not be planned.
+    fn allowed_contact(
+        &mut self,
+        kind: TaskKind,
+        channel: Channel,
+        at: Timestamp,
+        reason: String,
+    ) -> Option<(Channel, Timestamp, String)> {
+        if let Some(label) = self
+            .state
+            .full_hold_at(at)
+            .map(crate::hold::HoldRecord::label)
+        {
+            self.note("decision", format!("{kind} not planned: {label} in force"));
+            return None;
+        }
+        let mut channel = channel;
+        let mut reason = reason;
+        if let Some(label) = self.state.forbidden(kind, channel, None, at) {
+            let phones = [Channel::PhoneMobile, Channel::PhoneWork, Channel::PhoneHome];
+            let messages = matches!(
+                kind,
+                TaskKind::PromiseReminder | TaskKind::PromiseCheck | TaskKind::PreDueReminder
+            );
+            let candidates: Vec<Channel> = match channel {
+                c if c.is_phone() => phones
+                    .into_iter()
+                    .filter(|p| *p != c)
+                    .chain(messages.then_some(Channel::Sms))
+                    .collect(),
+                Channel::Sms => phones.to_vec(),
+                _ => Vec::new(),
+            };
+            match candidates
+                .into_iter()
+                .find(|c| self.state.forbidden(kind, *c, None, at).is_none())
+            {
+                Some(c) => {
+                    reason = format!("{reason} (by {c}: {label})");
+                    channel = c;
+                }
+                None => {
+                    self.note(
+                        "decision",
+                        format!("{kind} not planned: {label}, and no other channel is allowed"),
+                    );
+                    return None;
+                }
+            }
+        }
+        let w = self.state.window(&self.policy.contact_window, at);
+        if w.narrowed_to.is_some() {
+            let inside = window::next_allowed(at, &self.state.zone(), &w);
+            if inside != at {
+                reason = format!("{reason} (moved into the hours the debtor agreed to)");
+            }
+            return Some((channel, inside, reason));
+        }
+        Some((channel, at, reason))
     }
 
     fn next_allowed(&self, at: Timestamp) -> Timestamp {
-        window::next_allowed(at, &self.state.zone(), &self.policy.contact_window)
+        let w = self.state.window(&self.policy.contact_window, at);
+        window::next_allowed(at, &self.state.zone(), &w)
     }
 
     /// The first instant at or after `at` (already inside the window) at which a call
@@ -345,7 +426,12 @@ impl Planner<'_> {
             .contacts
             .max_unanswered_per_contact_point_per_day;
         let usable = |id: &str, p: &crate::contact::PointView| {
-            !p.retired && (max == 0 || self.state.ledger.unanswered_on(id, day, &tz) < max)
+            !p.retired
+                && (max == 0 || self.state.ledger.unanswered_on(id, day, &tz) < max)
+                && self
+                    .state
+                    .forbidden(TaskKind::CollectionCall, channel, Some(id), at)
+                    .is_none()
         };
         let phones = [Channel::PhoneMobile, Channel::PhoneWork, Channel::PhoneHome];
         for ch in std::iter::once(channel).chain(phones.into_iter().filter(|c| *c != channel)) {
@@ -394,6 +480,17 @@ impl Planner<'_> {
     /// Plans one escalation task of `kind` (third-party call, visit, letter, review).
     /// A third party who refused is never called again (domain rule 8).
     fn plan_escalation(&mut self, kind: TaskKind, why: String) {
+        if let Some(label) = self
+            .state
+            .full_hold_at(self.now)
+            .map(crate::hold::HoldRecord::label)
+        {
+            self.note(
+                "decision",
+                format!("{why}: no {kind}, the escalation is frozen while {label} is in force"),
+            );
+            return;
+        }
         if kind == TaskKind::ThirdPartyCall && self.state.third_party_refused {
             self.note(
                 "decision",
@@ -453,15 +550,16 @@ impl Planner<'_> {
         let reason = format!("{why}: planned again in the {tone} tone");
         self.cancel_where(&reason, |t| ids.contains(&t.task_id));
         for t in stale {
-            self.plan(
+            if self.plan(
                 t.kind,
                 t.channel,
                 t.due_at,
                 format!("{} ({reason})", t.reason),
                 t.promise_id.as_deref(),
-            );
-            if let Some(planned) = self.schedule.last_mut() {
-                planned.attempt = t.attempt;
+            ) {
+                if let Some(planned) = self.schedule.last_mut() {
+                    planned.attempt = t.attempt;
+                }
             }
         }
     }
@@ -512,7 +610,11 @@ impl Planner<'_> {
     /// planned, and the journal says the backstop did it (`next_step_backstop`), so a rule
     /// that forgot the next step shows in the notes and the property tests.
     fn ensure_next_step(&mut self) {
-        if self.state.status != Status::Delinquent || self.state.open_promise().is_some() {
+        if self.state.status != Status::Delinquent
+            || self.state.open_promise().is_some()
+            || self.state.full_hold_at(self.now).is_some()
+        {
+            // A hold that stops all contact has its review as the next step.
             return;
         }
         let follow_up = self

@@ -19,7 +19,10 @@ impl Planner<'_> {
     /// and planned again inside it (a reminder still before its promise, or not at all).
     fn replan_for_zone(&mut self, previous: &str) {
         let tz = self.state.zone();
-        let w = self.policy.contact_window.clone();
+        let w = self
+            .state
+            .window(&self.policy.contact_window, self.now)
+            .into_owned();
         let misplaced: Vec<Task> = self
             .open
             .iter()
@@ -69,15 +72,16 @@ impl Planner<'_> {
                 );
                 continue;
             };
-            self.plan(
+            if self.plan(
                 t.kind,
                 t.channel,
                 due,
                 format!("{} (planned again in the customer's zone)", t.reason),
                 t.promise_id.as_deref(),
-            );
-            if let Some(planned) = self.schedule.last_mut() {
-                planned.attempt = t.attempt;
+            ) {
+                if let Some(planned) = self.schedule.last_mut() {
+                    planned.attempt = t.attempt;
+                }
             }
         }
     }

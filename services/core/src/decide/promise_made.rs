@@ -274,7 +274,10 @@ impl Planner<'_> {
 
     fn plan_promise_tasks(&mut self, d: &PromiseMade) {
         let tz = self.state.zone();
-        let w = self.policy.contact_window.clone();
+        let w = self
+            .state
+            .window(&self.policy.contact_window, self.now)
+            .into_owned();
         let rules = self.policy.promise.clone();
         let local = d.promised_at.to_zoned(tz.clone());
         let at_text = format!("{} {}", local.date(), local.time().strftime("%H:%M"));

@@ -40,16 +40,32 @@ pub enum EventType {
     /// `contact.attempted`
     #[serde(rename = "contact.attempted")]
     ContactAttempted,
+    /// `hold.placed`
+    #[serde(rename = "hold.placed")]
+    HoldPlaced,
+    /// `hold.released`
+    #[serde(rename = "hold.released")]
+    HoldReleased,
+    /// `contact.restricted`
+    #[serde(rename = "contact.restricted")]
+    ContactRestricted,
+    /// `contact.unrestricted`
+    #[serde(rename = "contact.unrestricted")]
+    ContactUnrestricted,
 }
 
 impl EventType {
     /// Every inbound type, in contract order.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 9] = [
         EventType::PaymentFailed,
         EventType::PromiseMade,
         EventType::PromiseBroken,
         EventType::PaymentReceived,
         EventType::ContactAttempted,
+        EventType::HoldPlaced,
+        EventType::HoldReleased,
+        EventType::ContactRestricted,
+        EventType::ContactUnrestricted,
     ];
 
     /// The CloudEvents `type` and routing key.
@@ -61,6 +77,10 @@ impl EventType {
             EventType::PromiseBroken => "promise.broken",
             EventType::PaymentReceived => "payment.received",
             EventType::ContactAttempted => "contact.attempted",
+            EventType::HoldPlaced => "hold.placed",
+            EventType::HoldReleased => "hold.released",
+            EventType::ContactRestricted => "contact.restricted",
+            EventType::ContactUnrestricted => "contact.unrestricted",
         }
     }
 
@@ -73,6 +93,10 @@ impl EventType {
             EventType::PromiseBroken => "collections.promise-broken",
             EventType::PaymentReceived => "collections.payment-received",
             EventType::ContactAttempted => "collections.contact-attempted",
+            EventType::HoldPlaced => "collections.hold-placed",
+            EventType::HoldReleased => "collections.hold-released",
+            EventType::ContactRestricted => "collections.contact-restricted",
+            EventType::ContactUnrestricted => "collections.contact-unrestricted",
         }
     }
 
@@ -168,6 +192,10 @@ impl Event {
             EventBody::PromiseBroken(_) => EventType::PromiseBroken,
             EventBody::PaymentReceived(_) => EventType::PaymentReceived,
             EventBody::ContactAttempted(_) => EventType::ContactAttempted,
+            EventBody::HoldPlaced(_) => EventType::HoldPlaced,
+            EventBody::HoldReleased(_) => EventType::HoldReleased,
+            EventBody::ContactRestricted(_) => EventType::ContactRestricted,
+            EventBody::ContactUnrestricted(_) => EventType::ContactUnrestricted,
         }
     }
 }
@@ -185,6 +213,14 @@ pub enum EventBody {
     PaymentReceived(PaymentReceived),
     /// A dialer, SMS gateway or collector desk reports a contact attempt and its result.
     ContactAttempted(Box<ContactAttempted>),
+    /// Collection activity stops (a dispute, hardship, an attorney, ...).
+    HoldPlaced(Box<HoldPlaced>),
+    /// A hold ends.
+    HoldReleased(Box<HoldReleased>),
+    /// A channel, a contact point or the hours of contact are restricted.
+    ContactRestricted(Box<ContactRestricted>),
+    /// A restriction is lifted.
+    ContactUnrestricted(Box<ContactUnrestricted>),
 }
 
 /// `customer` block of `payment.failed`.
@@ -447,4 +483,234 @@ impl ContactAttempted {
     pub fn debtor(&self) -> &str {
         self.debtor_id.as_deref().unwrap_or(&self.account_id)
     }
+}
+
+crate::task::text_enum!(
+    /// Why collection activity is held.
+    HoldReason {
+        /// The customer disputes the debt.
+        Dispute = "dispute",
+        /// A complaint is being handled.
+        Complaint = "complaint",
+        /// The customer is in hardship.
+        Hardship = "hardship",
+        /// A request to cease communication (FDCPA 805(c)).
+        CeaseCommunication = "cease_communication",
+        /// The customer is represented by an attorney.
+        AttorneyRepresented = "attorney_represented",
+        /// Bankruptcy.
+        Bankruptcy = "bankruptcy",
+        /// The customer died.
+        Deceased = "deceased",
+        /// The customer says the account is fraud.
+        FraudClaim = "fraud_claim",
+        /// Anything else.
+        Other = "other",
+    }
+);
+
+impl HoldReason {
+    /// Reasons that stop all contact whatever the hold's scope says.
+    #[must_use]
+    pub fn stops_all_contact(self) -> bool {
+        matches!(
+            self,
+            HoldReason::CeaseCommunication
+                | HoldReason::AttorneyRepresented
+                | HoldReason::Bankruptcy
+                | HoldReason::Deceased
+        )
+    }
+}
+
+crate::task::text_enum!(
+    /// How a hold ended.
+    HoldOutcome {
+        /// The matter was resolved.
+        Resolved = "resolved",
+        /// The customer's claim was upheld.
+        Upheld = "upheld",
+        /// The customer withdrew it.
+        Withdrawn = "withdrawn",
+        /// It ran out.
+        Expired = "expired",
+    }
+);
+
+crate::task::text_enum!(
+    /// A channel a hold or a restriction names.
+    HoldChannel {
+        /// Mobile phone.
+        PhoneMobile = "phone_mobile",
+        /// Work phone.
+        PhoneWork = "phone_work",
+        /// Home phone.
+        PhoneHome = "phone_home",
+        /// Text message.
+        Sms = "sms",
+        /// E-mail.
+        Email = "email",
+        /// In person.
+        Visit = "visit",
+        /// A contact person.
+        ContactPerson = "contact_person",
+        /// Post.
+        Letter = "letter",
+    }
+);
+
+impl HoldChannel {
+    /// The task channel of this name, if tasks use it.
+    #[must_use]
+    pub fn task_channel(self) -> Option<crate::task::Channel> {
+        use crate::task::Channel as C;
+        match self {
+            HoldChannel::PhoneMobile => Some(C::PhoneMobile),
+            HoldChannel::PhoneWork => Some(C::PhoneWork),
+            HoldChannel::PhoneHome => Some(C::PhoneHome),
+            HoldChannel::Sms => Some(C::Sms),
+            HoldChannel::Visit => Some(C::Visit),
+            HoldChannel::ContactPerson => Some(C::ContactPerson),
+            HoldChannel::Letter => Some(C::Letter),
+            HoldChannel::Email => None,
+        }
+    }
+}
+
+/// What a hold covers: every contact, or some channels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum HoldScope {
+    /// `"all"`.
+    All,
+    /// A non-empty list of channels.
+    Channels(Vec<HoldChannel>),
+}
+
+impl<'de> Deserialize<'de> for HoldScope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<HoldChannel>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("scope is neither \"all\" nor a list of channels")
+        })? {
+            Raw::Word(w) if w == "all" => Ok(HoldScope::All),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "scope {w:?} is neither \"all\" nor a list of channels"
+            ))),
+            Raw::List(l) => Ok(HoldScope::Channels(l)),
+        }
+    }
+}
+
+/// `hold.placed` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HoldPlaced {
+    /// Account id.
+    pub account_id: String,
+    /// The publisher's id of the hold.
+    pub hold_id: String,
+    /// Why.
+    pub reason: HoldReason,
+    /// What it covers.
+    pub scope: HoldScope,
+    /// When it took effect.
+    pub placed_at: Timestamp,
+    /// When to review it (a default by reason from policy when absent).
+    #[serde(default)]
+    pub review_at: Option<Timestamp>,
+    /// DPD and bucket do not advance while it is in force.
+    #[serde(default)]
+    pub pause_dpd: bool,
+    /// Who placed it (an id, never a name).
+    pub placed_by: String,
+    /// The case it belongs to.
+    #[serde(default)]
+    pub case_ref: Option<String>,
+}
+
+/// `hold.released` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HoldReleased {
+    /// Account id.
+    pub account_id: String,
+    /// The hold.
+    pub hold_id: String,
+    /// How it ended.
+    pub outcome: HoldOutcome,
+    /// When.
+    pub released_at: Timestamp,
+    /// Who released it (an id).
+    pub released_by: String,
+}
+
+crate::task::text_enum!(
+    /// What a restriction forbids.
+    RestrictionKind {
+        /// The debtor opted out of a channel or a contact point (Regulation F 1006.6(e)).
+        OptOut = "opt_out",
+        /// Do not call (a channel or a number; all phones when neither is named).
+        DoNotCall = "do_not_call",
+        /// No calls at work.
+        WorkplaceProhibited = "workplace_prohibited",
+        /// A contact person refused: no third-party calls.
+        ThirdPartyRefused = "third_party_refused",
+        /// Contact only within these local hours.
+        AgreedHours = "agreed_hours",
+    }
+);
+
+/// Local hours, `start` inclusive, `end` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalHours {
+    /// First allowed local time.
+    pub start: jiff::civil::Time,
+    /// First disallowed local time.
+    pub end: jiff::civil::Time,
+}
+
+/// `contact.restricted` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContactRestricted {
+    /// Account id.
+    pub account_id: String,
+    /// The person, when the restriction is theirs across accounts (recorded).
+    #[serde(default)]
+    pub debtor_id: Option<String>,
+    /// The publisher's id of the restriction.
+    pub restriction_id: String,
+    /// What it forbids.
+    pub kind: RestrictionKind,
+    /// The channel it concerns.
+    #[serde(default)]
+    pub channel: Option<HoldChannel>,
+    /// The contact point it concerns.
+    #[serde(default)]
+    pub contact_point_id: Option<String>,
+    /// The agreed hours (with `agreed_hours`).
+    #[serde(default)]
+    pub hours: Option<LocalHours>,
+    /// From when.
+    pub effective_at: Timestamp,
+    /// Until when (it lapses by itself).
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    /// Who reported it (a system or desk id).
+    pub source: String,
+}
+
+/// `contact.unrestricted` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContactUnrestricted {
+    /// Account id.
+    pub account_id: String,
+    /// The restriction lifted.
+    pub restriction_id: String,
+    /// From when.
+    pub effective_at: Timestamp,
 }

@@ -144,6 +144,18 @@ pub fn parse_event(body: &[u8], expected: Option<EventType>) -> Result<Event, Pa
         EventType::ContactAttempted => EventBody::ContactAttempted(Box::new(
             serde_json::from_value(data).map_err(serde_schema)?,
         )),
+        EventType::HoldPlaced => EventBody::HoldPlaced(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
+        EventType::HoldReleased => EventBody::HoldReleased(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
+        EventType::ContactRestricted => EventBody::ContactRestricted(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
+        EventType::ContactUnrestricted => EventBody::ContactUnrestricted(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
     };
     let event = Event {
         id,
@@ -191,6 +203,10 @@ fn check_values(e: &Event) -> Result<(), ParseError> {
         EventBody::PromiseBroken(d) => &d.account_id,
         EventBody::PaymentReceived(d) => &d.account_id,
         EventBody::ContactAttempted(d) => &d.account_id,
+        EventBody::HoldPlaced(d) => &d.account_id,
+        EventBody::HoldReleased(d) => &d.account_id,
+        EventBody::ContactRestricted(d) => &d.account_id,
+        EventBody::ContactUnrestricted(d) => &d.account_id,
     };
     if data_account != &e.account_id {
         return Err(invalid("data.account_id differs from subject"));
@@ -268,6 +284,40 @@ fn check_values(e: &Event) -> Result<(), ParseError> {
             }
         }
         EventBody::ContactAttempted(d) => check_contact(d, early)?,
+        EventBody::HoldPlaced(d) => {
+            require_id("hold_id", &d.hold_id)?;
+            require_id("placed_by", &d.placed_by)?;
+            if let Some(case) = &d.case_ref {
+                require_id("case_ref", case)?;
+            }
+            if d.placed_at < early {
+                return Err(invalid("placed_at is before 2000"));
+            }
+            if let super::HoldScope::Channels(list) = &d.scope {
+                if list.is_empty() {
+                    return Err(invalid(
+                        "scope is an empty list of channels (use \"all\" or name channels)",
+                    ));
+                }
+            }
+            if d.review_at.is_some_and(|r| r < d.placed_at) {
+                return Err(invalid("review_at is before placed_at"));
+            }
+        }
+        EventBody::HoldReleased(d) => {
+            require_id("hold_id", &d.hold_id)?;
+            require_id("released_by", &d.released_by)?;
+            if d.released_at < early {
+                return Err(invalid("released_at is before 2000"));
+            }
+        }
+        EventBody::ContactRestricted(d) => check_restriction(d, early)?,
+        EventBody::ContactUnrestricted(d) => {
+            require_id("restriction_id", &d.restriction_id)?;
+            if d.effective_at < early {
+                return Err(invalid("effective_at is before 2000"));
+            }
+        }
     }
     Ok(())
 }
@@ -335,6 +385,37 @@ fn check_contact(d: &super::ContactAttempted, early: Timestamp) -> Result<(), Pa
             return Err(invalid(
                 "callback_at is given without disposition callback_requested",
             ))
+        }
+    }
+    Ok(())
+}
+
+fn check_restriction(d: &super::ContactRestricted, early: Timestamp) -> Result<(), ParseError> {
+    use super::RestrictionKind as K;
+    require_id("restriction_id", &d.restriction_id)?;
+    require_id("source", &d.source)?;
+    if let Some(debtor) = &d.debtor_id {
+        require_id("debtor_id", debtor)?;
+    }
+    if let Some(point) = &d.contact_point_id {
+        require_id("contact_point_id", point)?;
+    }
+    if d.effective_at < early {
+        return Err(invalid("effective_at is before 2000"));
+    }
+    if d.expires_at.is_some_and(|e| e <= d.effective_at) {
+        return Err(invalid("expires_at is not after effective_at"));
+    }
+    match (d.kind, d.hours) {
+        (K::AgreedHours, None) => return Err(invalid("kind agreed_hours needs hours")),
+        (K::AgreedHours, Some(h)) if h.start >= h.end => {
+            return Err(invalid("hours.start is not before hours.end"))
+        }
+        (K::AgreedHours, Some(_)) | (_, None) => {}
+        (kind, Some(_)) => {
+            return Err(invalid(format!(
+                "hours are given with kind {kind}, not agreed_hours"
+            )))
         }
     }
     Ok(())

@@ -55,6 +55,22 @@ pub(super) fn shapes(ty: EventType) -> &'static [(&'static str, Shape)] {
             ("started_at", Shape::Instant),
             ("agent_id", Shape::NotNull),
         ],
+        EventType::HoldPlaced => &[
+            ("placed_at", Shape::Instant),
+            ("review_at", Shape::Instant),
+            ("pause_dpd", Shape::NotNull),
+            ("case_ref", Shape::NotNull),
+        ],
+        EventType::HoldReleased => &[("released_at", Shape::Instant)],
+        EventType::ContactRestricted => &[
+            ("debtor_id", Shape::NotNull),
+            ("channel", Shape::NotNull),
+            ("contact_point_id", Shape::NotNull),
+            ("hours", Shape::Object),
+            ("effective_at", Shape::Instant),
+            ("expires_at", Shape::Instant),
+        ],
+        EventType::ContactUnrestricted => &[("effective_at", Shape::Instant)],
     }
 }
 

@@ -19,7 +19,7 @@ mod validate;
 
 pub use sections::{
     BrokenPromiseStep, BucketStep, ByBucket, Cadence, Caps, ChannelMix, ContactWindow, Contacts,
-    Escalation, Hours, PreDue, PriorityCriterion, PriorityRules, PromiseRules, Segments,
+    Escalation, Holds, Hours, PreDue, PriorityCriterion, PriorityRules, PromiseRules, Segments,
     WeekdayHours, WeekdayName, BUCKETS, ESCALATION_KINDS,
 };
 
@@ -78,6 +78,9 @@ pub struct Policy {
     /// Contact outcomes: per-debtor caps, contact points, lost contact (optional section).
     #[serde(default)]
     pub contacts: Contacts,
+    /// Hold review dates by reason (optional section).
+    #[serde(default)]
+    pub holds: Holds,
     /// The content hash, once computed (see [`Policy::version`]).
     #[serde(skip)]
     version: VersionCache,
@@ -196,9 +199,9 @@ mod tests {
         assert_eq!(a.version.0.get().map(String::as_str), Some(a.version()));
         assert_eq!(a.version(), a.content_hash());
         // The shipped files' versions, as recorded in decisions since they were written.
-        assert_eq!(a.version(), "p-11cec6425fc8");
+        assert_eq!(a.version(), "p-d687ff492b0c");
         let reg_f = Policy::from_toml_str(US_REG_F_POLICY_TOML).expect("valid");
-        assert_eq!(reg_f.version(), "p-912c7b89d2cd");
+        assert_eq!(reg_f.version(), "p-f7202c476250");
         // Deserialised without from_toml_str, the version is computed on first use.
         let b: Policy = toml::from_str(DEFAULT_POLICY_TOML).expect("valid");
         assert!(b.version.0.get().is_none());

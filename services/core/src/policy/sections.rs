@@ -120,6 +120,11 @@ pub struct ContactWindow {
     /// Optional dates (in the customer's calendar) with no contact at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holidays: Vec<Date>,
+    /// Hours the debtor agreed to (an `agreed_hours` restriction): every day's hours are
+    /// narrowed to them, and a day with no overlap is closed. Never read from a policy
+    /// file: the rules set it on a copy of the window for one account.
+    #[serde(skip)]
+    pub narrowed_to: Option<Hours>,
 }
 
 impl ContactWindow {
@@ -132,6 +137,7 @@ impl ContactWindow {
             weekdays: WeekdayHours::default(),
             closed_weekdays: Vec::new(),
             holidays: Vec::new(),
+            narrowed_to: None,
         }
     }
 
@@ -145,10 +151,17 @@ impl ContactWindow {
         if self.closed_weekdays.contains(&day) {
             return None;
         }
-        Some(self.weekdays.get(day).unwrap_or(Hours {
+        let h = self.weekdays.get(day).unwrap_or(Hours {
             start: self.start,
             end: self.end,
-        }))
+        });
+        match self.narrowed_to {
+            None => Some(h),
+            Some(n) => {
+                let (start, end) = (h.start.max(n.start), h.end.min(n.end));
+                (start < end).then_some(Hours { start, end })
+            }
+        }
     }
 }
 
@@ -423,6 +436,76 @@ impl Default for Contacts {
             lost_contact_min_days: 3,
             claims_paid_hold: SignedDuration::from_hours(24),
             third_party_when_lost: true,
+        }
+    }
+}
+
+/// Holds (`[holds]`, optional): when a hold placed without `review_at` is reviewed, by
+/// reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Holds {
+    /// Review a dispute after this long.
+    #[serde(with = "duration")]
+    pub review_dispute: SignedDuration,
+    /// ...a complaint.
+    #[serde(with = "duration")]
+    pub review_complaint: SignedDuration,
+    /// ...hardship.
+    #[serde(with = "duration")]
+    pub review_hardship: SignedDuration,
+    /// ...a request to cease communication.
+    #[serde(with = "duration")]
+    pub review_cease_communication: SignedDuration,
+    /// ...attorney representation.
+    #[serde(with = "duration")]
+    pub review_attorney_represented: SignedDuration,
+    /// ...bankruptcy.
+    #[serde(with = "duration")]
+    pub review_bankruptcy: SignedDuration,
+    /// ...a death.
+    #[serde(with = "duration")]
+    pub review_deceased: SignedDuration,
+    /// ...a fraud claim.
+    #[serde(with = "duration")]
+    pub review_fraud_claim: SignedDuration,
+    /// ...anything else.
+    #[serde(with = "duration")]
+    pub review_other: SignedDuration,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        let days = |d: i64| SignedDuration::from_hours(24 * d);
+        Self {
+            review_dispute: days(30),
+            review_complaint: days(14),
+            review_hardship: days(14),
+            review_cease_communication: days(90),
+            review_attorney_represented: days(30),
+            review_bankruptcy: days(90),
+            review_deceased: days(90),
+            review_fraud_claim: days(30),
+            review_other: days(14),
+        }
+    }
+}
+
+impl Holds {
+    /// How long after placement a hold of `reason` is reviewed.
+    #[must_use]
+    pub fn review_after(&self, reason: crate::event::HoldReason) -> SignedDuration {
+        use crate::event::HoldReason as R;
+        match reason {
+            R::Dispute => self.review_dispute,
+            R::Complaint => self.review_complaint,
+            R::Hardship => self.review_hardship,
+            R::CeaseCommunication => self.review_cease_communication,
+            R::AttorneyRepresented => self.review_attorney_represented,
+            R::Bankruptcy => self.review_bankruptcy,
+            R::Deceased => self.review_deceased,
+            R::FraudClaim => self.review_fraud_claim,
+            R::Other => self.review_other,
         }
     }
 }

@@ -242,6 +242,21 @@ async fn fire_batch(
                 revision: task.revision,
                 why: journal.detail,
                 message,
+                cancel: None,
+            }),
+            FireOutcome::Cancelled {
+                task,
+                message,
+                journal,
+                reason,
+            } => moves.push(Move {
+                task_id: task.task_id,
+                due_at: task.due_at,
+                priority: task.priority,
+                revision: task.revision,
+                why: journal.detail,
+                message,
+                cancel: Some(reason),
             }),
         }
     }

@@ -11,6 +11,7 @@ mod faults;
 mod faults_scheduler;
 mod faults_workers;
 mod harness;
+mod holds;
 mod invariants;
 mod proxy;
 mod scheduler;

@@ -194,6 +194,7 @@ async fn retention_in(env: &mut Env, run: RetentionRun) -> anyhow::Result<()> {
         outbox: Duration::from_secs(7 * 86_400),
         inbox: Duration::from_secs(90 * 86_400),
         tasks: Duration::from_secs(90 * 86_400),
+        contacts: Duration::from_secs(90 * 86_400),
         journal: Some(Duration::from_secs(90 * 86_400)),
         batch,
         pause,

@@ -55,10 +55,12 @@ pub async fn prune(db: DbArgs, retention: RetentionArgs) -> anyhow::Result<()> {
     });
     let pruned = retention::prune(&store, &retention, Timestamp::now(), &token).await?;
     println!(
-        "pruned: {} inbox ids, {} outbox rows, {} tasks, {} journal entries{}",
+        "pruned: {} inbox ids, {} outbox rows, {} tasks, {} contact attempts, {} journal \
+         entries{}",
         pruned.inbox,
         pruned.outbox,
         pruned.tasks,
+        pruned.contacts,
         pruned.journal,
         if token.is_cancelled() {
             " (interrupted)"

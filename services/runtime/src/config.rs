@@ -175,6 +175,10 @@ pub struct RetentionArgs {
     /// never)
     #[arg(long, env = "RETENTION_TASKS_DAYS", default_value_t = 90)]
     retention_tasks_days: u32,
+    /// Contact attempts that started more than this many days ago are deleted from the
+    /// contact ledger (at least 35: the caps and the lost-contact rule read 35 days)
+    #[arg(long, env = "RETENTION_CONTACTS_DAYS", default_value_t = 90)]
+    retention_contacts_days: u32,
     /// Journal entries older than this many days are deleted [default: kept for ever: the
     /// journal is the collection note, kept (or archived first) per the team's retention
     /// rules]
@@ -210,6 +214,13 @@ impl RetentionArgs {
                  horizon lets a redelivered or replayed event apply twice"
             );
         }
+        let ledger_days = u32::try_from(collections_core::contact::LEDGER_DAYS).unwrap_or(35);
+        if self.retention_contacts_days < ledger_days {
+            bail!(
+                "RETENTION_CONTACTS_DAYS must be at least {ledger_days}: the caps and the \
+                 lost-contact rule read that many days of contact attempts"
+            );
+        }
         if self.prune_batch == 0 {
             bail!("PRUNE_BATCH must be at least 1");
         }
@@ -217,6 +228,7 @@ impl RetentionArgs {
             outbox: days("RETENTION_OUTBOX_DAYS", self.retention_outbox_days)?,
             inbox: days("RETENTION_INBOX_DAYS", self.retention_inbox_days)?,
             tasks: days("RETENTION_TASKS_DAYS", self.retention_tasks_days)?,
+            contacts: days("RETENTION_CONTACTS_DAYS", self.retention_contacts_days)?,
             journal: self
                 .retention_journal_days
                 .map(|d| days("RETENTION_JOURNAL_DAYS", d))
@@ -236,6 +248,8 @@ pub struct Retention {
     pub inbox: Duration,
     /// Emitted and cancelled tasks.
     pub tasks: Duration,
+    /// Contact attempts in the ledger.
+    pub contacts: Duration,
     /// Journal entries; `None`: kept.
     pub journal: Option<Duration>,
     /// Rows per statement.

@@ -1,5 +1,5 @@
 //! Pruning history past its horizon ([`crate::config::Retention`]): one pass over the
-//! inbox, the outbox, the tasks and (when a horizon is set) the journal, in batches of a
+//! inbox, the contact ledger, the outbox, the tasks and (when a horizon is set) the journal, in batches of a
 //! bounded size with a pause between them, so that it runs beside full ingest.
 //!
 //! Safe with several pruners at once (two `collectionsctl prune` runs, or replicas of a
@@ -24,6 +24,8 @@ pub struct Pruned {
     pub outbox: u64,
     /// Emitted and cancelled tasks.
     pub tasks: u64,
+    /// Contact attempts.
+    pub contacts: u64,
     /// Journal entries.
     pub journal: u64,
 }
@@ -55,6 +57,14 @@ pub async fn prune(
     let before = cutoff(now, retention.inbox);
     while let Some(n) = pace.step(|| store.prune_inbox(before, batch)).await? {
         pruned.inbox += n;
+        if n < batch as u64 {
+            break;
+        }
+    }
+
+    let before = cutoff(now, retention.contacts);
+    while let Some(n) = pace.step(|| store.prune_contacts(before, batch)).await? {
+        pruned.contacts += n;
         if n < batch as u64 {
             break;
         }

@@ -18,8 +18,9 @@ CREATE TABLE contact_attempts (
     event_id    uuid        NOT NULL,
     PRIMARY KEY (debtor_id, attempt_id)
 );
--- The batch loads a debtor's recent attempts.
+-- The batch loads a debtor's recent attempts; the pruner walks them oldest first.
 CREATE INDEX contact_attempts_recent ON contact_attempts (debtor_id, started_at);
+CREATE INDEX contact_attempts_started ON contact_attempts (started_at);
 
 -- The accounts a contact attempt has named for each debtor: a contact on one account
 -- moves the calls of the others. A table of its own, not an index on `accounts.state`:

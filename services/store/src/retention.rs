@@ -7,7 +7,8 @@
 //! other, and deleted by their physical address (`ctid`) while still locked by the same
 //! statement.
 //!
-//! What may go: outbox rows already published (no `outbox_pending` row), inbox ids
+//! What may go: contact attempts older than the ledger the rules read, outbox rows
+//! already published (no `outbox_pending` row), inbox ids
 //! applied before the dedupe horizon, tasks emitted or cancelled before the horizon,
 //! journal entries decided before it. Never an unpublished outbox row, never an open task
 //! (scheduled or claimed), whatever its age. No rule reads closed tasks, published outbox
@@ -52,6 +53,25 @@ impl Store {
                    AND coalesce(emitted_at, cancelled_at) < $1
                  ORDER BY coalesce(emitted_at, cancelled_at) LIMIT $2
                  FOR UPDATE SKIP LOCKED))",
+            before.to_sqlx() as _,
+            limit,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes up to `limit` contact attempts that started before `before` (index
+    /// `contact_attempts_started`). The rules read a debtor's last
+    /// [`collections_core::contact::LEDGER_DAYS`] days: `before` must lie further back.
+    ///
+    /// # Errors
+    /// Database errors (transient).
+    pub async fn prune_contacts(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query!(
+            "DELETE FROM contact_attempts WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM contact_attempts WHERE started_at < $1
+                 ORDER BY started_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
             before.to_sqlx() as _,
             limit,
         )

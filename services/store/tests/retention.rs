@@ -234,3 +234,33 @@ async fn two_pruners_at_once_share_the_rows() {
     );
     drop_store(store, "retention_two").await;
 }
+
+#[tokio::test]
+async fn contact_attempts_older_than_the_horizon_go_and_recent_ones_stay() {
+    let store = store("retention_contacts", 1).await;
+    for (n, days) in [(7_i64, 120_i32), (5, 10)] {
+        sqlx::query(
+            "INSERT INTO contact_attempts (debtor_id, attempt_id, account_id, attempt,
+                                           started_at, recorded_at, event_id)
+             SELECT 'debtor-1', 'att-' || $2 || '-' || g, 'acc-1', '{}'::jsonb,
+                    now() - make_interval(days => $2), now(), gen_random_uuid()
+             FROM generate_series(1, $1) g",
+        )
+        .bind(n)
+        .bind(days)
+        .execute(store.pool())
+        .await
+        .expect("attempts");
+    }
+    let before = Timestamp::now() - SignedDuration::from_hours(90 * 24);
+    // Two batches of 4: the first deletes 4, the second the 3 left.
+    assert_eq!(store.prune_contacts(before, 4).await.expect("prune"), 4);
+    assert_eq!(store.prune_contacts(before, 4).await.expect("prune"), 3);
+    assert_eq!(store.prune_contacts(before, 4).await.expect("prune"), 0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM contact_attempts")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(left, 5, "the last 90 days stay");
+    drop_store(store, "retention_contacts").await;
+}

@@ -188,7 +188,7 @@ async fn promise_plans_reminder_before_and_check_after_and_cancels_the_call() {
 }
 
 #[tokio::test]
-async fn broken_promises_escalate_tone_then_open_third_party_and_field_visit() {
+async fn broken_promises_escalate_tone_then_open_a_field_visit_but_no_third_party_call() {
     let mut env = TestEnv::new().await;
     env.start_workers().await;
     let (zone, tz) = zone_where_it_is(11);
@@ -236,31 +236,20 @@ async fn broken_promises_escalate_tone_then_open_third_party_and_field_visit() {
         assert_eq!(last["data"]["account"]["broken_promises"], n);
     }
     assert_eq!(tones, ["firm", "serious", "serious"]);
-    let third = env
-        .tasks
-        .wait_for(1, WAIT, is("task.scheduled", "third_party_call", "acc-esc"))
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let third_ids: std::collections::HashSet<String> = env
-        .tasks
-        .all()
-        .into_iter()
-        .filter(is("task.scheduled", "third_party_call", "acc-esc"))
-        .map(|e| e["data"]["task_id"].as_str().expect("id").to_owned())
-        .collect();
-    // (A task re-ranked by a later event is re-announced under the same task id.)
-    assert_eq!(
-        third_ids.len(),
-        1,
-        "two broken promises open third-party contact once"
-    );
-    assert_eq!(third[0]["data"]["channel"], "contact_person");
     let visit = env
         .tasks
         .wait_for(1, WAIT, is("task.scheduled", "field_visit", "acc-esc"))
         .await;
     assert_eq!(visit.len(), 1, "three broken promises open a field visit");
     assert_eq!(visit[0]["data"]["account"]["broken_promises"], 3);
+    // Third parties only when contact is lost (domain rule 8), not for broken promises.
+    let third = env
+        .tasks
+        .all()
+        .into_iter()
+        .filter(is("task.scheduled", "third_party_call", "acc-esc"))
+        .count();
+    assert_eq!(third, 0, "broken promises open no third-party call");
     // Each broken promise cancelled its own reminder and check.
     let cancelled_checks = env
         .tasks

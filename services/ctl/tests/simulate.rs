@@ -113,7 +113,6 @@ fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
                 "field_visit",
                 "promise_check",
                 "promise_reminder",
-                "third_party_call",
             ],
         ),
         (
@@ -204,13 +203,9 @@ fn table_shows_the_escalation_after_each_broken_promise() {
             "6".to_owned(),
         )
     };
-    assert_eq!(
-        opened("third_party_call"),
-        [
-            row("Wed 11-04 13:00 CST", "contact_person"),
-            row("Wed 11-04 18:30 CST", "contact_person"),
-        ]
-    );
+    // Third parties are called only when contact is lost (domain rule 8), never because
+    // promises were broken.
+    assert!(opened("third_party_call").is_empty());
     assert_eq!(opened("field_visit"), [row("Wed 11-04 18:30 CST", "visit")]);
 }
 

@@ -570,11 +570,19 @@ fn fire_moves_a_call_due_while_the_conversation_cap_is_reached() {
 // ---------------------------------------------------------------------------------------
 
 /// A promise's reminder and check go to the mobile number the ledger knows (`pt-m1`); its
-/// sixth unanswered attempt of the day moves them off it: to the work phone (none known
-/// yet, so any) at the same minutes.
+/// sixth unanswered attempt of the day moves them off it: to the work number the ledger
+/// knows (`pt-w1`, the next phone of the mix) at the same minutes.
 #[test]
 fn max_unanswered_on_a_point_sends_its_calls_to_another_phone() {
     let mut desk = delinquent();
+    desk.apply(
+        &contact(
+            9,
+            "2026-10-30T10:00:00+08:00",
+            &json!({ "channel": "phone_work", "contact_point_id": "pt-w1", "disposition": "promise_made" }),
+        ),
+        "2026-11-03T09:01:00+08:00",
+    );
     desk.apply(
         &contact(2, "2026-11-03T09:05:00+08:00", &no_answer("pt-m1")),
         "2026-11-03T09:05:00+08:00",
@@ -595,7 +603,7 @@ fn max_unanswered_on_a_point_sends_its_calls_to_another_phone() {
     for kind in [TaskKind::PromiseReminder, TaskKind::PromiseCheck] {
         let t = desk.one(ACC, kind);
         assert_eq!(t.channel, Channel::PhoneWork, "{kind}");
-        assert_eq!(t.contact_point_id, None, "{kind}");
+        assert_eq!(t.contact_point_id.as_deref(), Some("pt-w1"), "{kind}");
         assert_eq!(
             local(t.due_at, SHANGHAI).date(),
             date(2026, 11, 3),

@@ -1000,6 +1000,11 @@ fn lost_contact_needs_six_unanswered_attempts_over_three_days() {
     assert_eq!(three.open_of(ACC, TaskKind::ContactRepair).len(), 1);
     let tp = three.one(ACC, TaskKind::ThirdPartyCall);
     assert_eq!(tp.channel, Channel::ContactPerson);
+    // Lost contact is the fifth criterion of the default work order (domain rule 2): the
+    // new tasks and the open call rank 5, where the account ranked 6 before.
+    assert_eq!(tp.priority, 5);
+    assert_eq!(three.one(ACC, TaskKind::CollectionCall).priority, 5);
+    assert_eq!(two.one(ACC, TaskKind::CollectionCall).priority, 6);
     // A conversation in between resets the run.
     let mut reset = delinquent();
     for (i, day) in [3u32, 3, 4, 4, 5, 5, 5].iter().enumerate() {
@@ -1013,6 +1018,54 @@ fn lost_contact_needs_six_unanswered_attempts_over_three_days() {
         reset.apply(&contact(n, &at, &fields), &at);
     }
     assert!(!reset.states[ACC].lost_contact);
+}
+
+/// A wrong number answered by a stranger is an attempt that did not reach the debtor:
+/// it counts in the run; a call to a contact person does not.
+#[test]
+fn a_wrong_number_counts_in_the_lost_contact_run_and_a_contact_persons_call_does_not() {
+    let run = |second: &Value| {
+        let mut desk = delinquent();
+        // pt-w1 known first, so the wrong number on pt-m1 does not retire every point.
+        let mut steps = vec![
+            ("2026-11-03T10:00:00+08:00", no_answer("pt-w1")),
+            ("2026-11-03T11:00:00+08:00", second.clone()),
+        ];
+        for at in [
+            "2026-11-04T10:00:00+08:00",
+            "2026-11-04T11:00:00+08:00",
+            "2026-11-05T10:00:00+08:00",
+        ] {
+            steps.push((at, no_answer("pt-w1")));
+        }
+        for (i, (at, fields)) in steps.iter().enumerate() {
+            let n = u32::try_from(i).expect("small") + 2;
+            let mut fields = fields.clone();
+            if fields["contact_point_id"] == json!("pt-w1") {
+                fields["channel"] = json!("phone_work");
+            }
+            desk.apply(&contact(n, at, &fields), at);
+        }
+        desk
+    };
+    // Five attempts on the debtor's numbers plus one more makes six over three days.
+    let wrong =
+        json!({ "contact_point_id": "pt-m1", "result": "wrong_number", "party": "third_party" });
+    let mut desk = run(&wrong);
+    assert!(!desk.states[ACC].lost_contact, "five so far");
+    desk.apply(
+        &contact(9, "2026-11-05T11:00:00+08:00", &json!({ "channel": "phone_work", "contact_point_id": "pt-w1", "result": "no_answer", "party": "unknown" })),
+        "2026-11-05T11:00:00+08:00",
+    );
+    assert!(desk.states[ACC].lost_contact);
+    // The same with the second attempt a contact person's unanswered phone: five.
+    let contact_person = json!({ "channel": "contact_person", "contact_point_id": "pt-c1", "result": "no_answer", "party": "unknown" });
+    let mut desk = run(&contact_person);
+    desk.apply(
+        &contact(9, "2026-11-05T11:00:00+08:00", &json!({ "channel": "phone_work", "contact_point_id": "pt-w1", "result": "no_answer", "party": "unknown" })),
+        "2026-11-05T11:00:00+08:00",
+    );
+    assert!(!desk.states[ACC].lost_contact);
 }
 
 /// Every known point retired (a wrong number on the only number) is lost contact too;

@@ -94,7 +94,7 @@ fn scheduled_kinds(rows: &[Row]) -> BTreeSet<&str> {
 
 #[test]
 fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         (
             "first-instalment-default-paid-after-one-call",
             "built-in default",
@@ -113,7 +113,6 @@ fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
                 "field_visit",
                 "promise_check",
                 "promise_reminder",
-                "third_party_call",
             ],
         ),
         (
@@ -126,6 +125,26 @@ fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
             "reg-f-caps-defer-calls",
             "deploy/scenarios/../policy/us-reg-f.toml",
             &["collection_call", "promise_check", "promise_reminder"],
+        ),
+        (
+            "three-conversations-push-the-fourth-call",
+            "built-in default",
+            &["callback", "collection_call"],
+        ),
+        (
+            "reg-f-quiet-week-after-a-conversation",
+            "deploy/scenarios/../policy/us-reg-f.toml",
+            &["callback", "collection_call"],
+        ),
+        (
+            "wrong-number-then-lost-contact-then-third-party",
+            "built-in default",
+            &["collection_call", "contact_repair", "third_party_call"],
+        ),
+        (
+            "callback-at-the-agreed-minute",
+            "built-in default",
+            &["callback", "collection_call"],
         ),
     ];
     for (name, policy, kinds) in cases {
@@ -204,13 +223,9 @@ fn table_shows_the_escalation_after_each_broken_promise() {
             "6".to_owned(),
         )
     };
-    assert_eq!(
-        opened("third_party_call"),
-        [
-            row("Wed 11-04 13:00 CST", "contact_person"),
-            row("Wed 11-04 18:30 CST", "contact_person"),
-        ]
-    );
+    // Broken promises open no third-party call by default: that needs lost contact
+    // (domain rule 8).
+    assert_eq!(opened("third_party_call"), []);
     assert_eq!(opened("field_visit"), [row("Wed 11-04 18:30 CST", "visit")]);
 }
 

@@ -248,8 +248,9 @@ impl Ledger {
         self.points().get(point).is_some_and(|p| p.retired)
     }
 
-    /// The run of outbound attempts since the debtor was last reached: how many, and the
-    /// local days they span (first to last, inclusive).
+    /// The run of outbound attempts to the debtor's own points (not to contact persons)
+    /// since the debtor was last reached: how many, and the local days they span (first
+    /// to last, inclusive).
     #[must_use]
     pub fn unreached_run(&self, tz: &TimeZone) -> (u32, i64) {
         let mut n = 0u32;
@@ -259,7 +260,9 @@ impl Ledger {
             if a.reached_debtor() {
                 break;
             }
-            if a.direction == Direction::Outbound && a.party != Party::ThirdParty {
+            // Every outbound attempt on the debtor's own points counts, a wrong number
+            // answered by a stranger included; calls to contact persons do not.
+            if a.direction == Direction::Outbound && a.channel != ContactChannel::ContactPerson {
                 n += 1;
                 first = Some(a.started_at);
                 last = last.or(Some(a.started_at));

@@ -1450,3 +1450,238 @@ fn the_simulator_plans_what_decide_plans() {
     assert_eq!(first, d.schedule[0].task_id);
     assert_ne!(first, Uuid::nil());
 }
+
+// ---------------------------------------------------------------------------------------
+// Contact outcomes (issue 18): the shipped scenarios
+// ---------------------------------------------------------------------------------------
+
+/// The task lines of a timeline: (account, state, kind, due instant), in order.
+fn task_lines(t: &collections_core::sim::Timeline) -> Vec<(String, String, String, Timestamp)> {
+    t.tasks()
+        .into_iter()
+        .filter_map(|e| {
+            Some((
+                e.account_id.clone(),
+                e.state.clone(),
+                e.kind.clone(),
+                e.due_at?,
+            ))
+        })
+        .collect()
+}
+
+fn line(
+    lines: &[(String, String, String, Timestamp)],
+    account: &str,
+    state: &str,
+    kind: &str,
+    due: &str,
+) -> Option<usize> {
+    lines
+        .iter()
+        .position(|(a, s, k, d)| a == account && s == state && k == kind && *d == ts(due))
+}
+
+#[test]
+fn simulated_three_conversations_push_the_fourth_call_to_tomorrow() {
+    let t = simulate(
+        &Policy::default(),
+        &scenario("three-conversations-push-the-fourth-call"),
+        None,
+    );
+    let l = task_lines(&t);
+    // acc-b's call at 13:00 (planned after its 10:00 call) is cancelled by the third
+    // conversation, about acc-a, and planned again at 08:00 tomorrow; acc-a's callback too.
+    let planned = line(
+        &l,
+        "acc-b",
+        "scheduled",
+        "collection_call",
+        "2026-11-03T13:00:00+08:00",
+    )
+    .expect("acc-b's 13:00 call");
+    let cancelled = line(
+        &l,
+        "acc-b",
+        "cancelled",
+        "collection_call",
+        "2026-11-03T13:00:00+08:00",
+    )
+    .expect("acc-b's 13:00 call moved");
+    assert!(planned < cancelled);
+    let fourth = t
+        .tasks()
+        .into_iter()
+        .find(|e| {
+            e.account_id == "acc-b"
+                && e.state == "scheduled"
+                && e.due_at == Some(ts("2026-11-04T08:00:00+08:00"))
+        })
+        .expect("acc-b's call tomorrow at 08:00");
+    assert_eq!(fourth.at, ts("2026-11-03T12:00:00+08:00"));
+    assert!(
+        fourth.reason.contains("3rd conversation"),
+        "{}",
+        fourth.reason
+    );
+    assert!(line(
+        &l,
+        "acc-a",
+        "cancelled",
+        "callback",
+        "2026-11-03T18:00:00+08:00"
+    )
+    .is_some());
+    assert!(line(
+        &l,
+        "acc-b",
+        "due",
+        "collection_call",
+        "2026-11-04T08:00:00+08:00"
+    )
+    .is_some());
+    assert!(line(&l, "acc-a", "due", "callback", "2026-11-04T08:00:00+08:00").is_some());
+    // No call of the debtor is placed after the third conversation on that day.
+    assert!(!t.tasks().iter().any(|e| {
+        e.state == "due"
+            && e.at > ts("2026-11-03T12:00:00+08:00")
+            && e.at < ts("2026-11-04T00:00:00+08:00")
+    }));
+}
+
+#[test]
+fn simulated_reg_f_quiet_week_after_a_conversation() {
+    let s = scenario("reg-f-quiet-week-after-a-conversation");
+    assert_eq!(s.policy.as_deref(), Some("../policy/us-reg-f.toml"));
+    let p = Policy::from_toml_str(US_REG_F_POLICY_TOML).expect("valid");
+    let t = simulate(&p, &s, None);
+    let l = task_lines(&t);
+    // The inbound conversation on Monday 09:30 defers the next call a week.
+    let quiet = line(
+        &l,
+        "acc-regf-q",
+        "scheduled",
+        "collection_call",
+        "2026-11-16T09:30:00-05:00",
+    )
+    .expect("next call a week after the conversation");
+    assert!(t.tasks()[quiet].reason.contains("quiet period"));
+    // The callback asked for on Wednesday is placed at 17:00, inside the quiet week.
+    assert!(line(
+        &l,
+        "acc-regf-q",
+        "due",
+        "callback",
+        "2026-11-11T17:00:00-05:00"
+    )
+    .is_some());
+    // The collection call after it keeps 7 quiet days from Wednesday's conversation.
+    assert!(line(
+        &l,
+        "acc-regf-q",
+        "due",
+        "collection_call",
+        "2026-11-18T13:00:00-05:00"
+    )
+    .is_some());
+    // No collection call is placed between the two weeks' ends.
+    assert!(!t.tasks().iter().any(|e| e.state == "due"
+        && e.kind == "collection_call"
+        && e.at > ts("2026-11-09T09:30:00-05:00")
+        && e.at < ts("2026-11-18T13:00:00-05:00")));
+    // Under the default policy the next call is on Tuesday.
+    let d = task_lines(&simulate(&Policy::default(), &s, None));
+    assert!(line(
+        &d,
+        "acc-regf-q",
+        "scheduled",
+        "collection_call",
+        "2026-11-10T09:30:00-05:00"
+    )
+    .is_some());
+}
+
+#[test]
+fn simulated_wrong_number_then_lost_contact_then_a_third_party_call() {
+    let t = simulate(
+        &Policy::default(),
+        &scenario("wrong-number-then-lost-contact-then-third-party"),
+        None,
+    );
+    let tasks = t.tasks();
+    // Only the sixth unanswered attempt, on Thursday, opens the repair and the third-party
+    // call, at once, ranked 5 (lost contact).
+    let first_tp = tasks
+        .iter()
+        .position(|e| e.kind == "third_party_call")
+        .expect("a third-party call");
+    assert_eq!(tasks[first_tp].state, "scheduled");
+    assert_eq!(tasks[first_tp].at, ts("2026-11-05T10:01:00+08:00"));
+    assert_eq!(tasks[first_tp].priority, Some(5));
+    assert!(tasks[first_tp]
+        .reason
+        .contains("6 attempts in a row over 3 days"));
+    assert!(tasks.iter().any(|e| e.kind == "contact_repair"
+        && e.state == "scheduled"
+        && e.at == ts("2026-11-05T10:01:00+08:00")));
+    assert!(tasks
+        .iter()
+        .any(|e| e.kind == "third_party_call" && e.state == "due"));
+    // After the wrong number on the mobile (Tuesday 10:01), calls planned go to the work
+    // phone, not to the retired mobile number.
+    let after: Vec<_> = tasks
+        .iter()
+        .filter(|e| {
+            e.state == "scheduled"
+                && e.kind == "collection_call"
+                && e.at > ts("2026-11-03T10:01:00+08:00")
+                && e.at < ts("2026-11-05T10:01:00+08:00")
+        })
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after
+            .iter()
+            .all(|e| e.channel.as_deref() == Some("phone_work")),
+        "{after:#?}"
+    );
+}
+
+#[test]
+fn simulated_callback_honoured_at_the_agreed_minute() {
+    let t = simulate(
+        &Policy::default(),
+        &scenario("callback-at-the-agreed-minute"),
+        None,
+    );
+    let l = task_lines(&t);
+    assert!(line(
+        &l,
+        "acc-cb",
+        "cancelled",
+        "collection_call",
+        "2026-11-03T10:00:00+08:00"
+    )
+    .is_some());
+    let due = t
+        .tasks()
+        .into_iter()
+        .find(|e| e.kind == "callback" && e.state == "due")
+        .expect("callback placed");
+    assert_eq!(due.at, ts("2026-11-03T18:30:00+08:00"));
+    assert_eq!(due.due_at, Some(ts("2026-11-03T18:30:00+08:00")));
+    // Reached on the callback without a promise: the next call is on Wednesday at 18:31.
+    assert!(line(
+        &l,
+        "acc-cb",
+        "scheduled",
+        "collection_call",
+        "2026-11-04T18:31:00+08:00"
+    )
+    .is_some());
+    // No collection call was placed between the request and the callback.
+    assert!(!t.tasks().iter().any(|e| e.state == "due"
+        && e.kind == "collection_call"
+        && e.at > ts("2026-11-03T09:02:00+08:00")
+        && e.at < ts("2026-11-03T18:30:00+08:00")));
+}

@@ -1,16 +1,23 @@
 //! Properties of the rules over arbitrary histories of one account.
 //!
 //! A history is a run of inbound events (`payment.failed`, `promise.made`,
-//! `promise.broken`, `payment.received`) at varied instants, amounts and zones (DST zones
-//! among them), with the account's due tasks fired between them as the scheduler fires
-//! them: through [`fire`], and [`on_call_fired`] for fired calls. For any such history:
+//! `promise.broken`, `payment.received`, `contact.attempted`) at varied instants, amounts
+//! and zones (DST zones among them), with the account's due tasks fired between them as
+//! the scheduler fires them: through [`fire`], and [`on_call_fired`] for fired calls. The
+//! contact attempts (any channel, direction, result and disposition; some attempt ids
+//! repeat, as corrections) go into the debtor's ledger, which is loaded into the state
+//! before each decision as the store loads it. For any such history:
 //!
 //! - no task that contacts the customer is planned, moved or left open outside the
 //!   policy's contact window in the account's zone;
 //! - at most one collection call is open at any time;
 //! - replaying the same history from scratch plans the same task ids;
 //! - the simulator ([`simulate`]) and a plain fold over [`decide`] agree on the open
-//!   tasks left at the end.
+//!   tasks left at the end;
+//! - (e) no delinquent account is left without a next step;
+//! - (g) no phone task is planned or moved to a local day on which the debtor already had
+//!   the policy's most conversations before the decision, and none open would be placed
+//!   on such a day (its due instant, or now when it is overdue).
 //!
 //! Instants carry whole microseconds, as Postgres keeps them; one property also sends
 //! nanoseconds (`the_scheduler_settles_with_nanosecond_instants`: it found `fire` moving a
@@ -19,6 +26,7 @@
 //! Every instant is generated: no test reads the clock.
 
 use collections_core::{
+    contact::{local_day, Ledger},
     decide, fire,
     netting::Netted,
     on_call_fired,
@@ -110,7 +118,47 @@ enum Ev {
         after: Option<i64>,
         next_due_days: Option<i64>,
     },
+    Contact {
+        /// `att-{attempt}`: a repeated id is a correction.
+        attempt: u8,
+        /// Index into [`CHANNELS`].
+        channel: usize,
+        inbound: bool,
+        /// Which of the channel's points.
+        point: u8,
+        /// Index into [`OUTCOMES`].
+        outcome: usize,
+        /// Seconds between the start of the attempt and the event's `time`.
+        back_s: i64,
+        /// Minutes from the event to the callback asked for.
+        callback_min: i64,
+    },
 }
+
+const CHANNELS: [&str; 5] = [
+    "phone_mobile",
+    "phone_work",
+    "phone_home",
+    "sms",
+    "contact_person",
+];
+
+/// (result, party, disposition); made valid for the channel and direction in [`events`].
+const OUTCOMES: [(&str, &str, Option<&str>); 13] = [
+    ("connected", "debtor", None),
+    ("connected", "debtor", Some("other")),
+    ("connected", "debtor", Some("promise_made")),
+    ("connected", "debtor", Some("callback_requested")),
+    ("connected", "debtor", Some("claims_paid")),
+    ("connected", "debtor", Some("refused")),
+    ("connected", "third_party", Some("third_party_refused")),
+    ("connected", "third_party", None),
+    ("no_answer", "unknown", None),
+    ("no_answer", "unknown", None),
+    ("busy", "unknown", None),
+    ("wrong_number", "third_party", None),
+    ("undeliverable", "unknown", None),
+];
 
 /// An event delivered `gap_s` seconds (and `nanos`) after the previous one, its `time`
 /// `lag_s` seconds before its delivery.
@@ -161,6 +209,19 @@ fn ev_strategy() -> impl Strategy<Value = Ev> {
                 after,
                 next_due_days
             }),
+        4 => (
+            (0u8..8, prop_oneof![6 => Just(0usize), 3 => 0..CHANNELS.len()], proptest::bool::weighted(0.25)),
+            (0u8..3, 0..OUTCOMES.len(), prop_oneof![Just(0i64), 0i64..(30 * 3600)], 0i64..(16 * 60)),
+        )
+            .prop_map(|((attempt, channel, inbound), (point, outcome, back_s, callback_min))| Ev::Contact {
+                attempt,
+                channel,
+                inbound,
+                point,
+                outcome,
+                back_s,
+                callback_min,
+            }),
     ]
 }
 
@@ -202,6 +263,70 @@ fn history_strategy_with(nanos: bool) -> impl Strategy<Value = History> {
             start,
             offset_s,
             steps,
+        })
+}
+
+/// Histories dense in contact attempts: a failed payment, then mostly attempts (most of
+/// them conversations) hours apart, so that days with the policy's most conversations and
+/// calls still open on them are common.
+fn contact_history_strategy() -> impl Strategy<Value = History> {
+    let failed = (0..ZONES.len(), 0i64..130).prop_map(|(zone, days_late)| Step {
+        gap_s: 0,
+        nanos: 0,
+        lag_s: 0,
+        ev: Ev::Failed {
+            zone: Some(zone),
+            number: 2,
+            days_late,
+            overdue: 100_000,
+        },
+    });
+    let contact = (
+        (
+            0u8..12,
+            prop_oneof![6 => Just(0usize), 3 => 0..CHANNELS.len()],
+            proptest::bool::weighted(0.4),
+        ),
+        (
+            0u8..3,
+            prop_oneof![3 => 0usize..6, 1 => 0..OUTCOMES.len()],
+            0i64..600,
+            0i64..(12 * 60),
+        ),
+    )
+        .prop_map(
+            |((attempt, channel, inbound), (point, outcome, back_s, callback_min))| Ev::Contact {
+                attempt,
+                channel,
+                inbound,
+                point,
+                outcome,
+                back_s,
+                callback_min,
+            },
+        );
+    let step = (
+        prop_oneof![0i64..3600, 0i64..(5 * 3600), 0i64..(20 * 3600)],
+        prop_oneof![8 => contact, 1 => ev_strategy()],
+    )
+        .prop_map(|(gap_s, ev)| Step {
+            gap_s,
+            nanos: 0,
+            lag_s: 0,
+            ev,
+        });
+    (
+        0..3usize,
+        0..STARTS.len(),
+        0i64..(3 * 86_400),
+        failed,
+        proptest::collection::vec(step, 3..16),
+    )
+        .prop_map(|(policy, start, offset_s, first, rest)| History {
+            policy,
+            start,
+            offset_s,
+            steps: std::iter::once(first).chain(rest).collect(),
         })
 }
 
@@ -294,6 +419,26 @@ fn events(h: &History) -> Vec<Timed> {
                 }
                 ("payment.received", data)
             }
+            Ev::Contact {
+                attempt,
+                channel,
+                inbound,
+                point,
+                outcome,
+                back_s,
+                callback_min,
+            } => (
+                "contact.attempted",
+                contact_data(
+                    *attempt,
+                    *channel,
+                    *inbound,
+                    *point,
+                    *outcome,
+                    time - SignedDuration::from_secs(*back_s),
+                    time + SignedDuration::from_mins(*callback_min),
+                ),
+            ),
         };
         let body = json!({
             "specversion": "1.0",
@@ -311,6 +456,50 @@ fn events(h: &History) -> Vec<Timed> {
         out.push(Timed { at, event });
     }
     out
+}
+
+/// `contact.attempted` data for a generated attempt, made valid: a message channel's
+/// result is delivered or not, a call's is answered or not; an inbound contact reached the
+/// lender; a disposition needs a connected contact.
+fn contact_data(
+    attempt: u8,
+    channel: usize,
+    inbound: bool,
+    point: u8,
+    outcome: usize,
+    started_at: Timestamp,
+    callback_at: Timestamp,
+) -> Value {
+    let ch = CHANNELS[channel];
+    let (mut result, party, mut disposition) = OUTCOMES[outcome];
+    if ch == "sms" {
+        result = match result {
+            "connected" => "delivered",
+            "busy" | "wrong_number" => "undeliverable",
+            r => r,
+        };
+        disposition = None;
+    } else if result == "undeliverable" {
+        result = "wrong_number";
+    }
+    let inbound = inbound && matches!(result, "connected" | "delivered");
+    let mut data = json!({
+        "account_id": ACC,
+        "attempt_id": format!("att-{attempt}"),
+        "channel": ch,
+        "direction": if inbound { "inbound" } else { "outbound" },
+        "contact_point_id": format!("pt-{ch}-{point}"),
+        "party": party,
+        "result": result,
+        "started_at": started_at.to_string(),
+    });
+    if let Some(d) = disposition {
+        data["disposition"] = json!(d);
+        if d == "callback_requested" {
+            data["callback_at"] = json!(callback_at.to_string());
+        }
+    }
+    data
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,12 +528,18 @@ struct Fold<'a> {
     /// Task events whose revision is not their task's previous one plus one, and rows
     /// whose revision (as the store writes them) differs from their last event's.
     revision_faults: Vec<String>,
+    /// The debtor's contact ledger, as the store keeps it beside the state.
+    ledger: Ledger,
+    /// The instant of the step being checked.
+    now: Timestamp,
 }
 
 impl<'a> Fold<'a> {
     fn new(policy: &'a Policy) -> Self {
         Self {
             policy,
+            ledger: Ledger::default(),
+            now: Timestamp::UNIX_EPOCH,
             state: None,
             open: Vec::new(),
             planned: Vec::new(),
@@ -399,6 +594,41 @@ impl<'a> Fold<'a> {
         v.into_iter().map(|o| o.task.clone()).collect()
     }
 
+    /// The state with the debtor's ledger, as the store loads it for a decision.
+    fn loaded(&self) -> Option<AccountState> {
+        self.state.clone().map(|mut s| {
+            s.ledger = self.ledger.clone();
+            s
+        })
+    }
+
+    /// (g): a phone task is not placed on a local day on which `ledger` already holds the
+    /// policy's most conversations with the debtor.
+    fn check_conversation_cap(
+        &self,
+        t: &Task,
+        ledger: &Ledger,
+        what: &str,
+    ) -> Result<(), Violation> {
+        let max = self.policy.contacts.max_conversations_per_debtor_per_day;
+        if max == 0 || !t.channel.is_phone() {
+            return Ok(());
+        }
+        let tz = self.zone();
+        let day = local_day(t.due_at.max(self.now), &tz);
+        let n = ledger.conversations_on(day, &tz);
+        if n >= max {
+            return Err(format!(
+                "(g) {what} {} {} at {} ({}) on a day with {n} conversations already",
+                t.kind,
+                t.task_id,
+                t.due_at,
+                t.due_at.to_zoned(tz).datetime()
+            ));
+        }
+        Ok(())
+    }
+
     fn zone(&self) -> jiff::tz::TimeZone {
         self.state.as_ref().map_or_else(
             || self.policy.default_zone(),
@@ -436,6 +666,9 @@ impl<'a> Fold<'a> {
         if calls > 1 {
             return Err(format!("(b) {calls} collection calls are open"));
         }
+        for o in &self.open {
+            self.check_conversation_cap(&o.task, &self.ledger, "open")?;
+        }
         // (e) No delinquent account is left without a next step: with no promise pending,
         // some follow-up (a call, an escalation, a review) is open.
         if let Some(state) = &self.state {
@@ -461,6 +694,14 @@ impl<'a> Fold<'a> {
         if let Some(j) = d.journal.iter().find(|j| j.kind == NEXT_STEP_BACKSTOP) {
             return Err(format!("(e) a rule left no next step: {}", j.detail));
         }
+        // The ledger the decision was taken with, then the attempts it records.
+        let before = self.ledger.clone();
+        for a in &d.ledger {
+            self.trace
+                .push(format!("  ledger {} {:?}", a.attempt_id, a.result));
+            self.ledger.upsert(a.clone());
+        }
+        self.now = now;
         // The rows as the store writes them: through the netting of the batch.
         self.check_events(&d.outbox);
         let mut rows = self.open_tasks();
@@ -510,6 +751,7 @@ impl<'a> Fold<'a> {
         }
         for t in d.schedule {
             self.check_in_window(&t, "planned")?;
+            self.check_conversation_cap(&t, &before, "planned")?;
             self.trace
                 .push(format!("  plan {} {} at {}", t.kind, t.task_id, t.due_at));
             self.planned.push((t.task_id, t.due_at));
@@ -525,7 +767,8 @@ impl<'a> Fold<'a> {
         self.trace
             .push(format!("{now}: {} {}", e.event_type().as_str(), e.id));
         let open = self.open_tasks();
-        match decide(self.state.as_ref(), &open, e, self.policy, now) {
+        self.now = now;
+        match decide(self.loaded().as_ref(), &open, e, self.policy, now) {
             Ok(d) => self.apply(d, now),
             Err(err) => {
                 self.trace.push(format!("  refused: {err}"));
@@ -540,7 +783,8 @@ impl<'a> Fold<'a> {
 
         self.trace
             .push(format!("{now}: fire {} {}", task.kind, task.task_id));
-        match fire(&task, self.state.as_ref(), self.policy, now) {
+        self.now = now;
+        match fire(&task, self.loaded().as_ref(), self.policy, now) {
             FireOutcome::Expired { message } => {
                 self.open.remove(index);
                 let e = parse_event(&message.body, None).expect("expiry is an event");
@@ -554,6 +798,7 @@ impl<'a> Fold<'a> {
                 self.check_events(std::slice::from_ref(&message));
                 self.check_row(moved.task_id, false, moved.revision, "moved task");
                 self.check_in_window(&moved, "moved")?;
+                self.check_conversation_cap(&moved, &self.ledger, "moved")?;
                 self.trace.push(format!("  moved to {}", moved.due_at));
                 self.open[index].task = *moved;
             }
@@ -578,7 +823,7 @@ impl<'a> Fold<'a> {
                 self.check_row(task.task_id, false, task.revision + 1, "fired task");
                 self.open.remove(index);
                 if follow_up {
-                    if let Some(state) = self.state.clone() {
+                    if let Some(state) = self.loaded() {
                         let open = self.open_tasks();
                         let d =
                             on_call_fired(&state, &open, &task, message.event_id, self.policy, now);
@@ -640,6 +885,32 @@ fn run<'p>(
     (f, r)
 }
 
+/// The fold's open tasks at the end (published ones), by id.
+fn open_at_end(f: &Fold<'_>) -> Vec<(uuid::Uuid, Timestamp)> {
+    let mut v: Vec<(uuid::Uuid, Timestamp)> = f
+        .open
+        .iter()
+        .filter(|o| !o.task.kind.is_internal())
+        .map(|o| (o.task.task_id, o.task.due_at))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The tasks a timeline leaves open (their last task event is `scheduled`), by id.
+fn open_in_timeline(t: &collections_core::sim::Timeline) -> Vec<(uuid::Uuid, Timestamp)> {
+    let mut last = std::collections::BTreeMap::new();
+    for e in t.tasks() {
+        if let (Some(id), Some(due)) = (e.task_id, e.due_at) {
+            last.insert(id, (e.state.clone(), due));
+        }
+    }
+    last.into_iter()
+        .filter(|(_, (state, _))| state == "scheduled")
+        .map(|(id, (_, due))| (id, due))
+        .collect()
+}
+
 fn report(f: &Fold<'_>, v: &str) -> String {
     format!("{v}\n{}", f.trace.join("\n"))
 }
@@ -682,6 +953,39 @@ proptest! {
         }
     }
 
+    /// (g), over histories dense in conversations: no phone task is planned, moved or left
+    /// to be placed on a local day on which the debtor already had the policy's most
+    /// conversations (the cap in force when it was decided), whether the scheduler fires
+    /// on time or late; (a), (b) and (e) hold there too, and the simulator agrees.
+    #[test]
+    fn no_call_is_placed_on_a_day_over_the_conversation_cap(
+        h in contact_history_strategy(),
+        late_min in prop_oneof![3 => Just(0i64), 1 => 0i64..(30 * 60)],
+    ) {
+        let policies = policies();
+        let policy = &policies[h.policy];
+        let events = events(&h);
+        let (f, r) = run(policy, &events, SignedDuration::from_mins(late_min));
+        if let Err(v) = r {
+            prop_assert!(false, "{}", report(&f, &v));
+        }
+        prop_assert!(f.revision_faults.is_empty(), "{}", report(&f, &f.revision_faults.join("\n")));
+    }
+
+    /// (d) for histories dense in contact attempts.
+    #[test]
+    fn the_simulator_agrees_with_the_fold_on_contact_histories(h in contact_history_strategy()) {
+        let policies = policies();
+        let policy = &policies[h.policy];
+        let events = events(&h);
+        let end = end_of(&events);
+        let (f, _) = run(policy, &events, SignedDuration::ZERO);
+        let fold = open_at_end(&f);
+        let scenario = Scenario::from_events("properties", events, SignedDuration::ZERO);
+        let sim = open_in_timeline(&simulate(policy, &scenario, Some(end)));
+        prop_assert_eq!(fold, sim, "{}", f.trace.join("\n"));
+    }
+
     /// (f): per task, the events carry revisions 1, 2, 3… in the order they are built
     /// (planned, re-ranked, moved, fired or cancelled, by a worker's rules or the
     /// scheduler's), and every row the store writes (new, cancelled, re-ranked, moved,
@@ -701,7 +1005,11 @@ proptest! {
             "{}",
             report(&f, &f.revision_faults.join("\n"))
         );
-        prop_assert!(!f.revisions.is_empty(), "the history published task events");
+        // (Not vacuous: a history that opens with a failed payment plans a call at once.
+        // Histories of payments or contacts alone may publish nothing.)
+        if matches!(h.steps[0].ev, Ev::Failed { .. }) {
+            prop_assert!(!f.revisions.is_empty(), "the history published task events");
+        }
     }
 
     /// (c): the same history replayed from scratch plans the same tasks, with the same

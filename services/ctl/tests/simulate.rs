@@ -94,7 +94,7 @@ fn scheduled_kinds(rows: &[Row]) -> BTreeSet<&str> {
 
 #[test]
 fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         (
             "first-instalment-default-paid-after-one-call",
             "built-in default",
@@ -125,6 +125,26 @@ fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
             "reg-f-caps-defer-calls",
             "deploy/scenarios/../policy/us-reg-f.toml",
             &["collection_call", "promise_check", "promise_reminder"],
+        ),
+        (
+            "three-conversations-push-the-fourth-call",
+            "built-in default",
+            &["callback", "collection_call"],
+        ),
+        (
+            "reg-f-quiet-week-after-a-conversation",
+            "deploy/scenarios/../policy/us-reg-f.toml",
+            &["callback", "collection_call"],
+        ),
+        (
+            "wrong-number-then-lost-contact-then-third-party",
+            "built-in default",
+            &["collection_call", "contact_repair", "third_party_call"],
+        ),
+        (
+            "callback-at-the-agreed-minute",
+            "built-in default",
+            &["callback", "collection_call"],
         ),
     ];
     for (name, policy, kinds) in cases {

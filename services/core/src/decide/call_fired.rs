@@ -17,8 +17,10 @@ use crate::{
 /// attempt is planned at the next cadence hour not yet tried today (else tomorrow's
 /// first), through the channel the mix gives that attempt number, within the daily cap.
 ///
-/// Any other task on a phone channel is only recorded as a call attempt (for the frequency
-/// caps); see [`crate::fire::FireOutcome::Due`] for which fired tasks come here.
+/// A fired `callback` plans the next collection call the same way (it replaced the one
+/// that was open), from attempt 1, and is not counted by the frequency caps (the debtor
+/// consented to it). Any other task on a phone channel is only recorded as a call attempt
+/// (for the frequency caps); see [`crate::fire::FireOutcome::Due`] for which fired tasks come here.
 ///
 /// `due_event_id` (the fired task's `task.due` id) is the cause: planning again for the
 /// same firing yields the same task id.
@@ -41,32 +43,43 @@ impl Planner<'_> {
         let tz = self.state.zone();
         let local = self.now.to_zoned(tz.clone());
         let today = local.date();
-        if fired.channel.is_phone() {
+        // A callback the debtor asked for is placed with their consent: Regulation F does
+        // not count it (12 CFR 1006.14(b)(3)(i)), and it replaced the next collection
+        // call, so the cadence resumes after it from its first attempt.
+        let callback = fired.kind == TaskKind::Callback;
+        if fired.channel.is_phone() && !callback {
             crate::caps::record_call(&mut self.state, self.now);
         }
-        if fired.kind != TaskKind::CollectionCall {
+        if callback {
+            self.journal.push(JournalEntry {
+                kind: "call_fired",
+                detail: format!("callback due via {}", fired.channel),
+                task_id: Some(fired.task_id),
+            });
+        } else if fired.kind != TaskKind::CollectionCall {
             self.journal.push(JournalEntry {
                 kind: "call_fired",
                 detail: format!("{} due via {}", fired.kind, fired.channel),
                 task_id: Some(fired.task_id),
             });
             return;
-        }
-        self.state.calls_fired += 1;
-        if self.state.calls_day == Some(today) {
-            self.state.calls_today += 1;
         } else {
-            self.state.calls_day = Some(today);
-            self.state.calls_today = 1;
+            self.state.calls_fired += 1;
+            if self.state.calls_day == Some(today) {
+                self.state.calls_today += 1;
+            } else {
+                self.state.calls_day = Some(today);
+                self.state.calls_today = 1;
+            }
+            self.journal.push(JournalEntry {
+                kind: "call_fired",
+                detail: format!(
+                    "collection call attempt {} due via {} ({} today)",
+                    fired.attempt, fired.channel, self.state.calls_today
+                ),
+                task_id: Some(fired.task_id),
+            });
         }
-        self.journal.push(JournalEntry {
-            kind: "call_fired",
-            detail: format!(
-                "collection call attempt {} due via {} ({} today)",
-                fired.attempt, fired.channel, self.state.calls_today
-            ),
-            task_id: Some(fired.task_id),
-        });
         if self.state.status != Status::Delinquent {
             self.note("decision", "no next attempt: the account is not delinquent");
             return;
@@ -86,14 +99,15 @@ impl Planner<'_> {
             return;
         }
         let (due, hour, why) = self.next_cadence_slot();
-        let attempt = fired.attempt + 1;
+        let attempt = if callback { 1 } else { fired.attempt + 1 };
         let channel = channel_for_attempt(attempt, &self.policy.channel_mix);
         if self.plan(
             TaskKind::CollectionCall,
             channel,
             due,
             format!(
-                "attempt {attempt}: {why}; vary the hour ({} local) and the phone",
+                "{}attempt {attempt}: {why}; vary the hour ({} local) and the phone",
+                if callback { "after the callback, " } else { "" },
                 hour.strftime("%H:%M")
             ),
             None,

@@ -97,7 +97,7 @@ impl Planner<'_> {
                 matches!(t.kind, TaskKind::ContactRepair | TaskKind::ThirdPartyCall)
             });
         }
-        self.record_disposition(d);
+        self.record_disposition(d, old.as_ref());
         if self.state.status == Status::Delinquent {
             match (d.disposition, d.callback_at) {
                 (Some(Disposition::CallbackRequested), Some(at)) => self.plan_callback(d, at),
@@ -133,7 +133,20 @@ impl Planner<'_> {
     }
 
     /// What a connected contact came to, beyond the plan.
-    fn record_disposition(&mut self, d: &ContactAttempted) {
+    fn record_disposition(&mut self, d: &ContactAttempted, old: Option<&Attempt>) {
+        // A correction replaces the earlier report: a refusal it withdraws is no longer
+        // counted, and one it repeats is not counted twice.
+        let was_refused = old.is_some_and(|o| o.disposition == Some(Disposition::Refused));
+        if was_refused && d.disposition != Some(Disposition::Refused) {
+            self.state.refusals = self.state.refusals.saturating_sub(1);
+            self.note(
+                "decision",
+                format!(
+                    "the correction withdraws a refusal ({} refusal(s))",
+                    self.state.refusals
+                ),
+            );
+        }
         let Some(disposition) = d.disposition else {
             return;
         };
@@ -148,6 +161,7 @@ impl Planner<'_> {
                     t.kind == TaskKind::ThirdPartyCall
                 });
             }
+            Disposition::Refused if was_refused => {}
             Disposition::Refused => {
                 self.state.refusals = self.state.refusals.saturating_add(1);
                 self.note(
@@ -346,6 +360,8 @@ impl Planner<'_> {
                 .collect();
             let (at, why) =
                 crate::caps::first_allowed(from, &self.state, &planned, self.policy, Call::of(&t));
+            // Compared with `from`, not the due instant: a call already due but not yet
+            // fired (the scheduler is behind) is not over a cap just because it is late.
             if at <= from && !retired {
                 continue;
             }
@@ -356,12 +372,18 @@ impl Planner<'_> {
             };
             let id = t.task_id;
             self.cancel_where(&format!("moved {after}: {why}"), |o| o.task_id == id);
+            // The caps' note is added by `plan`; a retired point is said here.
+            let retired_note = if retired {
+                ": its contact point was retired"
+            } else {
+                ""
+            };
             self.plan(
                 t.kind,
                 t.channel,
                 from,
                 format!(
-                    "{} (moved from {} {after})",
+                    "{} (moved from {} {after}{retired_note})",
                     base_reason(&t.reason),
                     t.due_at
                 ),

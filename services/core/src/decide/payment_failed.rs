@@ -92,6 +92,9 @@ impl Planner<'_> {
             if *tz != self.state.timezone {
                 let previous = std::mem::replace(&mut self.state.timezone, tz.clone());
                 self.replan_for_zone(&previous);
+                // The debtor's local days changed with the zone: calls planned under the
+                // daily caps of the old days may fall on a day already over them.
+                self.reflow_calls("after the customer's zone changed");
             }
         }
         self.state.failed_payments += 1;

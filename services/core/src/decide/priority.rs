@@ -25,7 +25,7 @@ pub fn priority_at(state: &AccountState, policy: &Policy, at: Timestamp) -> u8 {
         PriorityCriterion::LargeBalance => {
             state.overdue_minor >= policy.priority.large_balance_minor
         }
-        // Contact outcomes made the debtor unreachable (issue 18).
+        // Set by the contact outcomes (`contact.attempted`): no channel reaches the debtor.
         PriorityCriterion::LostContact => state.lost_contact,
     });
     u8::try_from(hit.unwrap_or(order.len()) + 1).unwrap_or(u8::MAX)

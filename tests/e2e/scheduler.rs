@@ -507,11 +507,18 @@ async fn a_task_due_never_overtakes_its_unpublished_task_scheduled() {
         [("task.scheduled", 1), ("task.due", 2)],
         "task.scheduled first, then task.due"
     );
-    let stored: i32 = sqlx::query_scalar("SELECT revision FROM tasks WHERE task_id = $1")
-        .bind(task.task_id)
-        .fetch_one(&env.db)
-        .await
-        .expect("q");
+    // The scheduler records the firing after the broker confirmed its `task.due`: the
+    // row takes the revision a moment after the event is seen.
+    let stored = env
+        .wait_count(
+            &format!(
+                "SELECT revision::bigint FROM tasks WHERE task_id = '{}'",
+                task.task_id
+            ),
+            2,
+            WAIT,
+        )
+        .await;
     assert_eq!(stored, 2, "the row keeps the revision of its last event");
 }
 

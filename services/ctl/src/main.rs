@@ -283,6 +283,18 @@ async fn demo(conn: &Connection, follow: bool) -> anyhow::Result<()> {
             .timestamp();
     }
     let promised_later = promised + SignedDuration::from_hours(72);
+    // The next 18:00 in the customer's zone: the minute they ask to be called back.
+    let mut callback = today
+        .at(18, 0, 0, 0)
+        .to_zoned(shanghai.clone())?
+        .timestamp();
+    if callback <= now {
+        callback = today
+            .tomorrow()?
+            .at(18, 0, 0, 0)
+            .to_zoned(shanghai.clone())?
+            .timestamp();
+    }
     let steps: Vec<(&str, &str, Value)> = vec![
         (
             "The first instalment's debit fails (insufficient funds)",
@@ -304,6 +316,30 @@ async fn demo(conn: &Connection, follow: bool) -> anyhow::Result<()> {
             "promise.broken",
             json!({
             "account_id": acc, "promise_id": format!("{acc}-p1"), "reason": "no_payment"}),
+        ),
+        (
+            "The collector reaches the customer, who asks to be called back at 18:00",
+            "contact.attempted",
+            json!({
+            "account_id": acc, "attempt_id": format!("{acc}-a1"), "channel": "phone_mobile",
+            "direction": "outbound", "contact_point_id": format!("{acc}-mobile"),
+            "party": "debtor", "result": "connected", "disposition": "callback_requested",
+            "callback_at": callback, "started_at": Timestamp::now(), "agent_id": "agent-007"}),
+        ),
+        (
+            "The customer reports hardship: collection is held, the DPD clock paused",
+            "hold.placed",
+            json!({
+            "account_id": acc, "hold_id": format!("{acc}-h1"), "reason": "hardship",
+            "scope": "all", "placed_at": Timestamp::now(), "pause_dpd": true,
+            "placed_by": "desk-2"}),
+        ),
+        (
+            "The hardship case is resolved: the hold is released, collection resumes",
+            "hold.released",
+            json!({
+            "account_id": acc, "hold_id": format!("{acc}-h1"), "outcome": "resolved",
+            "released_at": Timestamp::now(), "released_by": "desk-2"}),
         ),
         (
             "A second promise, three days out (a delay tactic?)",

@@ -19,6 +19,7 @@ use serde::{de::Error as _, Deserialize, Deserializer};
 use uuid::Uuid;
 
 use crate::{
+    event::{HoldReason, RestrictionKind},
     money::Money,
     outbound::TaskState,
     task::{Channel, TaskKind, Tone},
@@ -147,6 +148,15 @@ pub struct TaskAccountSummary {
     /// contact point is retired); absent means `false`.
     #[serde(default)]
     pub lost_contact: bool,
+    /// Reasons of the holds in force (`dispute`, `hardship`, ...), each once; absent
+    /// means none. While one that stops all contact is in force, only the hold's review
+    /// is planned.
+    #[serde(default, deserialize_with = "unique")]
+    pub holds: Vec<HoldReason>,
+    /// Kinds of the contact restrictions in force (`opt_out`, `agreed_hours`, ...), each
+    /// once; absent means none.
+    #[serde(default, deserialize_with = "unique")]
+    pub restrictions: Vec<RestrictionKind>,
 }
 
 /// The last payment in a task event's account summary.
@@ -462,6 +472,23 @@ fn optional_point_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
         }
     }
     Ok(id)
+}
+
+/// The schema's `uniqueItems`: a list in which no value appears twice (the summary's
+/// `holds` and `restrictions` name each reason or kind once, however many holds share it).
+/// `null` is refused like any non-array, as the schema's `type: array` does.
+fn unique<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + PartialEq + fmt::Display,
+{
+    let items = Vec::<T>::deserialize(d)?;
+    for (i, item) in items.iter().enumerate() {
+        if items[..i].contains(item) {
+            return Err(D::Error::custom(format!("{item} is listed twice")));
+        }
+    }
+    Ok(items)
 }
 
 fn optional_attempt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

@@ -1,7 +1,7 @@
 //! The public contract in `proto/` and the Rust code agree.
 //!
 //! * every valid example passes its JSON Schema (draft 2020-12, formats checked) and parses
-//!   into the Rust types: `parse_event` for the five inbound types, `parse_task_event` for
+//!   into the Rust types: `parse_event` for the nine inbound types, `parse_task_event` for
 //!   `task.*`, with the parsed fields equal to the example's;
 //! * every invalid example fails its schema and its Rust parser, for the reason its name
 //!   gives: the table `INVALID_EXAMPLES` pins the `RejectCode` an inbound example gets and a
@@ -25,6 +25,7 @@ use std::{
 
 use collections_core::{
     decide,
+    event::HoldScope,
     outbound::{task_message, OutboundMessage, TaskState},
     parse_event, parse_task_event,
     state::AccountSummary,
@@ -170,6 +171,10 @@ fn every_schema_is_valid_draft_2020_12_and_compiles() {
         "promise.broken.schema.json",
         "payment.received.schema.json",
         "contact.attempted.schema.json",
+        "hold.placed.schema.json",
+        "hold.released.schema.json",
+        "contact.restricted.schema.json",
+        "contact.unrestricted.schema.json",
         "task.schema.json",
     ] {
         assert!(schemas.contains_key(required), "{required} is missing");
@@ -358,10 +363,28 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
             ("data.hold_id", text(&d.hold_id, "/data/hold_id")),
             ("data.reason", text(d.reason.as_str(), "/data/reason")),
             (
+                "data.scope",
+                scope_matches(&d.scope, j.pointer("/data/scope")),
+            ),
+            (
                 "data.placed_at",
                 instant_at(j, "/data/placed_at") == Some(d.placed_at),
             ),
+            (
+                "data.review_at",
+                instant_at(j, "/data/review_at") == d.review_at,
+            ),
+            (
+                "data.pause_dpd",
+                j.pointer("/data/pause_dpd")
+                    .map_or(Some(false), Value::as_bool)
+                    == Some(d.pause_dpd),
+            ),
             ("data.placed_by", text(&d.placed_by, "/data/placed_by")),
+            (
+                "data.case_ref",
+                opt_text(d.case_ref.as_deref(), "/data/case_ref"),
+            ),
         ]),
         EventBody::HoldReleased(d) => checks.extend([
             ("data.account_id", text(&d.account_id, "/data/account_id")),
@@ -371,18 +394,43 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
                 "data.released_at",
                 instant_at(j, "/data/released_at") == Some(d.released_at),
             ),
+            (
+                "data.released_by",
+                text(&d.released_by, "/data/released_by"),
+            ),
         ]),
         EventBody::ContactRestricted(d) => checks.extend([
             ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.debtor_id",
+                opt_text(d.debtor_id.as_deref(), "/data/debtor_id"),
+            ),
             (
                 "data.restriction_id",
                 text(&d.restriction_id, "/data/restriction_id"),
             ),
             ("data.kind", text(d.kind.as_str(), "/data/kind")),
             (
+                "data.channel",
+                opt_text(d.channel.map(|c| c.as_str()), "/data/channel"),
+            ),
+            (
+                "data.contact_point_id",
+                opt_text(d.contact_point_id.as_deref(), "/data/contact_point_id"),
+            ),
+            (
+                "data.hours",
+                hours_at(j, "/data/hours") == d.hours.map(|h| (h.start, h.end)),
+            ),
+            (
                 "data.effective_at",
                 instant_at(j, "/data/effective_at") == Some(d.effective_at),
             ),
+            (
+                "data.expires_at",
+                instant_at(j, "/data/expires_at") == d.expires_at,
+            ),
+            ("data.source", text(&d.source, "/data/source")),
         ]),
         EventBody::ContactUnrestricted(d) => checks.extend([
             ("data.account_id", text(&d.account_id, "/data/account_id")),
@@ -441,6 +489,32 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
         .filter(|(_, ok)| !ok)
         .map(|(field, _)| format!("read {field} differently from the JSON"))
         .collect()
+}
+
+/// Whether a parsed hold scope is the JSON's: `"all"`, or the same channels in the same
+/// order.
+fn scope_matches(scope: &HoldScope, j: Option<&Value>) -> bool {
+    match (scope, j) {
+        (HoldScope::All, Some(Value::String(w))) => w == "all",
+        (HoldScope::Channels(list), Some(Value::Array(items))) => {
+            list.len() == items.len()
+                && list
+                    .iter()
+                    .zip(items)
+                    .all(|(c, v)| v.as_str() == Some(c.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// The `{start, end}` local times at `pointer`, read as `HH:MM` independently of the
+/// parser (`None` when absent or not of that form).
+fn hours_at(j: &Value, pointer: &str) -> Option<(jiff::civil::Time, jiff::civil::Time)> {
+    let time = |key: &str| -> Option<jiff::civil::Time> {
+        let (h, m) = str_at(j, &format!("{pointer}/{key}"))?.split_once(':')?;
+        jiff::civil::Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
+    };
+    Some((time("start")?, time("end")?))
 }
 
 /// What the Rust parser must say about an invalid example.
@@ -532,6 +606,119 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     (
         "contact.attempted--unknown-result.json",
         Expect::Inbound(RejectCode::Schema, "unknown variant `hung_up`"),
+    ),
+    (
+        "contact.restricted--agreed-hours-without-hours.json",
+        Expect::Inbound(RejectCode::InvalidValue, "kind agreed_hours needs hours"),
+    ),
+    (
+        "contact.restricted--channel-whatsapp.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `whatsapp`"),
+    ),
+    (
+        "contact.restricted--contact-point-id-too-long.json",
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "contact_point_id must be 1-128 characters",
+        ),
+    ),
+    (
+        "contact.restricted--empty-source.json",
+        Expect::Inbound(RejectCode::InvalidValue, "source is empty"),
+    ),
+    (
+        "contact.restricted--expires-at-null.json",
+        Expect::Inbound(RejectCode::Schema, "expires_at is null"),
+    ),
+    (
+        "contact.restricted--hours-with-a-zone.json",
+        Expect::Inbound(RejectCode::Schema, "unknown field `timezone`"),
+    ),
+    (
+        "contact.restricted--hours-with-opt-out.json",
+        Expect::Inbound(
+            RejectCode::InvalidValue,
+            "hours are given with kind opt_out",
+        ),
+    ),
+    (
+        "contact.restricted--hours-with-seconds.json",
+        Expect::Inbound(RejectCode::Schema, "hours.end is not a local time"),
+    ),
+    (
+        "contact.restricted--hours-without-colon.json",
+        Expect::Inbound(RejectCode::Schema, "hours.start is not a local time"),
+    ),
+    (
+        "contact.restricted--unknown-kind.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `do_not_email`"),
+    ),
+    (
+        "contact.unrestricted--effective-at-with-space.json",
+        Expect::Inbound(RejectCode::Schema, "effective_at is not an RFC 3339"),
+    ),
+    (
+        "contact.unrestricted--empty-restriction-id.json",
+        Expect::Inbound(RejectCode::InvalidValue, "restriction_id is empty"),
+    ),
+    (
+        "contact.unrestricted--missing-effective-at.json",
+        Expect::Inbound(RejectCode::Schema, "missing field `effective_at`"),
+    ),
+    (
+        "hold.placed--case-ref-null.json",
+        Expect::Inbound(RejectCode::Schema, "case_ref is null"),
+    ),
+    (
+        "hold.placed--empty-scope-list.json",
+        Expect::Inbound(RejectCode::InvalidValue, "scope is an empty list"),
+    ),
+    (
+        "hold.placed--hold-id-too-long.json",
+        Expect::Inbound(RejectCode::InvalidValue, "hold_id must be 1-128 characters"),
+    ),
+    (
+        "hold.placed--missing-placed-by.json",
+        Expect::Inbound(RejectCode::Schema, "missing field `placed_by`"),
+    ),
+    (
+        "hold.placed--pause-dpd-as-text.json",
+        Expect::Inbound(RejectCode::Schema, "expected a boolean"),
+    ),
+    (
+        "hold.placed--review-at-without-offset.json",
+        Expect::Inbound(RejectCode::Schema, "review_at is not an RFC 3339"),
+    ),
+    (
+        "hold.placed--scope-channel-whatsapp.json",
+        Expect::Inbound(
+            RejectCode::Schema,
+            "scope is neither \"all\" nor a list of channels",
+        ),
+    ),
+    (
+        "hold.placed--scope-word-other-than-all.json",
+        Expect::Inbound(RejectCode::Schema, "scope \"phones\" is neither"),
+    ),
+    (
+        "hold.placed--unknown-reason.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `vacation`"),
+    ),
+    (
+        "hold.released--empty-released-by.json",
+        Expect::Inbound(RejectCode::InvalidValue, "released_by is empty"),
+    ),
+    (
+        "hold.released--missing-hold-id.json",
+        Expect::Inbound(RejectCode::Schema, "missing field `hold_id`"),
+    ),
+    (
+        "hold.released--released-at-as-date.json",
+        Expect::Inbound(RejectCode::Schema, "released_at is not an RFC 3339"),
+    ),
+    (
+        "hold.released--unknown-outcome.json",
+        Expect::Inbound(RejectCode::Schema, "unknown variant `cancelled`"),
     ),
     (
         "payment.failed--amount-is-float.json",
@@ -710,6 +897,10 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
         Expect::Task("empty string"),
     ),
     (
+        "task.scheduled--holds-as-text.json",
+        Expect::Task("expected a sequence"),
+    ),
+    (
         "task.scheduled--internal-kind-promise-expiry.json",
         Expect::Task("internal"),
     ),
@@ -724,6 +915,14 @@ const INVALID_EXAMPLES: &[(&str, Expect)] = &[
     (
         "task.scheduled--priority-ten.json",
         Expect::Task("priority 10"),
+    ),
+    (
+        "task.scheduled--restriction-listed-twice.json",
+        Expect::Task("opt_out is listed twice"),
+    ),
+    (
+        "task.scheduled--unknown-hold-reason.json",
+        Expect::Task("unknown variant `vacation`"),
     ),
 ];
 
@@ -1544,6 +1743,7 @@ fn schema_and_parse_event_agree_on_edge_cases() {
             Valid,
         ),
     ];
+    cases.extend(hold_and_restriction_edge_cases());
     // The tz database's legacy names outside the schema's Area/Location pattern.
     for zone in ["EST5EDT", "GMT+0", "GMT0", "W-SU", "NZ-CHAT"] {
         cases.push((
@@ -1587,6 +1787,555 @@ fn schema_and_parse_event_agree_on_edge_cases() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Edge cases of `hold.placed`, `hold.released`, `contact.restricted` and
+/// `contact.unrestricted`: ids, the scope's two forms, optional members absent and `null`,
+/// `HH:MM` hours, and the time orders only the code can check (proto/README.md).
+fn hold_and_restriction_edge_cases() -> Vec<InboundCase<'static>> {
+    use Verdict::{Invalid, OnlyCodeRejects, RustStricter, Valid};
+    const HP: &str = "hold.placed--dispute-with-review-and-case.json";
+    const HR: &str = "hold.released--dispute-resolved.json";
+    const CR: &str = "contact.restricted--opt-out-of-sms.json";
+    const AH: &str = "contact.restricted--agreed-evening-hours-for-a-month.json";
+    const CU: &str = "contact.unrestricted--sms-opt-in-again.json";
+    let (max_ascii, long_ascii) = ("a".repeat(128), "a".repeat(129));
+    let (max_wide, long_wide) = ("账".repeat(128), "账".repeat(129));
+    let hours = |start: &str, end: &str| Some(json!({ "start": start, "end": end }));
+    let mut cases: Vec<InboundCase<'static>> = Vec::new();
+    // Every publisher id: 128 characters (ASCII or not) pass, 129 and empty fail.
+    for (base, pointer) in [
+        (HP, "/data/hold_id"),
+        (HP, "/data/placed_by"),
+        (HP, "/data/case_ref"),
+        (HR, "/data/hold_id"),
+        (HR, "/data/released_by"),
+        (CR, "/data/restriction_id"),
+        (CR, "/data/debtor_id"),
+        (CR, "/data/contact_point_id"),
+        (CR, "/data/source"),
+        (CU, "/data/restriction_id"),
+    ] {
+        cases.extend([
+            (
+                "id of 128 characters",
+                base,
+                vec![(pointer, Some(json!(max_ascii)))],
+                Valid,
+            ),
+            (
+                "id of 128 wide characters",
+                base,
+                vec![(pointer, Some(json!(max_wide)))],
+                Valid,
+            ),
+            (
+                "id of 129 characters",
+                base,
+                vec![(pointer, Some(json!(long_ascii)))],
+                Invalid,
+            ),
+            (
+                "id of 129 wide characters",
+                base,
+                vec![(pointer, Some(json!(long_wide)))],
+                Invalid,
+            ),
+            ("id empty", base, vec![(pointer, Some(json!("")))], Invalid),
+            ("id null", base, vec![(pointer, Some(Value::Null))], Invalid),
+            (
+                "id a number",
+                base,
+                vec![(pointer, Some(json!(42)))],
+                Invalid,
+            ),
+        ]);
+    }
+    cases.extend([
+        // hold.placed: scope
+        (
+            "scope all",
+            HP,
+            vec![("/data/scope", Some(json!("all")))],
+            Valid,
+        ),
+        (
+            "scope ALL",
+            HP,
+            vec![("/data/scope", Some(json!("ALL")))],
+            Invalid,
+        ),
+        (
+            "scope one channel",
+            HP,
+            vec![("/data/scope", Some(json!(["sms"])))],
+            Valid,
+        ),
+        (
+            "scope every channel",
+            HP,
+            vec![(
+                "/data/scope",
+                Some(json!([
+                    "phone_mobile",
+                    "phone_work",
+                    "phone_home",
+                    "sms",
+                    "email",
+                    "visit",
+                    "contact_person",
+                    "letter"
+                ])),
+            )],
+            Valid,
+        ),
+        // A channel named twice is harmless: the hold covers it once.
+        (
+            "scope a channel twice",
+            HP,
+            vec![("/data/scope", Some(json!(["sms", "sms"])))],
+            Valid,
+        ),
+        (
+            "scope empty list",
+            HP,
+            vec![("/data/scope", Some(json!([])))],
+            Invalid,
+        ),
+        (
+            "scope a bare channel",
+            HP,
+            vec![("/data/scope", Some(json!("sms")))],
+            Invalid,
+        ),
+        (
+            "scope all inside a list",
+            HP,
+            vec![("/data/scope", Some(json!(["all"])))],
+            Invalid,
+        ),
+        (
+            "scope with a null channel",
+            HP,
+            vec![("/data/scope", Some(json!(["sms", null])))],
+            Invalid,
+        ),
+        (
+            "scope an object",
+            HP,
+            vec![("/data/scope", Some(json!({ "channels": ["sms"] })))],
+            Invalid,
+        ),
+        (
+            "scope null",
+            HP,
+            vec![("/data/scope", Some(Value::Null))],
+            Invalid,
+        ),
+        ("scope missing", HP, vec![("/data/scope", None)], Invalid),
+        // hold.placed: reason, instants, flags
+        (
+            "reason upper case",
+            HP,
+            vec![("/data/reason", Some(json!("DISPUTE")))],
+            Invalid,
+        ),
+        ("reason missing", HP, vec![("/data/reason", None)], Invalid),
+        (
+            "review_at absent",
+            HP,
+            vec![("/data/review_at", None)],
+            Valid,
+        ),
+        (
+            "review_at null",
+            HP,
+            vec![("/data/review_at", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "review_at equal to placed_at",
+            HP,
+            vec![("/data/review_at", Some(json!("2026-11-10T09:30:00+08:00")))],
+            Valid,
+        ),
+        (
+            "review_at the same instant in another offset",
+            HP,
+            vec![("/data/review_at", Some(json!("2026-11-10T01:30:00Z")))],
+            Valid,
+        ),
+        (
+            "review_at before placed_at",
+            HP,
+            vec![("/data/review_at", Some(json!("2026-11-10T09:29:59+08:00")))],
+            OnlyCodeRejects,
+        ),
+        (
+            "review_at with a bracketed zone",
+            HP,
+            vec![(
+                "/data/review_at",
+                Some(json!("2026-12-10T09:30:00+08:00[Asia/Shanghai]")),
+            )],
+            Invalid,
+        ),
+        (
+            "placed_at missing",
+            HP,
+            vec![("/data/placed_at", None)],
+            Invalid,
+        ),
+        (
+            "placed_at without seconds",
+            HP,
+            vec![("/data/placed_at", Some(json!("2026-11-10T09:30+08:00")))],
+            Invalid,
+        ),
+        (
+            "placed_at in 1999",
+            HP,
+            vec![("/data/placed_at", Some(json!("1999-11-10T09:30:00+08:00")))],
+            RustStricter,
+        ),
+        (
+            "pause_dpd absent",
+            HP,
+            vec![("/data/pause_dpd", None)],
+            Valid,
+        ),
+        (
+            "pause_dpd true",
+            HP,
+            vec![("/data/pause_dpd", Some(json!(true)))],
+            Valid,
+        ),
+        (
+            "pause_dpd false",
+            HP,
+            vec![("/data/pause_dpd", Some(json!(false)))],
+            Valid,
+        ),
+        (
+            "pause_dpd null",
+            HP,
+            vec![("/data/pause_dpd", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "pause_dpd 1",
+            HP,
+            vec![("/data/pause_dpd", Some(json!(1)))],
+            Invalid,
+        ),
+        (
+            "pause_dpd as text",
+            HP,
+            vec![("/data/pause_dpd", Some(json!("false")))],
+            Invalid,
+        ),
+        ("case_ref absent", HP, vec![("/data/case_ref", None)], Valid),
+        (
+            "unknown hold data field",
+            HP,
+            vec![("/data/desk_note", Some(json!("see ticket")))],
+            Valid,
+        ),
+        // hold.released
+        (
+            "outcome upper case",
+            HR,
+            vec![("/data/outcome", Some(json!("RESOLVED")))],
+            Invalid,
+        ),
+        (
+            "outcome null",
+            HR,
+            vec![("/data/outcome", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "hold_id of a disposition hold",
+            HR,
+            vec![("/data/hold_id", Some(json!("contact:dial-20261104-000871")))],
+            Valid,
+        ),
+        (
+            "released_at missing",
+            HR,
+            vec![("/data/released_at", None)],
+            Invalid,
+        ),
+        (
+            "released_at +0800",
+            HR,
+            vec![("/data/released_at", Some(json!("2026-11-24T16:45:00+0800")))],
+            Invalid,
+        ),
+        (
+            "released_at in 1999",
+            HR,
+            vec![(
+                "/data/released_at",
+                Some(json!("1999-11-24T16:45:00+08:00")),
+            )],
+            RustStricter,
+        ),
+        (
+            "released_by missing",
+            HR,
+            vec![("/data/released_by", None)],
+            Invalid,
+        ),
+        // contact.restricted: optional members
+        (
+            "debtor_id absent",
+            CR,
+            vec![("/data/debtor_id", None)],
+            Valid,
+        ),
+        ("channel absent", CR, vec![("/data/channel", None)], Valid),
+        (
+            "channel null",
+            CR,
+            vec![("/data/channel", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "channel letter",
+            CR,
+            vec![("/data/channel", Some(json!("letter")))],
+            Valid,
+        ),
+        (
+            "channel email",
+            CR,
+            vec![("/data/channel", Some(json!("email")))],
+            Valid,
+        ),
+        (
+            "channel upper case",
+            CR,
+            vec![("/data/channel", Some(json!("SMS")))],
+            Invalid,
+        ),
+        (
+            "channel none",
+            CR,
+            vec![("/data/channel", Some(json!("none")))],
+            Invalid,
+        ),
+        (
+            "contact point and channel",
+            CR,
+            vec![("/data/contact_point_id", Some(json!("cp-7a41e0")))],
+            Valid,
+        ),
+        ("source missing", CR, vec![("/data/source", None)], Invalid),
+        ("kind missing", CR, vec![("/data/kind", None)], Invalid),
+        // contact.restricted: effective_at and expires_at
+        (
+            "expires_at absent",
+            AH,
+            vec![("/data/expires_at", None)],
+            Valid,
+        ),
+        (
+            "expires_at null",
+            AH,
+            vec![("/data/expires_at", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "expires_at one second after effective_at",
+            AH,
+            vec![("/data/expires_at", Some(json!("2026-11-09T00:00:01+08:00")))],
+            Valid,
+        ),
+        (
+            "expires_at equal to effective_at",
+            AH,
+            vec![("/data/expires_at", Some(json!("2026-11-08T16:00:00Z")))],
+            OnlyCodeRejects,
+        ),
+        (
+            "expires_at before effective_at",
+            AH,
+            vec![("/data/expires_at", Some(json!("2026-11-08T00:00:00+08:00")))],
+            OnlyCodeRejects,
+        ),
+        (
+            "expires_at without offset",
+            AH,
+            vec![("/data/expires_at", Some(json!("2026-12-09T00:00:00")))],
+            Invalid,
+        ),
+        (
+            "effective_at missing",
+            CR,
+            vec![("/data/effective_at", None)],
+            Invalid,
+        ),
+        (
+            "effective_at in 1999",
+            CR,
+            vec![(
+                "/data/effective_at",
+                Some(json!("1999-11-06T12:00:00+08:00")),
+            )],
+            RustStricter,
+        ),
+        // contact.restricted: hours
+        (
+            "hours the whole day",
+            AH,
+            vec![("/data/hours", hours("00:00", "23:59"))],
+            Valid,
+        ),
+        (
+            "hours one minute",
+            AH,
+            vec![("/data/hours", hours("18:00", "18:01"))],
+            Valid,
+        ),
+        (
+            "hours start equal to end",
+            AH,
+            vec![("/data/hours", hours("18:00", "18:00"))],
+            OnlyCodeRejects,
+        ),
+        (
+            "hours across midnight",
+            AH,
+            vec![("/data/hours", hours("22:00", "02:00"))],
+            OnlyCodeRejects,
+        ),
+        (
+            "hours end 24:00",
+            AH,
+            vec![("/data/hours", hours("08:00", "24:00"))],
+            Invalid,
+        ),
+        (
+            "hours minute 60",
+            AH,
+            vec![("/data/hours", hours("08:60", "20:00"))],
+            Invalid,
+        ),
+        (
+            "hours one-digit hour",
+            AH,
+            vec![("/data/hours", hours("8:00", "20:00"))],
+            Invalid,
+        ),
+        (
+            "hours without minutes",
+            AH,
+            vec![("/data/hours", hours("18", "20"))],
+            Invalid,
+        ),
+        (
+            "hours with seconds",
+            AH,
+            vec![("/data/hours", hours("18:00:00", "20:00:00"))],
+            Invalid,
+        ),
+        (
+            "hours with a fraction",
+            AH,
+            vec![("/data/hours", hours("18:00:00.5", "20:00"))],
+            Invalid,
+        ),
+        (
+            "hours 12-hour clock",
+            AH,
+            vec![("/data/hours", hours("6:00 PM", "8:00 PM"))],
+            Invalid,
+        ),
+        (
+            "hours as numbers",
+            AH,
+            vec![("/data/hours", Some(json!({ "start": 1800, "end": 2000 })))],
+            Invalid,
+        ),
+        (
+            "hours end missing",
+            AH,
+            vec![("/data/hours/end", None)],
+            Invalid,
+        ),
+        (
+            "hours start null",
+            AH,
+            vec![("/data/hours/start", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "hours null",
+            AH,
+            vec![("/data/hours", Some(Value::Null))],
+            Invalid,
+        ),
+        (
+            "hours as an array",
+            AH,
+            vec![("/data/hours", Some(json!(["18:00", "20:00"])))],
+            Invalid,
+        ),
+        (
+            "hours with an extra member",
+            AH,
+            vec![("/data/hours/days", Some(json!(["mon"])))],
+            Invalid,
+        ),
+        (
+            "agreed_hours without hours",
+            AH,
+            vec![("/data/hours", None)],
+            Invalid,
+        ),
+        (
+            "hours with opt_out",
+            CR,
+            vec![("/data/hours", hours("18:00", "20:00"))],
+            Invalid,
+        ),
+        (
+            "unknown restriction data field",
+            CR,
+            vec![("/data/consent_text_id", Some(json!("ct-8")))],
+            Valid,
+        ),
+        // contact.unrestricted
+        (
+            "restriction_id missing",
+            CU,
+            vec![("/data/restriction_id", None)],
+            Invalid,
+        ),
+        (
+            "effective_at without offset",
+            CU,
+            vec![("/data/effective_at", Some(json!("2026-11-20T09:00:00")))],
+            Invalid,
+        ),
+        (
+            "effective_at in 1999",
+            CU,
+            vec![(
+                "/data/effective_at",
+                Some(json!("1999-11-20T09:00:00+08:00")),
+            )],
+            RustStricter,
+        ),
+        (
+            "unknown unrestriction data field",
+            CU,
+            vec![("/data/channel", Some(json!("sms")))],
+            Valid,
+        ),
+    ]);
+    cases
 }
 
 /// Every combination of channel, direction, result and disposition (with `callback_at`
@@ -1670,6 +2419,140 @@ fn contact_attempted_schema_and_parse_event_agree_on_every_combination() {
     );
 }
 
+/// The verdicts of an inbound schema and `parse_event` on one document, sorted into the
+/// expected outcomes: both accept; both refuse, the parser with `invalid_value` (the
+/// values are well-formed, their combination is not); or, where `code_only` says a rule
+/// the schema cannot state applies, the schema accepts and the parser refuses with
+/// `invalid_value`. Anything else is a failure, described.
+fn combination_verdict(
+    v: &Validator,
+    doc: &Value,
+    code_only: bool,
+    case: &str,
+    counts: &mut [usize; 3],
+    failures: &mut Vec<String>,
+) {
+    let schema_ok = v.is_valid(doc);
+    let parsed = parse_event(&serde_json::to_vec(doc).expect("serialise"), None);
+    match (&parsed, schema_ok) {
+        (Ok(_), true) if !code_only => counts[0] += 1,
+        (Err(e), false) if e.code == RejectCode::InvalidValue && !code_only => counts[1] += 1,
+        (Err(e), true) if e.code == RejectCode::InvalidValue && code_only => counts[2] += 1,
+        _ => failures.push(format!(
+            "{case}: the schema {}, parse_event {} (a rule only code checks: {code_only})",
+            if schema_ok { "accepts" } else { "refuses" },
+            match &parsed {
+                Ok(_) => "accepts".to_owned(),
+                Err(e) => format!("refuses: {e}"),
+            }
+        )),
+    }
+}
+
+/// Every kind of `contact.restricted` with and without hours (in order, and reversed),
+/// with each channel or none and with a contact point or none: the schema's `if`/`then`
+/// (hours with `agreed_hours` and only with it) and `parse_event` agree, and reversed
+/// hours are the one rule left to the code.
+#[test]
+fn contact_restricted_schema_and_parse_event_agree_on_every_combination() {
+    let schemas = schema_files();
+    let v = validator(&schemas, "contact.restricted.schema.json");
+    let schema = &schemas["contact.restricted.schema.json"];
+    let values = |name: &str| -> Vec<Value> {
+        schema
+            .pointer(&format!("/properties/data/properties/{name}/enum"))
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("contact.restricted.schema.json has no {name} enum"))
+            .clone()
+    };
+    let mut channels: Vec<Option<Value>> = values("channel").into_iter().map(Some).collect();
+    channels.push(None);
+    let hours = [
+        None,
+        Some(json!({ "start": "18:00", "end": "20:00" })),
+        Some(json!({ "start": "20:00", "end": "18:00" })),
+    ];
+    let base = valid_example("contact.restricted--opt-out-of-sms.json");
+    let mut counts = [0; 3];
+    let mut failures = Vec::new();
+    for kind in values("kind") {
+        for h in &hours {
+            for channel in &channels {
+                for point in [None, Some(json!("cp-7a41e0"))] {
+                    let mut doc = base.clone();
+                    edit(&mut doc, "/data/kind", Some(kind.clone()));
+                    edit(&mut doc, "/data/hours", h.clone());
+                    edit(&mut doc, "/data/channel", channel.clone());
+                    edit(&mut doc, "/data/contact_point_id", point.clone());
+                    let reversed = kind == json!("agreed_hours")
+                        && h.as_ref().is_some_and(|h| h["start"] == json!("20:00"));
+                    let case = format!("{kind} hours {h:?} channel {channel:?} point {point:?}");
+                    combination_verdict(&v, &doc, reversed, &case, &mut counts, &mut failures);
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let [accepted, refused, code_only] = counts;
+    assert_eq!(
+        [accepted, refused, code_only],
+        [90, 162, 18],
+        "accepted, refused, refused by the code only"
+    );
+}
+
+/// Every reason of `hold.placed` with each form of scope (all, channels, an empty list)
+/// and a review date absent, after or before `placed_at`: the schema and `parse_event`
+/// agree, and a review before placement is the one rule left to the code.
+#[test]
+fn hold_placed_schema_and_parse_event_agree_on_every_combination() {
+    let schemas = schema_files();
+    let v = validator(&schemas, "hold.placed.schema.json");
+    let reasons = schemas["hold.placed.schema.json"]
+        .pointer("/properties/data/properties/reason/enum")
+        .and_then(Value::as_array)
+        .expect("hold.placed.schema.json has a reason enum")
+        .clone();
+    let scopes = [
+        json!("all"),
+        json!(["sms"]),
+        json!(["phone_mobile", "letter"]),
+        json!([]),
+    ];
+    let reviews = [
+        (None, false),
+        (Some(json!("2026-12-10T09:30:00+08:00")), false),
+        (Some(json!("2026-11-01T09:30:00+08:00")), true),
+    ];
+    let base = valid_example("hold.placed--dispute-with-review-and-case.json");
+    let mut counts = [0; 3];
+    let mut failures = Vec::new();
+    for reason in &reasons {
+        for scope in &scopes {
+            for (review, before) in &reviews {
+                for pause in [None, Some(json!(true))] {
+                    let mut doc = base.clone();
+                    edit(&mut doc, "/data/reason", Some(reason.clone()));
+                    edit(&mut doc, "/data/scope", Some(scope.clone()));
+                    edit(&mut doc, "/data/review_at", review.clone());
+                    edit(&mut doc, "/data/pause_dpd", pause.clone());
+                    // An empty scope fails the schema's minItems whatever the review date.
+                    let code_only = *before && scope != &json!([]);
+                    let case = format!("{reason} scope {scope} review {review:?} pause {pause:?}");
+                    combination_verdict(&v, &doc, code_only, &case, &mut counts, &mut failures);
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let [accepted, refused, code_only] = counts;
+    assert_eq!(
+        [accepted, refused, code_only],
+        [108, 54, 54],
+        "accepted, refused, refused by the code only"
+    );
+}
+
 #[test]
 fn parse_event_reports_what_is_wrong_without_the_value() {
     let base = valid_example("payment.failed--first-installment-default.json");
@@ -1731,6 +2614,79 @@ fn parse_event_reports_what_is_wrong_without_the_value() {
             "{pointer}: the detail repeats the value: {e}"
         );
     }
+    // Hold and restriction ids, case references and hours are not repeated either.
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        (
+            "hold.placed--dispute-with-review-and-case.json",
+            "/data/hold_id",
+            json!(long_secret),
+            "hold_id",
+        ),
+        (
+            "hold.placed--dispute-with-review-and-case.json",
+            "/data/case_ref",
+            json!(long_secret),
+            "case_ref",
+        ),
+        (
+            "hold.placed--dispute-with-review-and-case.json",
+            "/data/placed_by",
+            json!(long_secret),
+            "placed_by",
+        ),
+        (
+            "hold.placed--dispute-with-review-and-case.json",
+            "/data/review_at",
+            json!(secret),
+            "review_at",
+        ),
+        (
+            "hold.released--dispute-resolved.json",
+            "/data/released_by",
+            json!(long_secret),
+            "released_by",
+        ),
+        (
+            "contact.restricted--opt-out-of-sms.json",
+            "/data/restriction_id",
+            json!(long_secret),
+            "restriction_id",
+        ),
+        (
+            "contact.restricted--opt-out-of-sms.json",
+            "/data/contact_point_id",
+            json!(long_secret),
+            "contact_point_id",
+        ),
+        (
+            "contact.restricted--opt-out-of-sms.json",
+            "/data/source",
+            json!(long_secret),
+            "source",
+        ),
+        (
+            "contact.restricted--agreed-evening-hours-for-a-month.json",
+            "/data/hours/start",
+            json!(secret),
+            "hours.start",
+        ),
+        (
+            "contact.unrestricted--sms-opt-in-again.json",
+            "/data/restriction_id",
+            json!(long_secret),
+            "restriction_id",
+        ),
+    ];
+    for (file, pointer, value, mention) in cases {
+        let mut doc = valid_example(file);
+        edit(&mut doc, pointer, Some(value));
+        let e = reject(&doc);
+        assert!(e.detail.contains(mention), "{pointer}: {e}");
+        assert!(
+            !e.detail.contains("secret"),
+            "{pointer}: the detail repeats the value: {e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1743,6 +2699,14 @@ fn str_at<'a>(j: &'a Value, pointer: &str) -> Option<&'a str> {
 
 fn uuid_at(j: &Value, pointer: &str) -> Option<uuid::Uuid> {
     str_at(j, pointer).and_then(|s| uuid::Uuid::parse_str(s).ok())
+}
+
+/// The strings of the array at `pointer`, in order; empty when the member is absent.
+fn texts_at<'a>(j: &'a Value, pointer: &str) -> Vec<&'a str> {
+    j.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|items| items.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn instant_at(j: &Value, pointer: &str) -> Option<Timestamp> {
@@ -1865,6 +2829,19 @@ fn task_mismatches(t: &TaskEvent, j: &Value) -> Vec<String> {
                 .unwrap_or(false)
                 == a.lost_contact,
         ),
+        (
+            "account.holds",
+            texts_at(j, "/data/account/holds")
+                == a.holds.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+        ),
+        (
+            "account.restrictions",
+            texts_at(j, "/data/account/restrictions")
+                == a.restrictions
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>(),
+        ),
     ];
     let mut out: Vec<String> = checks
         .iter()
@@ -1895,8 +2872,11 @@ fn full_task_example() -> Value {
         );
     }
     let mut json = ex.json;
-    // The example leaves `attempt` out; the edge cases want every optional field present.
+    // The example leaves `attempt`, `holds` and `restrictions` out; the edge cases want
+    // every optional field present.
     json["data"]["attempt"] = json!(1);
+    json["data"]["account"]["holds"] = json!(["hardship"]);
+    json["data"]["account"]["restrictions"] = json!(["agreed_hours", "opt_out"]);
     json
 }
 
@@ -2050,6 +3030,51 @@ fn schema_and_parse_task_event_agree_on_every_enum_value() {
                     }
                 }
                 Err(e) => failures.push(format!("{field} = {value}: parse_task_event: {e}")),
+            }
+        }
+    }
+    // The summary's lists: every value of their item enums, alone in the list.
+    for (field, enum_pointer) in [
+        (
+            "/data/account/holds",
+            "/properties/data/properties/account/properties/holds/items/enum",
+        ),
+        (
+            "/data/account/restrictions",
+            "/properties/data/properties/account/properties/restrictions/items/enum",
+        ),
+    ] {
+        let values = schema
+            .pointer(enum_pointer)
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("task.schema.json has no {enum_pointer}"));
+        assert!(!values.is_empty(), "{enum_pointer} is empty");
+        for value in values {
+            let mut doc = full.clone();
+            edit(&mut doc, field, Some(json!([value])));
+            let (schema_ok, parsed) = task_verdicts(&v, &doc);
+            if !schema_ok {
+                failures.push(format!(
+                    "{field} = [{value}]: the schema rejects its own enum"
+                ));
+            }
+            match parsed {
+                Ok(t) => {
+                    let read: Vec<&str> = if field.ends_with("holds") {
+                        t.data.account.holds.iter().map(|h| h.as_str()).collect()
+                    } else {
+                        t.data
+                            .account
+                            .restrictions
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect()
+                    };
+                    if read != [value.as_str().unwrap_or_default()] {
+                        failures.push(format!("{field} = [{value}]: read as {read:?}"));
+                    }
+                }
+                Err(e) => failures.push(format!("{field} = [{value}]: parse_task_event: {e}")),
             }
         }
     }
@@ -2475,6 +3500,103 @@ fn schema_and_parse_task_event_agree_on_edge_cases() {
             vec![("/data/account/last_payment/amount/minor", Some(json!(0)))],
             Valid,
         ),
+        // account.holds and account.restrictions
+        (
+            "holds empty",
+            vec![("/data/account/holds", Some(json!([])))],
+            Valid,
+        ),
+        (
+            "holds two reasons",
+            vec![("/data/account/holds", Some(json!(["dispute", "hardship"])))],
+            Valid,
+        ),
+        (
+            "holds a reason twice",
+            vec![("/data/account/holds", Some(json!(["dispute", "dispute"])))],
+            Invalid,
+        ),
+        (
+            "holds as text",
+            vec![("/data/account/holds", Some(json!("dispute")))],
+            Invalid,
+        ),
+        (
+            "holds unknown reason",
+            vec![("/data/account/holds", Some(json!(["vacation"])))],
+            Invalid,
+        ),
+        (
+            "holds upper case",
+            vec![("/data/account/holds", Some(json!(["DISPUTE"])))],
+            Invalid,
+        ),
+        (
+            "holds a null item",
+            vec![("/data/account/holds", Some(json!([null])))],
+            Invalid,
+        ),
+        (
+            "holds an object item",
+            vec![(
+                "/data/account/holds",
+                Some(json!([{ "reason": "dispute" }])),
+            )],
+            Invalid,
+        ),
+        (
+            "restrictions every kind",
+            vec![(
+                "/data/account/restrictions",
+                Some(json!([
+                    "agreed_hours",
+                    "do_not_call",
+                    "opt_out",
+                    "third_party_refused",
+                    "workplace_prohibited"
+                ])),
+            )],
+            Valid,
+        ),
+        (
+            "restrictions a kind twice",
+            vec![(
+                "/data/account/restrictions",
+                Some(json!(["opt_out", "do_not_call", "opt_out"])),
+            )],
+            Invalid,
+        ),
+        (
+            "restrictions a hold reason",
+            vec![("/data/account/restrictions", Some(json!(["dispute"])))],
+            Invalid,
+        ),
+        (
+            "restrictions with a channel",
+            vec![("/data/account/restrictions", Some(json!(["opt_out:sms"])))],
+            Invalid,
+        ),
+        (
+            "cancel_reason naming a hold",
+            vec![("/data/cancel_reason", Some(json!("hold:dispute")))],
+            Valid,
+        ),
+        (
+            "cancel_reason naming a restriction on a contact point",
+            vec![(
+                "/data/cancel_reason",
+                Some(json!("restriction:do_not_call:cp-7a41e0")),
+            )],
+            Valid,
+        ),
+        (
+            "kind hold_review on channel none",
+            vec![
+                ("/data/kind", Some(json!("hold_review"))),
+                ("/data/channel", Some(json!("none"))),
+            ],
+            Valid,
+        ),
     ];
     let full = full_task_example();
     let mut failures = Vec::new();
@@ -2607,7 +3729,10 @@ fn contact(n: u32, started_at: &str, what: [&str; 4], point: &str, extra: Value)
 /// A small scenario touching every kind of task the rules plan, plus cancellations: a
 /// failed payment, a promise broken three times, a conversation that asks for a callback,
 /// one that claims the money was paid, six calls over three days that reach nobody (lost
-/// contact: a contact repair and a third-party call) and the cure.
+/// contact: a contact repair and a third-party call), a dispute hold placed and released
+/// (a hold review; calls cancelled with `hold:dispute`), a do-not-call on the mobile and
+/// agreed evening hours (calls cancelled with `restriction:` labels and planned again),
+/// and the cure.
 fn scenario() -> Vec<Decision> {
     let policy = Policy::default();
     let mut state: Option<AccountState> = None;
@@ -2728,6 +3853,72 @@ fn scenario() -> Vec<Decision> {
             "cp-mobile-1",
             json!({}),
         ),
+        // A dispute stops all contact (its review is planned by the policy's default) and
+        // is resolved the next day: collection resumes with a call.
+        event(
+            "hold.placed",
+            20,
+            "2026-11-13T12:00:00+08:00",
+            json!({
+                "account_id": ACC,
+                "hold_id": "hold-1",
+                "reason": "dispute",
+                "scope": "all",
+                "placed_at": "2026-11-13T12:00:00+08:00",
+                "placed_by": "disputes-desk",
+                "case_ref": "DSP-1",
+            }),
+        ),
+        event(
+            "hold.released",
+            21,
+            "2026-11-14T09:00:00+08:00",
+            json!({
+                "account_id": ACC,
+                "hold_id": "hold-1",
+                "outcome": "resolved",
+                "released_at": "2026-11-14T09:00:00+08:00",
+                "released_by": "disputes-desk",
+            }),
+        ),
+        // No calls to the mobile, then calls only in the evening; the evening hours are
+        // withdrawn the next day.
+        event(
+            "contact.restricted",
+            22,
+            "2026-11-14T09:00:30+08:00",
+            json!({
+                "account_id": ACC,
+                "restriction_id": "rst-dnc-mobile",
+                "kind": "do_not_call",
+                "channel": "phone_mobile",
+                "effective_at": "2026-11-14T09:00:30+08:00",
+                "source": "agent-0421",
+            }),
+        ),
+        event(
+            "contact.restricted",
+            23,
+            "2026-11-14T09:01:00+08:00",
+            json!({
+                "account_id": ACC,
+                "restriction_id": "rst-evenings",
+                "kind": "agreed_hours",
+                "hours": { "start": "18:00", "end": "20:00" },
+                "effective_at": "2026-11-14T09:01:00+08:00",
+                "source": "agent-0421",
+            }),
+        ),
+        event(
+            "contact.unrestricted",
+            24,
+            "2026-11-15T09:00:00+08:00",
+            json!({
+                "account_id": ACC,
+                "restriction_id": "rst-evenings",
+                "effective_at": "2026-11-15T09:00:00+08:00",
+            }),
+        ),
         event(
             "payment.received",
             7,
@@ -2832,6 +4023,18 @@ fn task_due_mismatches(t: &TaskEvent, task: &Task, summary: &AccountSummary) -> 
             "account.lost_contact",
             a.lost_contact == summary.lost_contact,
         ),
+        (
+            "account.holds",
+            a.holds.iter().map(|h| h.as_str()).collect::<Vec<_>>() == summary.holds,
+        ),
+        (
+            "account.restrictions",
+            a.restrictions
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                == summary.restrictions,
+        ),
     ];
     checks
         .iter()
@@ -2848,6 +4051,8 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
     let mut seen_kinds = std::collections::BTreeSet::new();
     let mut seen_types = std::collections::BTreeSet::new();
     let (mut with_point, mut lost_contact) = (0, 0);
+    let (mut with_holds, mut with_restrictions) = (0, 0);
+    let mut cancel_reasons = std::collections::BTreeSet::new();
     let mut checked = 0;
     let mut failures = Vec::new();
     for d in &decisions {
@@ -2863,6 +4068,12 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
             );
             with_point += usize::from(m.json()["data"]["contact_point_id"].is_string());
             lost_contact += usize::from(m.json()["data"]["account"]["lost_contact"] == json!(true));
+            with_holds += usize::from(m.json()["data"]["account"]["holds"].is_array());
+            with_restrictions +=
+                usize::from(m.json()["data"]["account"]["restrictions"].is_array());
+            if let Some(r) = m.json()["data"]["cancel_reason"].as_str() {
+                cancel_reasons.insert(r.to_owned());
+            }
             let errors = schema_errors(&v, &m.json());
             if !errors.is_empty() {
                 failures.push(format!(
@@ -2919,9 +4130,25 @@ fn task_messages_built_by_the_core_pass_the_task_schema_and_parse_task_event() {
         "payment_verification",
         "contact_repair",
         "third_party_call",
+        "hold_review",
     ] {
         assert!(seen_kinds.contains(kind), "scenario produced no {kind}");
     }
+    for reason in [
+        "hold:dispute",
+        "restriction:do_not_call:phone_mobile",
+        "restriction:agreed_hours",
+    ] {
+        assert!(
+            cancel_reasons.contains(reason),
+            "scenario cancelled no task with {reason}: {cancel_reasons:?}"
+        );
+    }
+    assert!(
+        with_holds > 0 && with_restrictions > 0,
+        "no core-built message carried account.holds ({with_holds}) or account.restrictions \
+         ({with_restrictions})"
+    );
     assert!(
         with_point > 0,
         "no core-built message named the contact point of its task"

@@ -288,6 +288,37 @@ async fn the_definitions_file_agrees_with_the_code() {
     );
     let text = std::fs::read_to_string(path).expect("definitions.json");
     let mut defs: serde_json::Value = serde_json::from_str(&text).expect("json");
+    // Every queue the code consumes, its dead-letter queue and both bindings are in the
+    // file. The declarations below would not notice one missing (the code declares what
+    // is absent), but a broker loaded from the file alone would send that type to
+    // collections.unrouted until a worker of the type first started.
+    let has = |section: &str, found: &dyn Fn(&serde_json::Value) -> bool| {
+        defs[section].as_array().expect(section).iter().any(found)
+    };
+    for ty in EventType::ALL {
+        let (queue, dlq) = (ty.queue(), format!("{}.dlq", ty.queue()));
+        assert!(
+            has("queues", &|q| q["name"] == queue),
+            "definitions.json lacks the queue {queue}"
+        );
+        assert!(
+            has("queues", &|q| q["name"] == dlq.as_str()),
+            "definitions.json lacks the queue {dlq}"
+        );
+        assert!(
+            has("bindings", &|b| b["source"] == "collections.events"
+                && b["destination"] == queue
+                && b["routing_key"] == ty.as_str()),
+            "definitions.json does not bind {queue} to collections.events with key {}",
+            ty.as_str()
+        );
+        assert!(
+            has("bindings", &|b| b["source"] == "collections.dead-letter"
+                && b["destination"] == dlq.as_str()
+                && b["routing_key"] == dlq.as_str()),
+            "definitions.json does not bind {dlq} to collections.dead-letter"
+        );
+    }
     // The file is for vhost "/": load it into this test's own vhost instead.
     for section in ["vhosts", "exchanges", "queues", "bindings"] {
         for item in defs[section].as_array_mut().expect(section) {

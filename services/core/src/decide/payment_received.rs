@@ -126,11 +126,14 @@ impl Planner<'_> {
             self.state.failed_reported_at.clear();
             self.state.first_installment_default = false;
             self.state.partial_payer = false;
+            // A hold's review stays: the hold is still in force, and the review decides
+            // whether it may end (a cure does not settle a dispute).
             if later.is_empty() {
-                self.cancel_where("account cured", |_| true);
+                self.cancel_where("account cured", |t| t.kind != TaskKind::HoldReview);
             } else {
                 self.cancel_where("account cured", |t| {
-                    t.promise_id.as_ref().is_some_and(|id| !later.contains(id))
+                    t.kind != TaskKind::HoldReview
+                        && t.promise_id.as_ref().is_some_and(|id| !later.contains(id))
                 });
                 // A break reported after the cure, applied before it while the promise
                 // this payment kept still held the calls back, plans its call now.

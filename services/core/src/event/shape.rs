@@ -1,7 +1,7 @@
 //! The lexical forms the contract's JSON schemas require and that serde and jiff do not
 //! check by themselves: canonical UUIDs, `YYYY-MM-DD` dates, RFC 3339 instants with
-//! seconds and an offset, IANA zone names, and which members of each event's `data` must
-//! have which form.
+//! seconds and an offset, `HH:MM` local times, IANA zone names, and which members of each
+//! event's `data` must have which form.
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -23,6 +23,9 @@ pub(super) enum Shape {
     NotNull,
     /// The schema's `uuid`: see [`is_canonical_uuid`].
     Uuid,
+    /// A local time of day, `HH:MM` on the 24-hour clock (`hours.start`, `hours.end`):
+    /// see [`is_local_time_shape`].
+    LocalTime,
 }
 
 /// Members of `data` with a [`Shape`] to check, as dotted paths; a parent comes before its
@@ -67,6 +70,8 @@ pub(super) fn shapes(ty: EventType) -> &'static [(&'static str, Shape)] {
             ("channel", Shape::NotNull),
             ("contact_point_id", Shape::NotNull),
             ("hours", Shape::Object),
+            ("hours.start", Shape::LocalTime),
+            ("hours.end", Shape::LocalTime),
             ("effective_at", Shape::Instant),
             ("expires_at", Shape::Instant),
         ],
@@ -100,6 +105,8 @@ pub(super) fn check_shapes(ty: EventType, data: &Value) -> Result<(), String> {
             Shape::NotNull => None,
             Shape::Uuid => (!v.as_str().is_some_and(is_canonical_uuid))
                 .then(|| format!("{path} is not a UUID in the canonical 8-4-4-4-12 hex form")),
+            Shape::LocalTime => (!v.as_str().is_some_and(is_local_time_shape))
+                .then(|| format!("{path} is not a local time of the form HH:MM (00:00-23:59)")),
         };
         if let Some(problem) = problem {
             return Err(problem);
@@ -130,6 +137,20 @@ pub(super) fn is_date_shape(b: &[u8]) -> bool {
     match b {
         [y @ .., b'-', m1, m2, b'-', d1, d2] => {
             y.len() == 4 && all_digits(y) && all_digits(&[*m1, *m2, *d1, *d2])
+        }
+        _ => false,
+    }
+}
+
+/// The schema's `HH:MM` pattern, `^([01][0-9]|2[0-3]):[0-5][0-9]$`. jiff's `civil::Time`
+/// also reads `18`, `1800`, `18:00:00` and `18:00:00.5`, which the contract does not
+/// allow: agreed hours are whole minutes.
+pub(super) fn is_local_time_shape(s: &str) -> bool {
+    match s.as_bytes() {
+        [h1, h2, b':', m1, m2] => {
+            all_digits(&[*h1, *h2, *m1, *m2])
+                && (h1 - b'0') * 10 + (h2 - b'0') <= 23
+                && (m1 - b'0') * 10 + (m2 - b'0') <= 59
         }
         _ => false,
     }
@@ -250,6 +271,29 @@ mod tests {
             "",
         ] {
             assert!(!is_date_shape(bad.as_bytes()), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn local_times_must_be_hh_mm() {
+        for ok in ["00:00", "18:00", "09:30", "23:59"] {
+            assert!(is_local_time_shape(ok), "{ok} should pass");
+        }
+        for bad in [
+            "24:00",
+            "18:60",
+            "18",
+            "1800",
+            "18:00:00",
+            "18:00:00.5",
+            "8:00",
+            "18:0",
+            "T18:00",
+            " 18:00",
+            "１８:00",
+            "",
+        ] {
+            assert!(!is_local_time_shape(bad), "{bad:?} should fail");
         }
     }
 

@@ -292,6 +292,31 @@ impl Policy {
                 return Err(err(key, format!("{d} days is more than a month ahead")));
             }
         }
+        let h = &self.holds;
+        for (key, d) in [
+            ("holds.review_dispute", h.review_dispute),
+            ("holds.review_complaint", h.review_complaint),
+            ("holds.review_hardship", h.review_hardship),
+            (
+                "holds.review_cease_communication",
+                h.review_cease_communication,
+            ),
+            (
+                "holds.review_attorney_represented",
+                h.review_attorney_represented,
+            ),
+            ("holds.review_bankruptcy", h.review_bankruptcy),
+            ("holds.review_deceased", h.review_deceased),
+            ("holds.review_fraud_claim", h.review_fraud_claim),
+            ("holds.review_other", h.review_other),
+        ] {
+            if !d.is_positive() {
+                return Err(err(key, format!("{d:#} is not a positive duration")));
+            }
+        }
+        if self.contacts.claims_paid_hold.is_negative() {
+            return Err(err("contacts.claims_paid_hold", "must not be negative"));
+        }
         if pd.at < w.start || pd.at >= w.end {
             return Err(err(
                 "pre_due.at",

@@ -1454,3 +1454,179 @@ fn agreed_hours_keep_an_open_reminder_before_its_promise() {
     assert!(late.open_of(TaskKind::PromiseReminder).is_empty());
     assert!(journal_has(&d, "reminder"));
 }
+
+// ---------------------------------------------------------------------------------------
+// The shipped scenarios (deploy/scenarios), through the simulator
+// ---------------------------------------------------------------------------------------
+
+fn scenario(name: &str) -> collections_core::sim::Timeline {
+    let path = format!(
+        "{}/../../deploy/scenarios/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let s = collections_core::sim::Scenario::from_toml_str(&text)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    collections_core::sim::simulate(&Policy::default(), &s, None)
+}
+
+/// The task lines as (state, kind, channel, due instant, reason).
+fn lines(t: &collections_core::sim::Timeline) -> Vec<(String, String, String, Timestamp, String)> {
+    t.tasks()
+        .into_iter()
+        .map(|e| {
+            (
+                e.state.clone(),
+                e.kind.clone(),
+                e.channel.clone().unwrap_or_default(),
+                e.due_at.expect("a task line has a due instant"),
+                e.reason.clone(),
+            )
+        })
+        .collect()
+}
+
+fn line<'a>(
+    l: &'a [(String, String, String, Timestamp, String)],
+    state: &str,
+    kind: &str,
+    due: &str,
+) -> &'a (String, String, String, Timestamp, String) {
+    l.iter()
+        .find(|x| x.0 == state && x.1 == kind && x.3 == ts(due))
+        .unwrap_or_else(|| panic!("no {state} {kind} due {due} in {l:#?}"))
+}
+
+/// Customer contacts that fired between `from` and `to`.
+fn contacts_fired(t: &collections_core::sim::Timeline, from: &str, to: &str) -> usize {
+    t.tasks()
+        .into_iter()
+        .filter(|e| e.state == "due" && e.kind != "hold_review")
+        .filter(|e| e.at > ts(from) && e.at < ts(to))
+        .count()
+}
+
+#[test]
+fn simulated_dispute_stops_contact_fires_its_review_and_calls_resume_on_release() {
+    let t = scenario("hold-dispute-placed-and-resolved");
+    let l = lines(&t);
+    assert_eq!(
+        line(
+            &l,
+            "cancelled",
+            "collection_call",
+            "2026-11-03T13:00:00+08:00"
+        )
+        .4,
+        "hold:dispute"
+    );
+    line(&l, "scheduled", "hold_review", "2026-11-06T10:00:00+08:00");
+    line(&l, "due", "hold_review", "2026-11-06T10:00:00+08:00");
+    assert_eq!(
+        contacts_fired(&t, "2026-11-03T11:30:00+08:00", "2026-11-06T14:00:00+08:00"),
+        0
+    );
+    let resumed = line(&l, "due", "collection_call", "2026-11-06T14:00:00+08:00");
+    assert!(resumed.4.contains("collection resumes"), "{}", resumed.4);
+    line(&l, "due", "collection_call", "2026-11-06T17:00:00+08:00");
+}
+
+#[test]
+fn simulated_hardship_with_pause_dpd_keeps_the_bucket_until_release() {
+    let t = scenario("hold-hardship-pause-dpd");
+    let l = lines(&t);
+    assert_eq!(
+        line(
+            &l,
+            "cancelled",
+            "collection_call",
+            "2026-11-03T13:00:00+08:00"
+        )
+        .4,
+        "hold:hardship"
+    );
+    let tasks = t.tasks();
+    let at = |state: &str, kind: &str, due: &str| {
+        tasks
+            .iter()
+            .find(|e| e.state == state && e.kind == kind && e.due_at == Some(ts(due)))
+            .map(|e| (e.bucket.clone().unwrap_or_default(), e.dpd.unwrap_or(-1)))
+            .unwrap_or_else(|| panic!("no {state} {kind} due {due}"))
+    };
+    // Placed at DPD 24 (M1); reviewed 14 days later, still 24; released three days
+    // after that, still 24; then it runs again and crosses into M2 a week later.
+    assert_eq!(
+        at("due", "hold_review", "2026-11-17T10:30:00+08:00"),
+        ("M1".to_owned(), 24)
+    );
+    assert_eq!(
+        at("due", "collection_call", "2026-11-20T10:00:00+08:00"),
+        ("M1".to_owned(), 24)
+    );
+    assert_eq!(
+        at("due", "collection_call", "2026-11-21T10:00:00+08:00"),
+        ("M1".to_owned(), 25)
+    );
+    assert_eq!(
+        at("due", "collection_call", "2026-11-27T10:00:00+08:00"),
+        ("M2".to_owned(), 31)
+    );
+    assert_eq!(
+        contacts_fired(&t, "2026-11-03T10:30:00+08:00", "2026-11-20T10:00:00+08:00"),
+        0
+    );
+}
+
+#[test]
+fn simulated_sms_opt_out_moves_the_pre_due_reminder_to_the_phone() {
+    let t = scenario("opt-out-sms-reminders-move-to-phone");
+    let l = lines(&t);
+    let due = "2026-11-26T10:00:00+08:00";
+    assert_eq!(line(&l, "scheduled", "pre_due_reminder", due).2, "sms");
+    let gone = line(&l, "cancelled", "pre_due_reminder", due);
+    assert_eq!(
+        (gone.2.as_str(), gone.4.as_str()),
+        ("sms", "restriction:opt_out:sms")
+    );
+    let fired: Vec<_> = l
+        .iter()
+        .filter(|x| x.0 == "due" && x.1 == "pre_due_reminder")
+        .collect();
+    assert_eq!(fired.len(), 1, "{l:#?}");
+    assert_eq!((fired[0].2.as_str(), fired[0].3), ("phone_mobile", ts(due)));
+}
+
+#[test]
+fn simulated_agreed_hours_keep_every_contact_between_six_and_eight_pm() {
+    let t = scenario("agreed-hours-18-20");
+    let l = lines(&t);
+    assert_eq!(
+        line(
+            &l,
+            "cancelled",
+            "collection_call",
+            "2026-11-03T13:00:00+08:00"
+        )
+        .4,
+        "restriction:agreed_hours"
+    );
+    line(&l, "due", "collection_call", "2026-11-03T18:00:00+08:00");
+    line(&l, "due", "promise_reminder", "2026-11-04T19:59:00+08:00");
+    line(
+        &l,
+        "scheduled",
+        "promise_check",
+        "2026-11-05T18:00:00+08:00",
+    );
+    // Everything that fired after the restriction fired inside 18:00-20:00.
+    let after: Vec<_> = t
+        .tasks()
+        .into_iter()
+        .filter(|e| e.state == "due" && e.at > ts("2026-11-03T10:30:00+08:00"))
+        .collect();
+    assert!(after.len() >= 4, "{after:#?}");
+    for e in after {
+        let h = local(e.at).time();
+        assert!(h >= hm(18, 0) && h < hm(20, 0), "{} fired at {h}", e.kind);
+    }
+}

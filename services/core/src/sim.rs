@@ -194,6 +194,13 @@ pub struct Entry {
     /// Call attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The account's days past due when the task event was published (net of days
+    /// paused by a hold), so a timeline shows whether the delinquency clock ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpd: Option<i64>,
+    /// The account's bucket then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
 }
 
 impl Entry {
@@ -226,6 +233,8 @@ impl Entry {
             reason,
             task_id: d["task_id"].as_str().and_then(|s| s.parse().ok()),
             attempt: d["attempt"].as_u64().and_then(|a| u32::try_from(a).ok()),
+            dpd: d["account"]["dpd"].as_i64(),
+            bucket: d["account"]["bucket"].as_str().map(str::to_owned),
         })
     }
 }
@@ -379,6 +388,8 @@ impl World<'_> {
             reason: describe(e),
             task_id: None,
             attempt: None,
+            dpd: None,
+            bucket: None,
         };
         match result {
             Err(err) => {

@@ -119,13 +119,13 @@ fn local(t: Timestamp, zone: &str) -> String {
 fn print_table(out: &mut String, t: &Timeline) {
     let _ = writeln!(
         out,
-        "{:<20} {:<10} {:<10} {:<18} {:<13} {:<8} {:>3} {:<20} why",
-        "when (local)", "account", "state", "kind", "channel", "tone", "pri", "due (local)"
+        "{:<20} {:<10} {:<10} {:<18} {:<13} {:<8} {:>3} {:<20} {:<7} why",
+        "when (local)", "account", "state", "kind", "channel", "tone", "pri", "due (local)", "dpd"
     );
     for e in &t.entries {
         let _ = writeln!(
             out,
-            "{:<20} {:<10} {:<10} {:<18} {:<13} {:<8} {:>3} {:<20} {}",
+            "{:<20} {:<10} {:<10} {:<18} {:<13} {:<8} {:>3} {:<20} {:<7} {}",
             local(e.at, &e.timezone),
             short(&e.account_id, 10),
             e.state,
@@ -134,6 +134,10 @@ fn print_table(out: &mut String, t: &Timeline) {
             e.tone.as_deref().unwrap_or(""),
             e.priority.map(|p| p.to_string()).unwrap_or_default(),
             e.due_at.map(|d| local(d, &e.timezone)).unwrap_or_default(),
+            match (&e.bucket, e.dpd) {
+                (Some(b), Some(d)) => format!("{b}/{d}"),
+                _ => String::new(),
+            },
             e.reason
         );
     }

@@ -544,3 +544,128 @@ fn an_invalid_policy_is_refused_naming_the_key() {
         }
     }
 }
+
+#[test]
+fn table_shows_the_hold_scenarios_key_lines_and_the_paused_dpd() {
+    // The table's task rows end in the due instant, the account's bucket/DPD, the reason.
+    let rows = |name: &str| -> Vec<Vec<String>> {
+        ok(&["simulate", &format!("deploy/scenarios/{name}.toml")])
+            .lines()
+            .skip_while(|l| !l.starts_with("when (local)"))
+            .skip(1)
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    };
+    // (state, kind, channel, due, bucket/DPD, first word of the reason)
+    let has = |r: &[Vec<String>], want: [&str; 6]| {
+        r.iter().any(|t| {
+            t.len() > 15
+                && t[5] == want[0]
+                && t[6] == want[1]
+                && t[7] == want[2]
+                && t[10..14].join(" ") == want[3]
+                && t[14] == want[4]
+                && t[15] == want[5]
+        })
+    };
+    let dispute = rows("hold-dispute-placed-and-resolved");
+    for want in [
+        [
+            "cancelled",
+            "collection_call",
+            "phone_mobile",
+            "Tue 11-03 13:00 CST",
+            "M1/2",
+            "hold:dispute",
+        ],
+        [
+            "due",
+            "hold_review",
+            "none",
+            "Fri 11-06 10:00 CST",
+            "M1/5",
+            "review",
+        ],
+        [
+            "due",
+            "collection_call",
+            "phone_mobile",
+            "Fri 11-06 14:00 CST",
+            "M1/5",
+            "hold",
+        ],
+    ] {
+        assert!(has(&dispute, want), "{want:?} in {dispute:#?}");
+    }
+    let hardship = rows("hold-hardship-pause-dpd");
+    for want in [
+        [
+            "due",
+            "hold_review",
+            "none",
+            "Tue 11-17 10:30 CST",
+            "M1/24",
+            "review",
+        ],
+        [
+            "due",
+            "collection_call",
+            "phone_mobile",
+            "Fri 11-20 10:00 CST",
+            "M1/24",
+            "hold",
+        ],
+    ] {
+        assert!(has(&hardship, want), "{want:?} in {hardship:#?}");
+    }
+    let opt_out = rows("opt-out-sms-reminders-move-to-phone");
+    for want in [
+        [
+            "cancelled",
+            "pre_due_reminder",
+            "sms",
+            "Thu 11-26 10:00 CST",
+            "M0/0",
+            "restriction:opt_out:sms",
+        ],
+        [
+            "due",
+            "pre_due_reminder",
+            "phone_mobile",
+            "Thu 11-26 10:00 CST",
+            "M0/0",
+            "pre-due",
+        ],
+    ] {
+        assert!(has(&opt_out, want), "{want:?} in {opt_out:#?}");
+    }
+    let hours = rows("agreed-hours-18-20");
+    for want in [
+        [
+            "cancelled",
+            "collection_call",
+            "phone_mobile",
+            "Tue 11-03 13:00 CST",
+            "M1/2",
+            "restriction:agreed_hours",
+        ],
+        [
+            "due",
+            "collection_call",
+            "phone_mobile",
+            "Tue 11-03 18:00 CST",
+            "M1/2",
+            "attempt",
+        ],
+        [
+            "due",
+            "promise_reminder",
+            "phone_mobile",
+            "Wed 11-04 19:59 CST",
+            "M1/3",
+            "remind",
+        ],
+    ] {
+        assert!(has(&hours, want), "{want:?} in {hours:#?}");
+    }
+}

@@ -8,10 +8,7 @@
 
 use super::Planner;
 use crate::{
-    event::{
-        ContactRestricted, ContactUnrestricted, HoldPlaced, HoldReleased, HoldScope,
-        RestrictionKind,
-    },
+    event::{ContactRestricted, ContactUnrestricted, HoldPlaced, HoldReleased, HoldScope},
     hold::{HoldRecord, RestrictionRecord},
     state::Status,
     task::{Channel, Task, TaskKind},
@@ -219,9 +216,9 @@ impl Planner<'_> {
                 lifted_at: None,
             }),
         }
-        if d.kind == RestrictionKind::ThirdPartyRefused {
-            self.state.third_party_refused = true;
-        }
+        // A `third_party_refused` restriction is kept as a record, not as the account's
+        // `third_party_refused` flag (a refusal heard in a conversation, for ever): the
+        // record lapses at `expires_at` and is lifted by `contact.unrestricted`.
         let what = match (d.channel, &d.contact_point_id, d.hours) {
             (_, _, Some(h)) => format!(
                 " to {}-{} local",
@@ -316,9 +313,40 @@ impl Planner<'_> {
         for (t, label) in broken {
             let id = t.task_id;
             self.cancel_where(&label, |o| o.task_id == id);
-            let at = t.due_at.max(self.now);
+            let mut at = t.due_at.max(self.now);
             if self.state.full_hold_at(at).is_some() {
                 continue;
+            }
+            if t.kind == TaskKind::PromiseReminder {
+                // Moved forward into agreed hours, a reminder could land after its promise:
+                // as when it is first planned, it takes the last allowed minute before its
+                // instant, else the next one if that still precedes the promise, else none.
+                let w = self.state.window(&self.policy.contact_window, at);
+                if !window::is_allowed(at, &tz, &w) {
+                    let promised_at = self
+                        .state
+                        .promises
+                        .iter()
+                        .find(|p| Some(p.promise_id.as_str()) == t.promise_id.as_deref())
+                        .and_then(|p| p.promised_at);
+                    let back = window::last_allowed_before(at, &tz, &w);
+                    let fwd = window::next_allowed(at, &tz, &w);
+                    if back > self.now {
+                        at = back;
+                    } else if promised_at.is_some_and(|p| fwd < p) {
+                        at = fwd;
+                    } else {
+                        self.note(
+                            "decision",
+                            format!(
+                                "reminder {} not planned again: no allowed minute between now \
+                                 and the promise ({label})",
+                                t.task_id
+                            ),
+                        );
+                        continue;
+                    }
+                }
             }
             if self.plan(
                 t.kind,

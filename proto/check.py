@@ -12,7 +12,8 @@
 * every file asyncapi.yaml points at exists.
 
 The schema for an example is chosen by the part of its file name before `--`
-(task.scheduled, task.due and task.cancelled share task.schema.json).
+(task.scheduled, task.due and task.cancelled share task.schema.json;
+arrangement.broken and arrangement.kept share arrangement.outcome.schema.json).
 
 Needs: pip install jsonschema rfc3339-validator pyyaml
 Usage: python3 proto/check.py [-v]
@@ -53,7 +54,12 @@ def require_format_support():
 
 def schema_for(stem):
     ty = stem.split("--", 1)[0]
-    name = "task" if ty.startswith("task.") else ty
+    if ty.startswith("task."):
+        name = "task"
+    elif ty in ("arrangement.broken", "arrangement.kept"):
+        name = "arrangement.outcome"
+    else:
+        name = ty
     return ty, SCHEMAS / f"{name}.schema.json"
 
 

@@ -21,7 +21,8 @@ cargo build --release --locked --bins
 target/release/collectionsctl migrate
 bins=(payment-failed-worker promise-made-worker promise-broken-worker payment-received-worker
       contact-attempted-worker hold-placed-worker hold-released-worker
-      contact-restricted-worker contact-unrestricted-worker)
+      contact-restricted-worker contact-unrestricted-worker
+      arrangement-made-worker arrangement-cancelled-worker payment-reversed-worker)
 [[ -x target/release/task-scheduler ]] && bins+=(task-scheduler)
 
 logs=.run/logs

@@ -24,7 +24,7 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-pub const ALL_WORKERS: [&str; 9] = [
+pub const ALL_WORKERS: [&str; 12] = [
     "payment-failed-worker",
     "promise-made-worker",
     "promise-broken-worker",
@@ -34,6 +34,9 @@ pub const ALL_WORKERS: [&str; 9] = [
     "hold-released-worker",
     "contact-restricted-worker",
     "contact-unrestricted-worker",
+    "arrangement-made-worker",
+    "arrangement-cancelled-worker",
+    "payment-reversed-worker",
 ];
 
 pub fn bin_path(name: &str) -> PathBuf {
@@ -47,6 +50,9 @@ pub fn bin_path(name: &str) -> PathBuf {
         "hold-released-worker" => env!("CARGO_BIN_EXE_hold-released-worker"),
         "contact-restricted-worker" => env!("CARGO_BIN_EXE_contact-restricted-worker"),
         "contact-unrestricted-worker" => env!("CARGO_BIN_EXE_contact-unrestricted-worker"),
+        "arrangement-made-worker" => env!("CARGO_BIN_EXE_arrangement-made-worker"),
+        "arrangement-cancelled-worker" => env!("CARGO_BIN_EXE_arrangement-cancelled-worker"),
+        "payment-reversed-worker" => env!("CARGO_BIN_EXE_payment-reversed-worker"),
         "task-scheduler" => env!("CARGO_BIN_EXE_task-scheduler"),
         other => panic!("unknown binary {other}"),
     })

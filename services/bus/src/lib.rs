@@ -35,6 +35,13 @@ pub const UNROUTED_QUEUE: &str = "collections.unrouted";
 /// Deliveries of one message before the broker dead-letters it by itself (a worker that
 /// crashes on a message must not crash forever).
 pub const DELIVERY_LIMIT: i64 = 10;
+/// Where the service's own arrangement outcomes (`arrangement.broken`,
+/// `arrangement.kept`) wait for billing and dashboards: a quorum queue bound to
+/// `collections.events` with [`ARRANGEMENT_OUTCOME_KEYS`] (without a binding they would
+/// land in [`UNROUTED_QUEUE`]). Consumers may bind queues of their own as well.
+pub const ARRANGEMENT_OUTCOMES_QUEUE: &str = "collections.arrangement-outcomes";
+/// The routing keys of the service's arrangement outcomes.
+pub const ARRANGEMENT_OUTCOME_KEYS: [&str; 2] = ["arrangement.broken", "arrangement.kept"];
 /// `x-delivery-limit` of the queues that hold messages for an operator (the `.dlq` queues
 /// and [`UNROUTED_QUEUE`]). They have no dead-letter exchange, so a message past its limit
 /// is dropped: from RabbitMQ 4.0 a quorum queue declared without a limit gets 20, which a
@@ -383,6 +390,27 @@ async fn declare_holding_queue(ch: &Channel, name: &str) -> Result<HoldingQueue,
 }
 
 async fn bind_inbound_queues(ch: &Channel) -> Result<(), BusError> {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long("quorum"));
+    ch.queue_declare(
+        ARRANGEMENT_OUTCOMES_QUEUE.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await?;
+    for key in ARRANGEMENT_OUTCOME_KEYS {
+        ch.queue_bind(
+            ARRANGEMENT_OUTCOMES_QUEUE.into(),
+            EVENTS_EXCHANGE.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
     for t in EventType::ALL {
         ch.queue_bind(
             t.queue().into(),

@@ -13,7 +13,9 @@ use std::collections::{HashMap, HashSet};
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use crate::{netting::Netted, on_call_fired, AccountState, Policy, Task, TaskKind};
+use crate::{
+    netting::Netted, on_call_fired, on_instalment_due, AccountState, Policy, Task, TaskKind,
+};
 
 /// Whether completing this fired task involves the rules: a call to the debtor (it counts
 /// towards the caps) or a collection call (it plans the next attempt). Other fired tasks
@@ -21,6 +23,13 @@ use crate::{netting::Netted, on_call_fired, AccountState, Policy, Task, TaskKind
 #[must_use]
 pub fn counts_as_call(task: &Task) -> bool {
     task.channel.is_phone() || task.kind == TaskKind::CollectionCall
+}
+
+/// Whether completing this fired task involves the rules: a call ([`counts_as_call`]) or
+/// an arrangement's instalment expiry ([`crate::on_instalment_due`]).
+#[must_use]
+pub fn completes_with_rules(task: &Task) -> bool {
+    counts_as_call(task) || task.kind == TaskKind::InstalmentExpiry
 }
 
 /// Decides what the fired tasks `fired` (each with the id of its `task.due` message) lead
@@ -46,7 +55,7 @@ pub fn complete_calls(
     now: Timestamp,
 ) -> Netted {
     let mut w = Netted::default();
-    for (task, due_id) in fired.iter().filter(|(t, _)| counts_as_call(t)) {
+    for (task, due_id) in fired.iter().filter(|(t, _)| completes_with_rules(t)) {
         if !emitted.contains(&task.task_id) {
             continue;
         }
@@ -54,12 +63,19 @@ pub fn complete_calls(
             continue;
         };
         let tasks = open.entry(task.account_id.clone()).or_default();
-        let mut d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+        let rule = |open: &[Task]| {
+            if task.kind == TaskKind::InstalmentExpiry {
+                on_instalment_due(&state, open, task, *due_id, policy, now)
+            } else {
+                on_call_fired(&state, open, task, *due_id, policy, now)
+            }
+        };
+        let mut d = rule(tasks);
         if d.cancel.iter().any(|c| firing.contains(&c.task_id))
             || d.reprioritise.iter().any(|(id, _)| firing.contains(id))
         {
             tasks.retain(|t| !firing.contains(&t.task_id));
-            d = on_call_fired(&state, tasks, task, *due_id, policy, now);
+            d = rule(tasks);
         }
         w.absorb(
             tasks,

@@ -31,6 +31,13 @@ pub enum FireOutcome {
         /// The `promise.broken` event.
         message: OutboundMessage,
     },
+    /// An arrangement's instalment expiry: nothing is published at firing; the shell
+    /// completes it through [`crate::on_instalment_due`] with `cause` (which may publish
+    /// `arrangement.broken` through the outbox).
+    InstalmentDue {
+        /// The id of the decision it causes ([`crate::instalment_due_cause`]).
+        cause: Uuid,
+    },
     /// Forbidden now by a hold or a restriction in force: cancel the task (its label is
     /// the cancel reason) and publish its `task.cancelled`.
     Cancelled {
@@ -67,6 +74,11 @@ pub fn fire(
         .cloned()
         .unwrap_or_else(|| AccountState::new(&task.account_id, &policy.default_timezone));
     let summary = state.summary(now);
+    if task.kind == TaskKind::InstalmentExpiry {
+        return FireOutcome::InstalmentDue {
+            cause: crate::instalment_due_cause(task),
+        };
+    }
     if task.kind.is_internal() {
         return FireOutcome::Expired {
             message: expiry_message(task, now),

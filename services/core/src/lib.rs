@@ -25,6 +25,7 @@
 //! its own clock, and writes and publishes the [`Decision`] in one transaction. The only
 //! file read is the shipped default policy, compiled in with `include_str!`.
 
+pub mod arrangement;
 pub mod caps;
 pub mod completion;
 pub mod contact;
@@ -43,8 +44,8 @@ pub mod task_event;
 pub mod window;
 
 pub use decide::{
-    channel_for_attempt, decide, on_call_fired, priority_at, Decision, DomainError, JournalEntry,
-    NEXT_STEP_BACKSTOP,
+    channel_for_attempt, decide, instalment_due_cause, on_call_fired, on_instalment_due,
+    priority_at, Decision, DomainError, JournalEntry, NEXT_STEP_BACKSTOP,
 };
 pub use event::{parse_event, Event, EventBody, EventType, ParseError, RejectCode};
 pub use fire::{fire, FireOutcome};

@@ -303,6 +303,43 @@ impl World<'_> {
 
     fn record(&mut self, m: &OutboundMessage) {
         if m.exchange != TASKS_EXCHANGE {
+            // The service's own events (`arrangement.broken`, `arrangement.kept`) show as
+            // `published` lines; an expiry's `promise.broken` shows when it is applied.
+            if m.routing_key.starts_with("arrangement.") {
+                let body = m.json();
+                let d = &body["data"];
+                let mut reason = format!(
+                    "arrangement {} instalment {}",
+                    d["arrangement_id"].as_str().unwrap_or_default(),
+                    d["instalment_number"]
+                );
+                if let Some(r) = d["reason"].as_str() {
+                    reason.push_str(&format!(": {r}"));
+                }
+                if d["settles_in_full"].as_bool() == Some(true) {
+                    reason.push_str(" (settles in full)");
+                }
+                let tz = self.zone_of(&m.account_id);
+                self.entries.push(Entry {
+                    at: body["time"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(Timestamp::UNIX_EPOCH),
+                    account_id: m.account_id.clone(),
+                    timezone: tz,
+                    state: "published".to_owned(),
+                    kind: m.routing_key.clone(),
+                    channel: None,
+                    tone: None,
+                    priority: None,
+                    due_at: None,
+                    reason,
+                    task_id: None,
+                    attempt: None,
+                    dpd: None,
+                    bucket: None,
+                });
+            }
             return;
         }
         let tz = self.zone_of(&m.account_id);
@@ -418,6 +455,15 @@ impl World<'_> {
                 self.record(&message);
                 None
             }
+            FireOutcome::InstalmentDue { cause } => {
+                self.open.remove(index);
+                if let Some(state) = self.state_of(&account) {
+                    let open = self.open_of(&account, Some(task.task_id));
+                    let d = crate::on_instalment_due(&state, &open, &task, cause, self.policy, now);
+                    self.apply(&account, d, now);
+                }
+                None
+            }
             FireOutcome::Moved {
                 task: moved,
                 message,
@@ -483,6 +529,29 @@ fn describe(e: &Event) -> String {
             s
         }
         B::ContactUnrestricted(d) => format!("restriction {} lifted", d.restriction_id),
+        B::ArrangementMade(d) => format!(
+            "arrangement {} ({}) of {} in {} instalment(s){}{}",
+            d.arrangement_id,
+            d.kind,
+            d.total,
+            d.instalments.len(),
+            if d.settles_in_full {
+                ", settles in full"
+            } else {
+                ""
+            },
+            d.discount_approved_by
+                .as_deref()
+                .map(|b| format!(", discount approved by {b}"))
+                .unwrap_or_default()
+        ),
+        B::ArrangementCancelled(d) => {
+            format!("arrangement {} cancelled ({})", d.arrangement_id, d.reason)
+        }
+        B::PaymentReversed(d) => format!(
+            "payment {} of {} reversed at {} ({})",
+            d.payment_id, d.amount, d.reversed_at, d.reason
+        ),
         B::ContactAttempted(d) => {
             let mut s = format!(
                 "{} {} attempt {}: {}, party {}",

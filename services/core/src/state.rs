@@ -6,6 +6,7 @@ use jiff::{civil::Date, tz::TimeZone, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    arrangement::{ArrangementRecord, ArrangementStatus, ReversalRecord},
     contact::Ledger,
     hold::{HoldRecord, RestrictionRecord},
     money::{Currency, Money},
@@ -184,6 +185,12 @@ pub struct AccountState {
     /// Contact restrictions (and lifts whose restriction has not arrived yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restrictions: Vec<RestrictionRecord>,
+    /// Payment arrangements (and cancellations whose arrangement has not arrived yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arrangements: Vec<ArrangementRecord>,
+    /// Payment reversals (and those whose payment has not arrived yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reversals: Vec<ReversalRecord>,
     /// The debtor's contact ledger, loaded by the store with the state (not part of the
     /// stored document: it is kept per debtor, across accounts).
     #[serde(skip)]
@@ -199,7 +206,7 @@ fn is_zero(n: &u32) -> bool {
 pub const FIRST_INSTALMENT_KEY: &str = "instalment-1";
 
 /// A payment remembered for promises applied after it (see `recent_payments`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecentPayment {
     /// When billing received it.
     pub received_at: Timestamp,
@@ -208,6 +215,9 @@ pub struct RecentPayment {
     /// Billing stated the overdue as zero after it (it cured the account).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub settled: bool,
+    /// Billing's id of the payment (unknown in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
 }
 
 /// How many payments an account remembers for promises made before them that arrive
@@ -357,6 +367,8 @@ impl AccountState {
             ledger: Ledger::default(),
             holds: Vec::new(),
             restrictions: Vec::new(),
+            arrangements: Vec::new(),
+            reversals: Vec::new(),
         }
     }
 
@@ -434,6 +446,28 @@ impl AccountState {
         self.promises
             .iter()
             .find(|p| p.status == PromiseStatus::Open)
+    }
+
+    /// The arrangement being paid, if any (at most one is open at a time).
+    #[must_use]
+    pub fn open_arrangement(&self) -> Option<&ArrangementRecord> {
+        self.arrangements
+            .iter()
+            .find(|a| a.status == ArrangementStatus::Open)
+    }
+
+    /// Whether an open arrangement is being paid on time (no instalment missed and not
+    /// made good): collection calls stay suspended.
+    #[must_use]
+    pub fn plan_on_time(&self) -> bool {
+        self.open_arrangement().is_some_and(|a| !a.behind())
+    }
+
+    /// An arrangement by id.
+    pub fn arrangement_mut(&mut self, id: &str) -> Option<&mut ArrangementRecord> {
+        self.arrangements
+            .iter_mut()
+            .find(|a| a.arrangement_id == id)
     }
 
     /// A promise by id.

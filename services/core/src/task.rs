@@ -69,6 +69,10 @@ text_enum!(
         PaymentVerification = "payment_verification",
         /// Review a hold (dispute, hardship, ...) at its review date.
         HoldReview = "hold_review",
+        /// Internal: when it fires, an arrangement's instalment not met by due + grace is
+        /// missed (`arrangement.broken` when the plan breaks). Never published as a task
+        /// event.
+        InstalmentExpiry = "instalment_expiry",
     }
 );
 
@@ -125,6 +129,7 @@ impl TaskKind {
             self,
             TaskKind::SupervisorReview
                 | TaskKind::PromiseExpiry
+                | TaskKind::InstalmentExpiry
                 | TaskKind::ContactRepair
                 | TaskKind::PaymentVerification
                 | TaskKind::HoldReview
@@ -134,7 +139,7 @@ impl TaskKind {
     /// Internal bookkeeping tasks that dashboards never see.
     #[must_use]
     pub fn is_internal(self) -> bool {
-        matches!(self, TaskKind::PromiseExpiry)
+        matches!(self, TaskKind::PromiseExpiry | TaskKind::InstalmentExpiry)
     }
 }
 

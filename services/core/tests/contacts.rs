@@ -244,7 +244,7 @@ impl Desk {
                     self.absorb(account, &d);
                 }
             }
-            FireOutcome::Expired { .. } => {
+            FireOutcome::Expired { .. } | FireOutcome::InstalmentDue { .. } => {
                 list.retain(|t| t.task_id != task.task_id);
             }
         }

@@ -790,6 +790,23 @@ impl<'a> Fold<'a> {
                 let e = parse_event(&message.body, None).expect("expiry is an event");
                 self.event(&e, now)?;
             }
+            FireOutcome::InstalmentDue { cause } => {
+                // Marked emitted with its revision advanced by one; the rules follow.
+                self.check_row(task.task_id, false, task.revision + 1, "fired expiry");
+                self.open.remove(index);
+                if let Some(state) = self.loaded() {
+                    let open = self.open_tasks();
+                    let d = collections_core::on_instalment_due(
+                        &state,
+                        &open,
+                        &task,
+                        cause,
+                        self.policy,
+                        now,
+                    );
+                    self.apply(d, now)?;
+                }
+            }
             FireOutcome::Moved {
                 task: moved,
                 message,

@@ -101,6 +101,8 @@ fn validator(schemas: &BTreeMap<String, Value>, name: &str) -> Validator {
 fn schema_name_for(ty: &str) -> String {
     if ty.starts_with("task.") {
         "task.schema.json".to_owned()
+    } else if is_outcome(ty) {
+        "arrangement.outcome.schema.json".to_owned()
     } else {
         format!("{ty}.schema.json")
     }
@@ -162,6 +164,12 @@ fn is_task(ty: &str) -> bool {
     matches!(ty, "task.scheduled" | "task.due" | "task.cancelled")
 }
 
+/// The service's own arrangement outcomes on `collections.events` (no parser reads them
+/// back: the schema is their contract).
+fn is_outcome(ty: &str) -> bool {
+    matches!(ty, "arrangement.broken" | "arrangement.kept")
+}
+
 #[test]
 fn every_schema_is_valid_draft_2020_12_and_compiles() {
     let schemas = schema_files();
@@ -201,7 +209,7 @@ fn valid_examples_pass_their_schema_and_the_parser() {
     let (mut inbound, mut tasks) = (0, 0);
     for ex in &all {
         assert!(
-            is_inbound(&ex.ty) || is_task(&ex.ty),
+            is_inbound(&ex.ty) || is_task(&ex.ty) || is_outcome(&ex.ty),
             "{}: unknown type prefix {:?}",
             ex.file,
             ex.ty
@@ -216,6 +224,9 @@ fn valid_examples_pass_their_schema_and_the_parser() {
         let errors = schema_errors(&v, &ex.json);
         if !errors.is_empty() {
             failures.push(format!("{}: schema rejects it: {errors:?}", ex.file));
+        }
+        if is_outcome(&ex.ty) {
+            continue;
         }
         if let Some(ty) = EventType::from_type(&ex.ty) {
             inbound += 1;
@@ -443,6 +454,67 @@ fn event_mismatches(e: &Event, j: &Value) -> Vec<String> {
                 instant_at(j, "/data/effective_at") == Some(d.effective_at),
             ),
         ]),
+        EventBody::ArrangementMade(d) => {
+            let instalments = j
+                .pointer("/data/instalments")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let each = d.instalments.iter().enumerate().all(|(i, inst)| {
+                let at = format!("/data/instalments/{i}");
+                j.pointer(&format!("{at}/number")).and_then(Value::as_u64)
+                    == Some(u64::from(inst.number))
+                    && instant_at(j, &format!("{at}/due_at")) == Some(inst.due_at)
+                    && money(&inst.amount, &format!("{at}/amount"))
+            });
+            checks.extend([
+                ("data.account_id", text(&d.account_id, "/data/account_id")),
+                (
+                    "data.arrangement_id",
+                    text(&d.arrangement_id, "/data/arrangement_id"),
+                ),
+                ("data.kind", text(d.kind.as_str(), "/data/kind")),
+                ("data.total", money(&d.total, "/data/total")),
+                (
+                    "data.instalments",
+                    instalments == d.instalments.len() && each,
+                ),
+                (
+                    "data.settles_in_full",
+                    j.pointer("/data/settles_in_full").and_then(Value::as_bool)
+                        == Some(d.settles_in_full),
+                ),
+                (
+                    "data.discount_approved_by",
+                    opt_text(
+                        d.discount_approved_by.as_deref(),
+                        "/data/discount_approved_by",
+                    ),
+                ),
+                (
+                    "data.captured_by",
+                    text(&d.captured_by, "/data/captured_by"),
+                ),
+                ("data.channel", text(&d.channel, "/data/channel")),
+            ]);
+        }
+        EventBody::ArrangementCancelled(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            (
+                "data.arrangement_id",
+                text(&d.arrangement_id, "/data/arrangement_id"),
+            ),
+            ("data.reason", text(&d.reason, "/data/reason")),
+        ]),
+        EventBody::PaymentReversed(d) => checks.extend([
+            ("data.account_id", text(&d.account_id, "/data/account_id")),
+            ("data.payment_id", text(&d.payment_id, "/data/payment_id")),
+            ("data.amount", money(&d.amount, "/data/amount")),
+            (
+                "data.reversed_at",
+                instant_at(j, "/data/reversed_at") == Some(d.reversed_at),
+            ),
+            ("data.reason", text(&d.reason, "/data/reason")),
+        ]),
         EventBody::ContactAttempted(d) => checks.extend([
             ("data.account_id", text(&d.account_id, "/data/account_id")),
             (
@@ -523,6 +595,8 @@ enum Expect {
     Inbound(RejectCode, &'static str),
     /// `parse_task_event` refuses it, and its reason mentions this text.
     Task(&'static str),
+    /// An outcome the service publishes: only its schema refuses it.
+    Outcome,
 }
 
 /// Every file in `examples/invalid/`, with the rejection its case name calls for. The
@@ -539,6 +613,35 @@ enum Expect {
 /// form), and a broken envelope is `not_cloudevent` (including an `id` that is not a
 /// canonical UUID and a `time` that is not RFC 3339).
 const INVALID_EXAMPLES: &[(&str, Expect)] = &[
+    ("arrangement.broken--unknown-reason.json", Expect::Outcome),
+    (
+        "arrangement.cancelled--empty-reason.json",
+        Expect::Inbound(RejectCode::InvalidValue, "reason is empty"),
+    ),
+    (
+        "arrangement.made--discount-approved-by-null.json",
+        Expect::Inbound(RejectCode::Schema, "discount_approved_by is null"),
+    ),
+    (
+        "arrangement.made--due-at-without-offset.json",
+        Expect::Inbound(RejectCode::Schema, "instalments[1].due_at is not"),
+    ),
+    (
+        "arrangement.made--missing-settles-in-full.json",
+        Expect::Inbound(RejectCode::Schema, "settles_in_full"),
+    ),
+    (
+        "arrangement.made--no-instalments.json",
+        Expect::Inbound(RejectCode::InvalidValue, "1-36 instalments, not 0"),
+    ),
+    (
+        "arrangement.made--unknown-kind.json",
+        Expect::Inbound(RejectCode::Schema, "payday_plan"),
+    ),
+    (
+        "payment.reversed--amount-zero.json",
+        Expect::Inbound(RejectCode::InvalidValue, "reversed amount must be positive"),
+    ),
     (
         "contact.attempted--agent-id-too-long.json",
         Expect::Inbound(
@@ -957,7 +1060,7 @@ fn invalid_examples_are_rejected_by_their_schema_and_the_parser_for_the_named_re
 
     for ex in &all {
         assert!(
-            is_inbound(&ex.ty) || is_task(&ex.ty),
+            is_inbound(&ex.ty) || is_task(&ex.ty) || is_outcome(&ex.ty),
             "{}: unknown type prefix {:?}",
             ex.file,
             ex.ty
@@ -1002,6 +1105,14 @@ fn invalid_examples_are_rejected_by_their_schema_and_the_parser_for_the_named_re
                         )),
                         Err(_) => {}
                     }
+                }
+            }
+            Expect::Outcome => {
+                if !is_outcome(&ex.ty) {
+                    failures.push(format!(
+                        "{}: listed as an outcome but is {}",
+                        ex.file, ex.ty
+                    ));
                 }
             }
             Expect::Task(mention) => {
@@ -4218,4 +4329,75 @@ fn promise_broken_published_on_expiry_passes_the_schema_and_the_parser() {
     let e = parse_event(&bytes, Some(EventType::PromiseBroken))
         .unwrap_or_else(|e| panic!("parse_event refuses the expiry event: {e}"));
     assert_eq!(e.account_id, ACC);
+}
+
+/// The `arrangement.broken` and `arrangement.kept` the rules publish pass their schema.
+#[test]
+fn the_arrangement_outcomes_the_service_publishes_pass_their_schema() {
+    let schemas = schema_files();
+    let v = validator(&schemas, "arrangement.outcome.schema.json");
+    let policy = Policy::default();
+    let body = |n: u32, ty: &str, time: &str, data: Value| {
+        let doc = json!({"specversion": "1.0", "id": format!("00000000-0000-4000-8000-{n:012x}"),
+                         "source": "/tests", "type": ty, "time": time, "subject": "acc-o",
+                         "datacontenttype": "application/json", "data": data});
+        parse_event(&serde_json::to_vec(&doc).expect("json"), None).expect("event")
+    };
+    let m = |minor: i64| json!({"minor": minor, "currency": "CNY"});
+    let t0 = "2026-11-03T10:00:00+08:00";
+    let failed = body(
+        1,
+        "payment.failed",
+        t0,
+        json!({"account_id": "acc-o",
+        "customer": {"timezone": "Asia/Shanghai"},
+        "installment": {"number": 2, "due_date": "2026-11-01", "amount": m(1000)},
+        "overdue_amount": m(1000), "failure_reason": "insufficient_funds", "attempted_at": t0}),
+    );
+    let made = body(
+        2,
+        "arrangement.made",
+        t0,
+        json!({"account_id": "acc-o",
+        "arrangement_id": "arr-o", "kind": "instalment_plan", "total": m(1000),
+        "instalments": [{"number": 1, "due_at": "2026-11-05T12:00:00+08:00", "amount": m(1000)}],
+        "settles_in_full": false, "captured_by": "agent-1", "channel": "phone_mobile"}),
+    );
+    let now: jiff::Timestamp = t0.parse().expect("ts");
+    let d1 = decide(None, &[], &failed, &policy, now).expect("failed");
+    let d2 = decide(Some(&d1.state), &d1.schedule, &made, &policy, now).expect("made");
+    let expiry = d2
+        .schedule
+        .iter()
+        .find(|t| t.kind == collections_core::TaskKind::InstalmentExpiry)
+        .expect("expiry")
+        .clone();
+    let broken = collections_core::on_instalment_due(
+        &d2.state,
+        &d2.schedule,
+        &expiry,
+        collections_core::instalment_due_cause(&expiry),
+        &policy,
+        expiry.due_at,
+    );
+    let paid = body(
+        3,
+        "payment.received",
+        t0,
+        json!({"account_id": "acc-o",
+        "payment_id": "pay-o", "amount": m(1000), "received_at": t0}),
+    );
+    let kept = decide(Some(&d2.state), &d2.schedule, &paid, &policy, now).expect("paid");
+    for (what, d) in [("arrangement.broken", &broken), ("arrangement.kept", &kept)] {
+        let out: Vec<Value> = d
+            .outbox
+            .iter()
+            .filter(|o| o.routing_key == what)
+            .map(|o| o.json())
+            .collect();
+        assert_eq!(out.len(), 1, "{what}");
+        assert_eq!(out[0]["type"], what);
+        let errors = schema_errors(&v, &out[0]);
+        assert!(errors.is_empty(), "{what}: {errors:?}\n{:#}", out[0]);
+    }
 }

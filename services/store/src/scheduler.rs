@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use collections_core::{
-    completion::{complete_calls, counts_as_call},
+    completion::{complete_calls, completes_with_rules},
     outbound::OutboundMessage,
     AccountState, Policy, Task,
 };
@@ -449,7 +449,7 @@ async fn complete_fired_on(
     let mut tx = conn.begin().await?;
     let mut accounts: Vec<&str> = fired
         .iter()
-        .filter(|(t, _)| counts_as_call(t))
+        .filter(|(t, _)| completes_with_rules(t))
         .map(|(t, _)| t.account_id.as_str())
         .collect();
     accounts.sort_unstable();

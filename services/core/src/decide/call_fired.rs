@@ -89,6 +89,18 @@ impl Planner<'_> {
             self.note("decision", detail);
             return;
         }
+        if let Some(a) = self
+            .state
+            .open_arrangement()
+            .filter(|_| self.state.plan_on_time())
+        {
+            let detail = format!(
+                "no next attempt: arrangement {} is being paid on time",
+                a.arrangement_id
+            );
+            self.note("decision", detail);
+            return;
+        }
         if let Some(t) = self
             .open
             .iter()

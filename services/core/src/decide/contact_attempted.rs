@@ -103,6 +103,7 @@ impl Planner<'_> {
                 (Some(Disposition::CallbackRequested), Some(at)) => self.plan_callback(d, at),
                 _ if attempt.is_conversation()
                     && self.state.open_promise().is_none()
+                    && !self.state.plan_on_time()
                     && !matches!(
                         d.disposition,
                         Some(Disposition::PromiseMade | Disposition::ClaimsPaid)

@@ -169,6 +169,7 @@ impl Planner<'_> {
         if self.state.full_hold_at(self.now).is_some()
             || self.state.status != Status::Delinquent
             || self.state.open_promise().is_some()
+            || self.state.plan_on_time()
         {
             return;
         }

@@ -28,6 +28,7 @@ use crate::{
     window,
 };
 
+mod arrangements;
 mod call_fired;
 mod contact_attempted;
 mod holds;
@@ -37,6 +38,7 @@ mod priority;
 mod promise_broken;
 mod promise_made;
 
+pub use arrangements::{instalment_due_cause, on_instalment_due};
 pub use call_fired::on_call_fired;
 pub use contact_attempted::reflow;
 pub use priority::{channel_for_attempt, priority_at};
@@ -110,6 +112,9 @@ struct Planner<'a> {
     journal: Vec<JournalEntry>,
     /// Attempts to record in the debtor's ledger.
     ledger: Vec<Attempt>,
+    /// Events the service publishes on `collections.events` (`arrangement.broken`,
+    /// `arrangement.kept`), after the task events.
+    outcomes: Vec<OutboundMessage>,
 }
 
 impl<'a> Planner<'a> {
@@ -133,6 +138,7 @@ impl<'a> Planner<'a> {
             cancel: Vec::new(),
             journal: Vec::new(),
             ledger: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 }
@@ -183,6 +189,9 @@ pub fn decide(
         EventBody::HoldReleased(d) => p.hold_released(d),
         EventBody::ContactRestricted(d) => p.contact_restricted(d),
         EventBody::ContactUnrestricted(d) => p.contact_unrestricted(d),
+        EventBody::ArrangementMade(d) => p.arrangement_made(d)?,
+        EventBody::ArrangementCancelled(d) => p.arrangement_cancelled(d),
+        EventBody::PaymentReversed(d) => p.payment_reversed(d)?,
     }
     Ok(p.finish())
 }
@@ -612,6 +621,7 @@ impl Planner<'_> {
     fn ensure_next_step(&mut self) {
         if self.state.status != Status::Delinquent
             || self.state.open_promise().is_some()
+            || self.state.open_arrangement().is_some()
             || self.state.full_hold_at(self.now).is_some()
         {
             // A hold that stops all contact has its review as the next step.
@@ -685,6 +695,7 @@ impl Planner<'_> {
                 None,
             ));
         }
+        outbox.append(&mut self.outcomes);
         Decision {
             ledger: self.ledger,
             reprioritise: reprioritised

@@ -157,6 +157,18 @@ impl Planner<'_> {
             self.note("decision", detail);
             return Ok(());
         }
+        if let Some(a) = self
+            .state
+            .open_arrangement()
+            .filter(|_| self.state.plan_on_time())
+        {
+            let detail = format!(
+                "no new call: arrangement {} is being paid on time",
+                a.arrangement_id
+            );
+            self.note("decision", detail);
+            return Ok(());
+        }
         if let Some(t) = self.has_open(TaskKind::CollectionCall) {
             let detail = format!("no new call: call {} is already open", t.task_id);
             self.note("decision", detail);

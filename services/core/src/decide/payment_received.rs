@@ -45,6 +45,7 @@ impl Planner<'_> {
             received_at: d.received_at,
             minor: d.amount.minor,
             settled: d.overdue_amount_after.is_some_and(|a| a.minor == 0),
+            payment_id: Some(d.payment_id.clone()),
         });
         recent.sort_by_key(|p| p.received_at);
         if recent.len() > crate::state::RECENT_PAYMENTS {
@@ -204,6 +205,7 @@ impl Planner<'_> {
                 self.follow_up_kept_promise(id, &after.to_string(), d.received_at);
             } else if became_delinquent
                 && self.state.open_promise().is_none()
+                && self.state.open_arrangement().is_none()
                 && self.has_open(TaskKind::CollectionCall).is_none()
             {
                 self.plan_collection_call(format!(
@@ -212,6 +214,12 @@ impl Planner<'_> {
                 ));
             }
         }
+        // Money on an arrangement goes to its earliest unmet instalment; a cure closes it.
+        self.allocate_payment(&d.payment_id, d.received_at, d.amount.minor);
+        if latest && self.state.overdue_minor == 0 {
+            self.close_arrangement_on_cure(d.received_at);
+        }
+        self.reversal_waiting(&d.payment_id, d.amount.minor);
         if let Some(next) = new_period {
             self.plan_pre_due(next);
             // A new billing period starts with this announcement.

@@ -155,6 +155,18 @@ impl Planner<'_> {
             self.note("decision", detail);
             return;
         }
+        if let Some(a) = self
+            .state
+            .open_arrangement()
+            .filter(|_| self.state.plan_on_time())
+        {
+            let detail = format!(
+                "no new call: arrangement {} is being paid on time",
+                a.arrangement_id
+            );
+            self.note("decision", detail);
+            return;
+        }
         if late {
             // A call open now was planned after the break (the later promise cancelled the
             // calls before it): it keeps its instant, in the escalated tone (re-planned
@@ -177,7 +189,7 @@ impl Planner<'_> {
     }
 
     /// Opens the tasks the escalation step of the broken-promise count calls for (once).
-    fn open_broken_escalations(&mut self) {
+    pub(super) fn open_broken_escalations(&mut self) {
         let n = self.state.broken_promises;
         let open = self
             .policy

@@ -44,6 +44,10 @@ impl Planner<'_> {
             self.note("event_applied", detail);
             return Ok(());
         }
+        // While an arrangement is being paid, a promise is handled per policy.
+        if self.promise_during_plan(&d.promise_id, d.amount, d.promised_at) {
+            return Ok(());
+        }
         // A payment billing reported after this promise, applied first from its queue,
         // settled the account: the promise was kept by it, nothing is planned (a failure
         // since then planned its own call).

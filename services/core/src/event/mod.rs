@@ -16,7 +16,7 @@ use crate::money::Money;
 mod parse;
 mod shape;
 
-pub use parse::parse_event;
+pub use parse::{parse_event, MAX_INSTALMENTS};
 
 /// Largest accepted account id, in characters: the schema's `maxLength` counts characters,
 /// so 128 Chinese characters (384 bytes of UTF-8) are a valid id.
@@ -52,11 +52,20 @@ pub enum EventType {
     /// `contact.unrestricted`
     #[serde(rename = "contact.unrestricted")]
     ContactUnrestricted,
+    /// `arrangement.made`
+    #[serde(rename = "arrangement.made")]
+    ArrangementMade,
+    /// `arrangement.cancelled`
+    #[serde(rename = "arrangement.cancelled")]
+    ArrangementCancelled,
+    /// `payment.reversed`
+    #[serde(rename = "payment.reversed")]
+    PaymentReversed,
 }
 
 impl EventType {
     /// Every inbound type, in contract order.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 12] = [
         EventType::PaymentFailed,
         EventType::PromiseMade,
         EventType::PromiseBroken,
@@ -66,6 +75,9 @@ impl EventType {
         EventType::HoldReleased,
         EventType::ContactRestricted,
         EventType::ContactUnrestricted,
+        EventType::ArrangementMade,
+        EventType::ArrangementCancelled,
+        EventType::PaymentReversed,
     ];
 
     /// The CloudEvents `type` and routing key.
@@ -81,6 +93,9 @@ impl EventType {
             EventType::HoldReleased => "hold.released",
             EventType::ContactRestricted => "contact.restricted",
             EventType::ContactUnrestricted => "contact.unrestricted",
+            EventType::ArrangementMade => "arrangement.made",
+            EventType::ArrangementCancelled => "arrangement.cancelled",
+            EventType::PaymentReversed => "payment.reversed",
         }
     }
 
@@ -97,6 +112,9 @@ impl EventType {
             EventType::HoldReleased => "collections.hold-released",
             EventType::ContactRestricted => "collections.contact-restricted",
             EventType::ContactUnrestricted => "collections.contact-unrestricted",
+            EventType::ArrangementMade => "collections.arrangement-made",
+            EventType::ArrangementCancelled => "collections.arrangement-cancelled",
+            EventType::PaymentReversed => "collections.payment-reversed",
         }
     }
 
@@ -196,6 +214,9 @@ impl Event {
             EventBody::HoldReleased(_) => EventType::HoldReleased,
             EventBody::ContactRestricted(_) => EventType::ContactRestricted,
             EventBody::ContactUnrestricted(_) => EventType::ContactUnrestricted,
+            EventBody::ArrangementMade(_) => EventType::ArrangementMade,
+            EventBody::ArrangementCancelled(_) => EventType::ArrangementCancelled,
+            EventBody::PaymentReversed(_) => EventType::PaymentReversed,
         }
     }
 }
@@ -221,6 +242,12 @@ pub enum EventBody {
     ContactRestricted(Box<ContactRestricted>),
     /// A restriction is lifted.
     ContactUnrestricted(Box<ContactUnrestricted>),
+    /// A payment arrangement (instalment plan or settlement) was agreed.
+    ArrangementMade(Box<ArrangementMade>),
+    /// An arrangement was called off upstream.
+    ArrangementCancelled(Box<ArrangementCancelled>),
+    /// A payment came back (a returned debit, a chargeback).
+    PaymentReversed(Box<PaymentReversed>),
 }
 
 /// `customer` block of `payment.failed`.
@@ -713,4 +740,75 @@ pub struct ContactUnrestricted {
     pub restriction_id: String,
     /// From when.
     pub effective_at: Timestamp,
+}
+
+crate::task::text_enum!(
+    /// What kind of arrangement was agreed.
+    ArrangementKind {
+        /// Several dated payments of the amount owed.
+        InstalmentPlan = "instalment_plan",
+        /// A payment (or payments) for less than the balance, approved by a supervisor.
+        Settlement = "settlement",
+    }
+);
+
+/// One dated payment of an arrangement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrangementInstalment {
+    /// 1-based, in order.
+    pub number: u32,
+    /// When it is due (a local wall-clock time resolved upstream).
+    pub due_at: Timestamp,
+    /// How much.
+    pub amount: Money,
+}
+
+/// `arrangement.made` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ArrangementMade {
+    /// Account id.
+    pub account_id: String,
+    /// The publisher's id of the arrangement.
+    pub arrangement_id: String,
+    /// Plan or settlement.
+    pub kind: ArrangementKind,
+    /// Sum of the instalments.
+    pub total: Money,
+    /// 1 to 36 instalments, `due_at` increasing, amounts summing to `total`.
+    pub instalments: Vec<ArrangementInstalment>,
+    /// Kept, the account is cured even if `total` is below the overdue.
+    pub settles_in_full: bool,
+    /// The supervisor who approved a discount (an id, never a name).
+    #[serde(default)]
+    pub discount_approved_by: Option<String>,
+    /// Collector or system that captured it.
+    pub captured_by: String,
+    /// Channel it came through.
+    pub channel: String,
+}
+
+/// `arrangement.cancelled` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ArrangementCancelled {
+    /// Account id.
+    pub account_id: String,
+    /// The arrangement.
+    pub arrangement_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `payment.reversed` data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PaymentReversed {
+    /// Account id.
+    pub account_id: String,
+    /// The payment that came back (its `payment.received` id).
+    pub payment_id: String,
+    /// Amount reversed.
+    pub amount: Money,
+    /// When it was reversed.
+    pub reversed_at: Timestamp,
+    /// Why (`returned_debit`, `chargeback`, ...).
+    pub reason: String,
 }

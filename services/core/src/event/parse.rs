@@ -156,6 +156,15 @@ pub fn parse_event(body: &[u8], expected: Option<EventType>) -> Result<Event, Pa
         EventType::ContactUnrestricted => EventBody::ContactUnrestricted(Box::new(
             serde_json::from_value(data).map_err(serde_schema)?,
         )),
+        EventType::ArrangementMade => EventBody::ArrangementMade(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
+        EventType::ArrangementCancelled => EventBody::ArrangementCancelled(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
+        EventType::PaymentReversed => EventBody::PaymentReversed(Box::new(
+            serde_json::from_value(data).map_err(serde_schema)?,
+        )),
     };
     let event = Event {
         id,
@@ -207,6 +216,9 @@ fn check_values(e: &Event) -> Result<(), ParseError> {
         EventBody::HoldReleased(d) => &d.account_id,
         EventBody::ContactRestricted(d) => &d.account_id,
         EventBody::ContactUnrestricted(d) => &d.account_id,
+        EventBody::ArrangementMade(d) => &d.account_id,
+        EventBody::ArrangementCancelled(d) => &d.account_id,
+        EventBody::PaymentReversed(d) => &d.account_id,
     };
     if data_account != &e.account_id {
         return Err(invalid("data.account_id differs from subject"));
@@ -318,6 +330,84 @@ fn check_values(e: &Event) -> Result<(), ParseError> {
                 return Err(invalid("effective_at is before 2000"));
             }
         }
+        EventBody::ArrangementMade(d) => check_arrangement(d, early)?,
+        EventBody::ArrangementCancelled(d) => {
+            require_id("arrangement_id", &d.arrangement_id)?;
+            require_text("reason", &d.reason)?;
+        }
+        EventBody::PaymentReversed(d) => {
+            require_text("payment_id", &d.payment_id)?;
+            require_text("reason", &d.reason)?;
+            if d.amount.minor < 1 {
+                return Err(invalid("reversed amount must be positive"));
+            }
+            if d.reversed_at < early {
+                return Err(invalid("reversed_at is before 2000"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most instalments an arrangement may have (the contract: 1 to 36).
+pub const MAX_INSTALMENTS: usize = 36;
+
+fn check_arrangement(d: &super::ArrangementMade, early: Timestamp) -> Result<(), ParseError> {
+    require_id("arrangement_id", &d.arrangement_id)?;
+    require_text("captured_by", &d.captured_by)?;
+    require_text("channel", &d.channel)?;
+    if let Some(by) = &d.discount_approved_by {
+        require_id("discount_approved_by", by)?;
+    }
+    if d.total.minor < 1 {
+        return Err(invalid("total must be positive"));
+    }
+    let n = d.instalments.len();
+    if !(1..=MAX_INSTALMENTS).contains(&n) {
+        return Err(invalid(format!(
+            "an arrangement has 1-{MAX_INSTALMENTS} instalments, not {n}"
+        )));
+    }
+    let mut sum: i64 = 0;
+    let mut previous: Option<Timestamp> = None;
+    for (i, inst) in d.instalments.iter().enumerate() {
+        let expected = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        if inst.number != expected {
+            return Err(invalid(format!(
+                "instalment {} is numbered {}: instalments are numbered 1, 2, ... in order",
+                i + 1,
+                inst.number
+            )));
+        }
+        if inst.amount.minor < 1 {
+            return Err(invalid(format!(
+                "instalment {expected} amount must be positive"
+            )));
+        }
+        if inst.amount.currency != d.total.currency {
+            return Err(invalid(format!(
+                "instalment {expected} amount differs in currency from total"
+            )));
+        }
+        if inst.due_at < early {
+            return Err(invalid(format!(
+                "instalment {expected} due_at is before 2000"
+            )));
+        }
+        if previous.is_some_and(|p| inst.due_at <= p) {
+            return Err(invalid(format!(
+                "instalment {expected} is not due after instalment {}",
+                i
+            )));
+        }
+        previous = Some(inst.due_at);
+        sum = sum.saturating_add(inst.amount.minor);
+    }
+    if sum != d.total.minor {
+        return Err(invalid(format!(
+            "instalment amounts sum to {sum} minor units, not the total {}",
+            d.total.minor
+        )));
     }
     Ok(())
 }

@@ -23,6 +23,8 @@ pub(super) enum Shape {
     NotNull,
     /// The schema's `uuid`: see [`is_canonical_uuid`].
     Uuid,
+    /// A JSON array (`instalments`).
+    Array,
     /// A local time of day, `HH:MM` on the 24-hour clock (`hours.start`, `hours.end`):
     /// see [`is_local_time_shape`].
     LocalTime,
@@ -76,6 +78,16 @@ pub(super) fn shapes(ty: EventType) -> &'static [(&'static str, Shape)] {
             ("expires_at", Shape::Instant),
         ],
         EventType::ContactUnrestricted => &[("effective_at", Shape::Instant)],
+        EventType::ArrangementMade => &[
+            ("total", Shape::Object),
+            ("instalments", Shape::Array),
+            ("instalments.*", Shape::Object),
+            ("instalments.*.due_at", Shape::Instant),
+            ("instalments.*.amount", Shape::Object),
+            ("discount_approved_by", Shape::NotNull),
+        ],
+        EventType::ArrangementCancelled => &[],
+        EventType::PaymentReversed => &[("amount", Shape::Object), ("reversed_at", Shape::Instant)],
     }
 }
 
@@ -87,32 +99,64 @@ pub(super) const INSTANT_FORM: &str =
 /// and what is wrong with it, never its value.
 pub(super) fn check_shapes(ty: EventType, data: &Value) -> Result<(), String> {
     for &(path, shape) in shapes(ty) {
-        let Some(v) = path.split('.').try_fold(data, |v, key| v.get(key)) else {
-            continue;
-        };
-        if v.is_null() {
-            return Err(format!(
-                "{path} is null, which its schema type does not allow (leave an optional \
-                 member out instead)"
-            ));
-        }
-        let problem = match shape {
-            Shape::Object => (!v.is_object()).then(|| format!("{path} is not a JSON object")),
-            Shape::Instant => (!v.as_str().is_some_and(is_instant_shape))
-                .then(|| format!("{path} is not {INSTANT_FORM}")),
-            Shape::Date => (!v.as_str().is_some_and(|s| is_date_shape(s.as_bytes())))
-                .then(|| format!("{path} is not a date of the form YYYY-MM-DD")),
-            Shape::NotNull => None,
-            Shape::Uuid => (!v.as_str().is_some_and(is_canonical_uuid))
-                .then(|| format!("{path} is not a UUID in the canonical 8-4-4-4-12 hex form")),
-            Shape::LocalTime => (!v.as_str().is_some_and(is_local_time_shape))
-                .then(|| format!("{path} is not a local time of the form HH:MM (00:00-23:59)")),
-        };
-        if let Some(problem) = problem {
-            return Err(problem);
+        for (at, v) in members(data, path) {
+            check_shape(&at, v, shape)?;
         }
     }
     Ok(())
+}
+
+/// The members of `data` at a dotted `path`, each with its concrete path; `*` stands for
+/// every element of an array (`instalments.*.due_at` -> `instalments[2].due_at`).
+fn members<'a>(data: &'a Value, path: &str) -> Vec<(String, &'a Value)> {
+    let mut found = vec![(String::new(), data)];
+    for key in path.split('.') {
+        let mut next = Vec::new();
+        for (at, v) in found {
+            if key == "*" {
+                if let Some(items) = v.as_array() {
+                    for (i, item) in items.iter().enumerate() {
+                        next.push((format!("{at}[{i}]"), item));
+                    }
+                }
+            } else if let Some(m) = v.get(key) {
+                let at = if at.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{at}.{key}")
+                };
+                next.push((at, m));
+            }
+        }
+        found = next;
+    }
+    found
+}
+
+fn check_shape(path: &str, v: &Value, shape: Shape) -> Result<(), String> {
+    if v.is_null() {
+        return Err(format!(
+            "{path} is null, which its schema type does not allow (leave an optional \
+                 member out instead)"
+        ));
+    }
+    let problem = match shape {
+        Shape::Object => (!v.is_object()).then(|| format!("{path} is not a JSON object")),
+        Shape::Array => (!v.is_array()).then(|| format!("{path} is not a JSON array")),
+        Shape::Instant => (!v.as_str().is_some_and(is_instant_shape))
+            .then(|| format!("{path} is not {INSTANT_FORM}")),
+        Shape::Date => (!v.as_str().is_some_and(|s| is_date_shape(s.as_bytes())))
+            .then(|| format!("{path} is not a date of the form YYYY-MM-DD")),
+        Shape::NotNull => None,
+        Shape::Uuid => (!v.as_str().is_some_and(is_canonical_uuid))
+            .then(|| format!("{path} is not a UUID in the canonical 8-4-4-4-12 hex form")),
+        Shape::LocalTime => (!v.as_str().is_some_and(is_local_time_shape))
+            .then(|| format!("{path} is not a local time of the form HH:MM (00:00-23:59)")),
+    };
+    match problem {
+        Some(problem) => Err(problem),
+        None => Ok(()),
+    }
 }
 
 /// The schema's `uuid` pattern: 8-4-4-4-12 hex digits, either case. `Uuid::parse_str`

@@ -18,9 +18,10 @@ mod sections;
 mod validate;
 
 pub use sections::{
-    BrokenPromiseStep, BucketStep, ByBucket, Cadence, Caps, ChannelMix, ContactWindow, Contacts,
-    Escalation, Holds, Hours, PreDue, PriorityCriterion, PriorityRules, PromiseRules, Segments,
-    WeekdayHours, WeekdayName, BUCKETS, ESCALATION_KINDS,
+    Arrangement, BrokenPromiseStep, BucketStep, ByBucket, Cadence, Caps, ChannelMix, ContactWindow,
+    Contacts, Escalation, Holds, Hours, PreDue, PriorityCriterion, PriorityRules,
+    PromiseDuringPlan, PromiseRules, Segments, WeekdayHours, WeekdayName, BUCKETS,
+    ESCALATION_KINDS,
 };
 
 /// The shipped default policy (`deploy/policy/default.toml`), compiled in so that running
@@ -81,6 +82,11 @@ pub struct Policy {
     /// Hold review dates by reason (optional section).
     #[serde(default)]
     pub holds: Holds,
+    /// Payment arrangements: grace, tolerance, misses that break a plan (optional
+    /// section). Left out of the canonical form while it holds its defaults, so the
+    /// versions of policies written before it stay as they were.
+    #[serde(default, skip_serializing_if = "Arrangement::is_default")]
+    pub arrangement: Arrangement,
     /// The content hash, once computed (see [`Policy::version`]).
     #[serde(skip)]
     version: VersionCache,

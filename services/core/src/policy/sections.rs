@@ -510,6 +510,53 @@ impl Holds {
     }
 }
 
+/// What a `promise.made` does while an arrangement is being paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromiseDuringPlan {
+    /// The promise is recorded in the note; the plan and its tasks stand.
+    Record,
+    /// The promise supersedes the plan (its tasks are cancelled), as it would a promise.
+    Supersede,
+}
+
+/// Payment arrangements (`[arrangement]`, optional): instalment plans and settlements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Arrangement {
+    /// An instalment not met this long after its due instant is missed.
+    #[serde(with = "duration")]
+    pub grace: SignedDuration,
+    /// A shortfall within this percentage of the instalment counts as met...
+    pub tolerance_percent: u32,
+    /// ...or within this many minor units, whichever is larger.
+    pub tolerance_min_minor: i64,
+    /// The plan breaks at this many missed instalments (1: the first miss breaks it).
+    pub misses_to_break: u32,
+    /// What a promise made while a plan is being paid does.
+    pub promise_during_plan: PromiseDuringPlan,
+}
+
+impl Arrangement {
+    /// Whether every key holds its default.
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for Arrangement {
+    fn default() -> Self {
+        Self {
+            grace: SignedDuration::from_hours(2),
+            tolerance_percent: 5,
+            tolerance_min_minor: 100,
+            misses_to_break: 1,
+            promise_during_plan: PromiseDuringPlan::Record,
+        }
+    }
+}
+
 /// Account segments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

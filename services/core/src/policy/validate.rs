@@ -314,6 +314,28 @@ impl Policy {
                 return Err(err(key, format!("{d:#} is not a positive duration")));
             }
         }
+        let a = &self.arrangement;
+        if !a.grace.is_positive() {
+            return Err(err(
+                "arrangement.grace",
+                format!("{:#} is not a positive duration", a.grace),
+            ));
+        }
+        if a.tolerance_percent > 100 {
+            return Err(err(
+                "arrangement.tolerance_percent",
+                format!("{} is more than 100", a.tolerance_percent),
+            ));
+        }
+        if a.tolerance_min_minor < 0 {
+            return Err(err(
+                "arrangement.tolerance_min_minor",
+                "must not be negative",
+            ));
+        }
+        if a.misses_to_break == 0 {
+            return Err(err("arrangement.misses_to_break", "must be at least 1"));
+        }
         if self.contacts.claims_paid_hold.is_negative() {
             return Err(err("contacts.claims_paid_hold", "must not be negative"));
         }

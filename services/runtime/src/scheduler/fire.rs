@@ -231,6 +231,9 @@ async fn fire_batch(
                 fired.push((c.task, message.event_id));
                 publish.push(message);
             }
+            // Nothing to publish: the completion applies the instalment's rules, and any
+            // `arrangement.broken` goes out through the outbox.
+            FireOutcome::InstalmentDue { cause } => fired.push((c.task, cause)),
             FireOutcome::Moved {
                 task,
                 message,

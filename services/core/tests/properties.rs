@@ -113,6 +113,26 @@ enum Ev {
     Broken {
         promise: u8,
     },
+    /// `arrangement.made` `arr-{arrangement}`: `count` instalments of `amount`, the first
+    /// `ahead_min` after the event, then every `every_h` hours; a settlement in full
+    /// (approved) when `settles`.
+    Arrangement {
+        arrangement: u8,
+        count: u8,
+        amount: i64,
+        ahead_min: i64,
+        every_h: i64,
+        settles: bool,
+    },
+    /// `arrangement.cancelled` of `arr-{arrangement}`.
+    ArrangementCancelled {
+        arrangement: u8,
+    },
+    /// `payment.reversed` of the payment `back` steps earlier (whatever that step was).
+    Reversed {
+        back: usize,
+        amount: i64,
+    },
     Received {
         amount: i64,
         after: Option<i64>,
@@ -199,6 +219,17 @@ fn ev_strategy() -> impl Strategy<Value = Ev> {
                 ahead_min
             }),
         2 => (0u8..4).prop_map(|promise| Ev::Broken { promise }),
+        2 => (0u8..3, 1u8..5, 1i64..200_000, -60i64..(3 * 24 * 60), 1i64..(8 * 24), proptest::bool::weighted(0.3))
+            .prop_map(|(arrangement, count, amount, ahead_min, every_h, settles)| Ev::Arrangement {
+                arrangement,
+                count,
+                amount,
+                ahead_min,
+                every_h,
+                settles,
+            }),
+        1 => (0u8..3).prop_map(|arrangement| Ev::ArrangementCancelled { arrangement }),
+        1 => (1usize..6, 1i64..400_000).prop_map(|(back, amount)| Ev::Reversed { back, amount }),
         2 => (
             1i64..400_000,
             proptest::option::weighted(0.4, 0i64..400_000),
@@ -390,6 +421,57 @@ fn events(h: &History) -> Vec<Timed> {
                     "promised_at": (time + SignedDuration::from_mins(*ahead_min)).to_string(),
                     "captured_by": "agent-0421",
                     "channel": "phone_mobile",
+                }),
+            ),
+            Ev::Arrangement {
+                arrangement,
+                count,
+                amount,
+                ahead_min,
+                every_h,
+                settles,
+            } => {
+                let first = time + SignedDuration::from_mins(*ahead_min);
+                let instalments: Vec<Value> = (0..*count)
+                    .map(|i| {
+                        json!({
+                            "number": i + 1,
+                            "due_at": (first + SignedDuration::from_hours(every_h * i64::from(i))).to_string(),
+                            "amount": money(*amount),
+                        })
+                    })
+                    .collect();
+                let mut data = json!({
+                    "account_id": ACC,
+                    "arrangement_id": format!("arr-{arrangement}"),
+                    "kind": if *settles { "settlement" } else { "instalment_plan" },
+                    "total": money(amount * i64::from(*count)),
+                    "instalments": instalments,
+                    "settles_in_full": settles,
+                    "captured_by": "agent-0421",
+                    "channel": "phone_mobile",
+                });
+                if *settles {
+                    data["discount_approved_by"] = json!("sup-9");
+                }
+                ("arrangement.made", data)
+            }
+            Ev::ArrangementCancelled { arrangement } => (
+                "arrangement.cancelled",
+                json!({
+                    "account_id": ACC,
+                    "arrangement_id": format!("arr-{arrangement}"),
+                    "reason": "customer_request",
+                }),
+            ),
+            Ev::Reversed { back, amount } => (
+                "payment.reversed",
+                json!({
+                    "account_id": ACC,
+                    "payment_id": format!("pay-{}", n.saturating_sub(*back)),
+                    "amount": money(*amount),
+                    "reversed_at": time.to_string(),
+                    "reason": "returned_debit",
                 }),
             ),
             Ev::Broken { promise } => (
@@ -791,8 +873,28 @@ impl<'a> Fold<'a> {
                 self.event(&e, now)?;
             }
             FireOutcome::InstalmentDue { cause } => {
+                // (h) Nothing fires for a met instalment (its expiry was cancelled).
+                if let Some((arr, n)) = task
+                    .promise_id
+                    .as_deref()
+                    .and_then(collections_core::arrangement::parse_instalment_key)
+                {
+                    let met = self.loaded().is_some_and(|s| {
+                        s.arrangements.iter().any(|a| {
+                            a.arrangement_id == arr
+                                && a.instalments.iter().any(|i| {
+                                    i.number == n
+                                        && i.status
+                                            == collections_core::arrangement::InstalmentStatus::Met
+                                })
+                        })
+                    });
+                    if met {
+                        return Err(format!("(h) the expiry of met instalment {arr}#{n} fired"));
+                    }
+                }
                 // Marked emitted with its revision advanced by one; the rules follow.
-                self.check_row(task.task_id, false, task.revision + 1, "fired expiry");
+                self.check_row(task.task_id, true, task.revision + 1, "fired expiry");
                 self.open.remove(index);
                 if let Some(state) = self.loaded() {
                     let open = self.open_tasks();

@@ -670,6 +670,21 @@ impl Planner<'_> {
         }
     }
 
+    /// The instalment keys of an open arrangement made after `at`: a cure at `at`
+    /// (applied late from its queue) leaves them and their tasks standing.
+    pub(super) fn arrangement_made_after(&self, at: Timestamp) -> Vec<String> {
+        self.state
+            .open_arrangement()
+            .filter(|a| a.made_at.is_some_and(|m| m > at))
+            .map(|a| {
+                a.instalments
+                    .iter()
+                    .map(|i| instalment_key(&a.arrangement_id, i.number))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The cure of the account by billing (`overdue_amount_after` zero) closes an open
     /// arrangement as kept.
     pub(super) fn close_arrangement_on_cure(&mut self, at: Timestamp) {
@@ -1058,7 +1073,7 @@ impl Planner<'_> {
     }
 
     /// A `promise.made` while an arrangement is open, under `promise_during_plan =
-    /// "record"`: recorded (superseded by the plan), nothing planned. Returns whether it
+    /// "record"`: recorded in the collection note, nothing planned. Returns whether it
     /// was handled so.
     pub(super) fn promise_during_plan(
         &mut self,
@@ -1109,16 +1124,9 @@ impl Planner<'_> {
         arrangement_id: &str,
         why: &str,
     ) {
-        self.state.promises.push(crate::state::PromiseRecord {
-            promise_id: promise_id.to_owned(),
-            amount: Some(amount),
-            promised_at: Some(at),
-            status: PromiseStatus::Superseded,
-            paid_minor: 0,
-            made_at: Some(self.event_time),
-            kept_at: None,
-            broken_at: None,
-        });
+        // Recorded in the collection note only: as a promise record it would take part
+        // in the promise rules (keeping, breaking, cures applied late), which the plan
+        // governs while it is open.
         self.note(
             "promise_recorded",
             format!(

@@ -117,6 +117,7 @@ impl Planner<'_> {
                         || p.broken_at.is_some_and(|broken| broken > d.received_at)
                 })
                 .map(|p| p.promise_id.clone())
+                .chain(self.arrangement_made_after(d.received_at))
                 .collect();
             self.keep_promises_open_at(d.received_at);
             if self.state.status == Status::Delinquent && later.is_empty() {

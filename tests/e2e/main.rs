@@ -5,6 +5,7 @@
 //! describe them; they observe only what a dashboard or an operator could: `task.*`
 //! events on `collections.tasks`, dead letters, and the database.
 
+mod arrangements;
 mod contacts;
 mod fault_support;
 mod faults;

@@ -106,6 +106,10 @@ pub struct ArrangementRecord {
     /// The overdue a kept settlement cured (restored should its payment be reversed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cured_overdue_minor: Option<i64>,
+    /// The unpaid due dates (and whether instalment 1 was among them) a kept
+    /// settlement cleared, restored should its payment be reversed (the DPD runs again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cured_due_dates: Option<(std::collections::BTreeSet<jiff::civil::Date>, bool)>,
     /// When it was cancelled upstream (the event's `time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<Timestamp>,

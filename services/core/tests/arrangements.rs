@@ -600,6 +600,11 @@ fn a_kept_settlement_cures_the_account_naming_the_approval_and_a_reversal_reopen
         s.overdue_minor, 300_000,
         "the settled overdue is owed again"
     );
+    assert_eq!(
+        s.dpd(ts("2026-11-12T10:00:00+08:00")),
+        9,
+        "the DPD runs again from the due date the cure had cleared"
+    );
     assert_eq!(s.arrangements[0].status, ArrangementStatus::Broken);
     let broken = desk.published_of("arrangement.broken");
     assert_eq!(broken.len(), 1);

@@ -94,7 +94,7 @@ fn scheduled_kinds(rows: &[Row]) -> BTreeSet<&str> {
 
 #[test]
 fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
-    let cases: [(&str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &[&str]); 13] = [
         (
             "first-instalment-default-paid-after-one-call",
             "built-in default",
@@ -146,6 +146,26 @@ fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
             "built-in default",
             &["callback", "collection_call"],
         ),
+        (
+            "arrangement-three-instalments-kept",
+            "built-in default",
+            &["collection_call", "promise_check", "promise_reminder"],
+        ),
+        (
+            "arrangement-second-instalment-short-within-tolerance",
+            "built-in default",
+            &["collection_call", "promise_check", "promise_reminder"],
+        ),
+        (
+            "arrangement-second-instalment-short-beyond-tolerance",
+            "built-in default",
+            &["collection_call", "promise_check", "promise_reminder"],
+        ),
+        (
+            "settlement-70-percent-approved-then-reversed",
+            "built-in default",
+            &["collection_call", "promise_check", "promise_reminder"],
+        ),
     ];
     for (name, policy, kinds) in cases {
         let path = format!("deploy/scenarios/{name}.toml");
@@ -161,8 +181,12 @@ fn table_lists_the_task_kinds_each_shipped_scenario_plans() {
             kinds.iter().copied().collect(),
             "{name}"
         );
-        // The internal expiry is never shown as a task.
-        assert!(rows.iter().all(|r| r.kind != "promise_expiry"), "{name}");
+        // The internal expiries are never shown as tasks.
+        assert!(
+            rows.iter()
+                .all(|r| r.kind != "promise_expiry" && r.kind != "instalment_expiry"),
+            "{name}"
+        );
     }
 }
 

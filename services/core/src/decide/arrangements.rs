@@ -193,6 +193,7 @@ impl Planner<'_> {
             misses: 0,
             allocations: Vec::new(),
             cured_overdue_minor: None,
+            cured_due_dates: None,
             cancelled_at: None,
         };
         if let Some(existing) = self.state.arrangement_mut(&d.arrangement_id) {
@@ -596,8 +597,13 @@ impl Planner<'_> {
         self.cancel_instalment_tasks(&a.arrangement_id, None, "arrangement kept");
         if a.settles_in_full {
             let cured = self.state.overdue_minor;
+            let dates = (
+                self.state.unpaid_due_dates.clone(),
+                self.state.first_installment_default,
+            );
             if let Some(r) = self.state.arrangement_mut(&a.arrangement_id) {
                 r.cured_overdue_minor = Some(cured);
+                r.cured_due_dates = Some(dates);
             }
             self.state.overdue_minor = 0;
             if self.state.settled_at.is_none_or(|s| s < at) {
@@ -839,6 +845,7 @@ impl Planner<'_> {
                     misses: 0,
                     allocations: Vec::new(),
                     cured_overdue_minor: None,
+                    cured_due_dates: None,
                     cancelled_at: Some(at),
                 });
                 self.note(
@@ -984,15 +991,22 @@ impl Planner<'_> {
         for (id, n, status) in touched {
             match status {
                 ArrangementStatus::Kept => {
-                    let cured = self
+                    let (cured, dates) = self
                         .state
                         .arrangements
                         .iter()
                         .find(|a| a.arrangement_id == id)
-                        .and_then(|a| a.cured_overdue_minor);
+                        .map(|a| (a.cured_overdue_minor, a.cured_due_dates.clone()))
+                        .unwrap_or_default();
+                    if let Some((dates, first)) = dates {
+                        // The DPD runs again from the due dates the cure had cleared.
+                        self.state.unpaid_due_dates.extend(dates);
+                        self.state.first_installment_default |= first;
+                    }
                     if let Some(a) = self.state.arrangement_mut(&id) {
                         a.status = ArrangementStatus::Broken;
                         a.cured_overdue_minor = None;
+                        a.cured_due_dates = None;
                         if let Some(i) = a.instalment_mut(n) {
                             i.status = InstalmentStatus::Missed;
                             i.missed_once = true;

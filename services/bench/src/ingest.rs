@@ -41,6 +41,9 @@ pub struct Ingest {
     pub per_worker: usize,
     /// `WORKER_CONCURRENCY` to hand the workers, if given.
     pub worker_concurrency: Option<usize>,
+    /// The arrangement workload instead of the mix: `arrangement.made` with this many
+    /// instalments in place of the promises and partial payments.
+    pub arrangement_instalments: Option<usize>,
 }
 
 pub async fn ingest(settings: &Settings, run: Ingest) -> anyhow::Result<()> {
@@ -60,7 +63,15 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
         history,
         per_worker,
         worker_concurrency,
+        arrangement_instalments,
     } = run;
+    let mix = |n: usize, accounts: usize, salt: &str| match arrangement_instalments {
+        Some(k) => crate::workload::arrangement_mix(n, accounts, salt, k),
+        None => mix(n, accounts, salt),
+    };
+    if let Some(k) = arrangement_instalments {
+        println!("workload: payment.failed + arrangement.made with {k} instalments");
+    }
     let worker_concurrency = worker_concurrency.map(|c| c.to_string());
     println!(
         "bench ingest: {n} events over {accounts} accounts, {history} historical tasks (db {}, vhost {})",
@@ -133,12 +144,16 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
     let seen = listen(&env.amqp, "#").await?;
     let mut startup = Vec::new();
     let mut health = Vec::new();
-    for b in [
+    let mut bins = vec![
         "payment-failed-worker",
         "promise-made-worker",
         "promise-broken-worker",
         "payment-received-worker",
-    ] {
+    ];
+    if arrangement_instalments.is_some() {
+        bins.push("arrangement-made-worker");
+    }
+    for b in bins {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();

@@ -107,6 +107,10 @@ enum Cmd {
         /// the workers' own default).
         #[arg(long, env = "WORKER_CONCURRENCY")]
         worker_concurrency: Option<usize>,
+        /// Replace the promises and partial payments of the mix by `arrangement.made` with
+        /// this many instalments (issue 22: 12).
+        #[arg(long)]
+        arrangement_instalments: Option<usize>,
     },
     /// Task firing precision with many future tasks, and backlog drain rate.
     Scheduler {
@@ -166,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             latency_rate,
             history,
             worker_concurrency,
+            arrangement_instalments,
         } => {
             let run = ingest::Ingest {
                 n: events,
@@ -176,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 per_worker: worker_concurrency
                     .unwrap_or(collections_runtime::config::DEFAULT_CONCURRENCY),
                 worker_concurrency,
+                arrangement_instalments,
             };
             ingest::ingest(&settings, run).await
         }

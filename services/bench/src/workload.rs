@@ -126,6 +126,44 @@ fn event(ty: &str, account: &str, data: Value) -> (String, Uuid, Vec<u8>) {
     (ty.to_owned(), id, body.to_string().into_bytes())
 }
 
+/// The arrangement workload (`ingest --arrangement-instalments N`): half `payment.failed`,
+/// half `arrangement.made` of `instalments` monthly instalments (each plans a reminder, a
+/// check and an internal expiry per instalment), interleaved as in [`mix`].
+pub fn arrangement_mix(
+    n: usize,
+    accounts: usize,
+    salt: &str,
+    instalments: usize,
+) -> Vec<(String, Uuid, Vec<u8>)> {
+    let mut out = mix(n, accounts, salt);
+    let first = Timestamp::now() + SignedDuration::from_hours(24 * 7);
+    for (i, e) in out.iter_mut().enumerate() {
+        if e.0 == "payment.failed" {
+            continue;
+        }
+        let body: Value = serde_json::from_slice(&e.2).unwrap_or_default();
+        let a = body["subject"].as_str().unwrap_or_default().to_owned();
+        let per = 150_000_i64;
+        let list: Vec<Value> = (0..instalments)
+            .map(|k| {
+                let k32 = u32::try_from(k).unwrap_or(u32::MAX);
+                json!({"number": k32 + 1,
+                       "due_at": first + SignedDuration::from_hours(24 * 30 * i64::from(k32)),
+                       "amount": cny(per)})
+            })
+            .collect();
+        let total = per * i64::try_from(instalments).unwrap_or(1);
+        *e = event(
+            "arrangement.made",
+            &a,
+            json!({"account_id": a, "arrangement_id": format!("arr-{salt}{i}"),
+                   "kind": "instalment_plan", "total": cny(total), "instalments": list,
+                   "settles_in_full": false, "captured_by": "bench", "channel": "phone_mobile"}),
+        );
+    }
+    out
+}
+
 /// How many failures a follow-up event trails its account's failure by, in the stream.
 const FOLLOW_LAG: usize = 1000;
 

@@ -1,0 +1,28 @@
+-- The task-event feed (`GET /v1/task-events`, issue 20): each outbox row records the
+-- transaction that wrote it, so the feed can serve rows in an order no later commit can
+-- break (ARCHITECTURE.md, "Task-event feed").
+--
+-- Identity values are handed out when a row is inserted, not when its transaction
+-- commits: a transaction that took id 10 may commit after one that took id 11, and a
+-- reader that had passed 11 would never see 10. The writing transaction's id (xid8, never
+-- wraps) orders rows by transaction, and a transaction id below the snapshot's xmin
+-- belongs to a transaction that has ended: every row it wrote is visible, and no row with
+-- a smaller (xact, id) can appear later.
+--
+-- Expand only. The constant default fills the rows already there without rewriting the
+-- table (they read as transaction 0, served first, in id order); new rows take their
+-- writer's id from the volatile default set after it. Binaries of the previous release
+-- insert without naming the column and get the default too.
+ALTER TABLE outbox ADD COLUMN xact xid8 NOT NULL DEFAULT '0';
+ALTER TABLE outbox ALTER COLUMN xact SET DEFAULT pg_current_xact_id();
+
+-- The feed's scan: task events only, in (xact, id) order from a cursor. On a large table,
+-- create it first with CREATE INDEX CONCURRENTLY under the same name.
+CREATE INDEX IF NOT EXISTS outbox_task_feed ON outbox (xact, id)
+    WHERE exchange = 'collections.tasks';
+
+-- The board's read queries: open tasks by due instant and task id (the API's page order),
+-- and every task of an account.
+CREATE INDEX IF NOT EXISTS tasks_open_by_due ON tasks (due_at, task_id)
+    WHERE status IN ('scheduled', 'claimed');
+CREATE INDEX IF NOT EXISTS tasks_by_account ON tasks (account_id, due_at);

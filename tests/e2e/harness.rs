@@ -48,6 +48,7 @@ pub fn bin_path(name: &str) -> PathBuf {
         "contact-restricted-worker" => env!("CARGO_BIN_EXE_contact-restricted-worker"),
         "contact-unrestricted-worker" => env!("CARGO_BIN_EXE_contact-unrestricted-worker"),
         "task-scheduler" => env!("CARGO_BIN_EXE_task-scheduler"),
+        "collections-api" => env!("CARGO_BIN_EXE_collections-api"),
         other => panic!("unknown binary {other}"),
     })
 }

@@ -5,6 +5,8 @@
 //! describe them; they observe only what a dashboard or an operator could: `task.*`
 //! events on `collections.tasks`, dead letters, and the database.
 
+mod api;
+mod board;
 mod contacts;
 mod fault_support;
 mod faults;

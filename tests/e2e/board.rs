@@ -90,6 +90,9 @@ async fn the_board_shows_a_new_delinquency_live_and_opens_its_timeline() {
         }),
     )
     .await;
+    env.publish_raw("payment.failed", b"{not json").await;
+    env.wait_count("SELECT count(*) FROM dead_letters", 1, WAIT)
+        .await;
     env.wait_count(
         "SELECT count(*) FROM tasks WHERE account_id LIKE 'acc-board-%'",
         7,
@@ -170,6 +173,26 @@ async fn the_board_shows_a_new_delinquency_live_and_opens_its_timeline() {
         text.contains("collection call") && text.contains("M2"),
         "{text}"
     );
+    // The call waits for 08:00 in the customer's zone, and the row says so (the board
+    // learns the zone of an account it had not seen from /v1/accounts).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let cell = browser
+            .find(Locator::Css(
+                "#tasks tbody tr[data-account='acc-board-new'] td.due",
+            ))
+            .await
+            .expect("due cell");
+        let due = cell.text().await.expect("text");
+        if due.lines().next().is_some_and(|l| l.contains("08:00")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "due in the customer's zone: {due}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Its timeline.
     row.click().await.expect("click the row");
@@ -222,10 +245,23 @@ async fn the_board_shows_a_new_delinquency_live_and_opens_its_timeline() {
     let dead = browser
         .wait()
         .at_most(WAIT)
-        .for_element(Locator::Css("#dead:not([hidden]) tbody tr"))
+        .for_element(Locator::Css("#dead:not([hidden]) #dead-queues tbody tr"))
         .await
         .expect("dead letters listed");
     assert!(dead.text().await.expect("text").contains(".dlq"));
+    let reason = browser
+        .find(Locator::Css("#dead-reasons tbody tr"))
+        .await
+        .expect("a reason row");
+    let reason = reason.text().await.expect("text");
+    let recorded: String = sqlx::query_scalar("SELECT reason FROM dead_letters")
+        .fetch_one(&env.db)
+        .await
+        .expect("the worker recorded the dead letter");
+    assert!(
+        reason.contains("collections.payment-failed") && reason.contains(&recorded),
+        "{reason}"
+    );
     browser.close().await.expect("close the browser");
     let _ = chromedriver.kill().await;
 }

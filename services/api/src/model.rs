@@ -128,6 +128,21 @@ pub struct QueueCount {
     pub count: u32,
 }
 
+/// Dead letters of one queue and reason, as the workers recorded them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterReason {
+    /// The inbound queue the message came from (its `.dlq` holds it).
+    pub queue: String,
+    /// `x-collections-error`: `not_json`, `schema`, `invalid_value`, `domain`, ...
+    pub reason: String,
+    /// Dead-lettered in the last 7 days.
+    pub count: i64,
+    /// The latest one's `x-collections-error-detail` (personal data masked).
+    pub last_detail: String,
+    /// When the latest was dead-lettered (RFC 3339).
+    pub last_at: String,
+}
+
 /// The board's figures.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Stats {
@@ -143,4 +158,7 @@ pub struct Stats {
     /// Dead letters per queue; absent when the API has no `AMQP_URL` or the broker did
     /// not answer.
     pub dead_letters: Option<Vec<QueueCount>>,
+    /// What the workers dead-lettered in the last 7 days, by queue and reason (from the
+    /// database; replayed or discarded messages still count here).
+    pub dead_letter_reasons: Vec<DeadLetterReason>,
 }

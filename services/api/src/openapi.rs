@@ -33,6 +33,7 @@ use crate::{error, feed, model, routes};
         model::KindCount,
         model::HourCount,
         model::QueueCount,
+        model::DeadLetterReason,
         model::Stats,
     ))
 )]

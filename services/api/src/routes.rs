@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use crate::{
     error::{ApiError, ErrorBody},
     model::{
-        AccountBody, HourCount, JournalItem, JournalPage, KindCount, QueueCount, Stats, TaskPage,
+        AccountBody, DeadLetterReason, HourCount, JournalItem, JournalPage, KindCount, QueueCount,
+        Stats, TaskPage,
     },
     params::{make_task_cursor, task_cursor, Params},
     App,
@@ -328,6 +329,19 @@ pub async fn stats(
             .collect(),
         outbox_backlog: f.outbox_backlog,
         dead_letters: dead_letters(&app).await,
+        dead_letter_reasons: app
+            .store
+            .read_dead_letter_reasons(Timestamp::now() - jiff::SignedDuration::from_hours(24 * 7))
+            .await?
+            .into_iter()
+            .map(|r| DeadLetterReason {
+                queue: r.queue,
+                reason: r.reason,
+                count: r.count,
+                last_detail: r.last_detail,
+                last_at: r.last_at.to_string(),
+            })
+            .collect(),
     }))
 }
 

@@ -26,3 +26,16 @@ CREATE INDEX IF NOT EXISTS outbox_task_feed ON outbox (xact, id)
 CREATE INDEX IF NOT EXISTS tasks_open_by_due ON tasks (due_at, task_id)
     WHERE status IN ('scheduled', 'claimed');
 CREATE INDEX IF NOT EXISTS tasks_by_account ON tasks (account_id, due_at);
+
+-- What the workers dead-lettered, with the reason and the (masked) detail they put in the
+-- message's headers: the board's dead-letters view counts reasons per queue from here
+-- (the messages themselves stay in the `.dlq` queues, where the API does not touch them).
+-- Written best effort after the broker confirmed the dead letter; never read by the rules.
+CREATE TABLE dead_letters (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue     text        NOT NULL,
+    reason    text        NOT NULL,
+    detail    text        NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dead_letters_at ON dead_letters (at);

@@ -163,6 +163,21 @@ pub struct FeedRow {
     pub body: String,
 }
 
+/// Dead letters of one queue and reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetterReason {
+    /// The inbound queue the message came from.
+    pub queue: String,
+    /// `x-collections-error`.
+    pub reason: String,
+    /// How many since the horizon asked for.
+    pub count: i64,
+    /// The latest one's `x-collections-error-detail` (masked).
+    pub last_detail: String,
+    /// When the latest was dead-lettered.
+    pub last_at: Timestamp,
+}
+
 /// The board's figures.
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
@@ -369,6 +384,56 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok((r.day, r.week))
+    }
+
+    /// Records a message a worker dead-lettered (after the broker confirmed it).
+    ///
+    /// # Errors
+    /// A database error (the caller logs it: the record is best effort).
+    pub async fn record_dead_letter(
+        &self,
+        queue: &str,
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "INSERT INTO dead_letters (queue, reason, detail) VALUES ($1, $2, $3)",
+            queue,
+            reason,
+            detail
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Dead letters recorded since `since`, by queue and reason, with the latest detail.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn read_dead_letter_reasons(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<DeadLetterReason>, StoreError> {
+        Ok(sqlx::query!(
+            r#"SELECT DISTINCT ON (queue, reason) queue, reason,
+                      count(*) OVER (PARTITION BY queue, reason) AS "count!",
+                      detail, at AS "at: Ts"
+               FROM dead_letters WHERE at >= $1
+               ORDER BY queue, reason, at DESC, id DESC"#,
+            since.to_sqlx() as _,
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| DeadLetterReason {
+            queue: r.queue,
+            reason: r.reason,
+            count: r.count,
+            last_detail: r.detail,
+            last_at: r.at.to_jiff(),
+        })
+        .collect())
     }
 
     /// Counts by state and kind, open tasks due per hour for 24 h from `now`, and the

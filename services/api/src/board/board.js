@@ -133,7 +133,23 @@ function render() {
   $("#list-note").textContent = shown.length ? "" : "no tasks match";
 }
 
+// Task events carry no zone: the board learns an account's from its rows or, for an
+// account it has not seen, asks /v1/accounts once.
+const zones = new Map();
+function zoneOf(t) {
+  if (t.timezone) { zones.set(t.account_id, t.timezone); return; }
+  if (zones.has(t.account_id)) { t.timezone = zones.get(t.account_id); return; }
+  zones.set(t.account_id, null);
+  getJSON(`/v1/accounts/${encodeURIComponent(t.account_id)}`).then((acc) => {
+    zones.set(t.account_id, acc.timezone);
+    for (const r of state.rows.values()) if (r.account_id === t.account_id) r.timezone = acc.timezone;
+    for (const tr of document.querySelectorAll("#tasks tbody tr")) if (tr.dataset.account === t.account_id) tr.dataset.rev = "";
+    render();
+  }).catch(console.error);
+}
+
 function upsert(t, fresh) {
+  zoneOf(t);
   const old = state.rows.get(t.task_id);
   if (old && (old.revision || 0) > (t.revision || 0)) return;
   if (old && old.state === "cancelled" && t.state !== "cancelled") return; // final
@@ -175,13 +191,16 @@ async function loadStats() {
   for (const k of ["scheduled", "due", "cancelled"]) $(`#count-${k}`).textContent = s.by_state[k] ?? 0;
   $("#backlog").textContent = `outbox backlog ${s.outbox_backlog}`;
   chart(s.due_per_hour);
-  const dead = $("#dead tbody");
+  const dead = $("#dead-queues tbody");
   if (s.dead_letters) {
     $("#count-dead").textContent = s.dead_letters.reduce((n, q) => n + q.count, 0);
     dead.innerHTML = s.dead_letters.map((q) => `<tr><td>${esc(q.queue)}</td><td>${q.count}</td></tr>`).join("");
   } else {
     dead.innerHTML = '<tr><td colspan="2" class="muted">not counted: the API has no AMQP_URL (collectionsctl dlq list)</td></tr>';
   }
+  $("#dead-reasons tbody").innerHTML = s.dead_letter_reasons.map((r) =>
+    `<tr><td>${esc(r.queue)}</td><td>${esc(r.reason)}</td><td>${r.count}</td><td>${esc(fmt(r.last_at))}</td><td class="reason" title="${esc(r.last_detail)}">${esc(r.last_detail)}</td></tr>`).join("")
+    || '<tr><td colspan="5" class="muted">none</td></tr>';
 }
 let statsTimer = null;
 function statsSoon() {

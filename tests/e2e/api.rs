@@ -141,6 +141,7 @@ async fn every_endpoint_answers_from_what_the_workers_applied() {
         payment_failed("acc-api-day", &day, 150_000, 5),
     )
     .await;
+    env.publish_raw("payment.failed", b"{not json").await;
     let scheduled = env
         .tasks
         .wait_for(
@@ -383,9 +384,19 @@ async fn every_endpoint_answers_from_what_the_workers_applied() {
         .expect("dead letters counted (AMQP_URL given)");
     assert!(
         dl.iter()
-            .any(|q| q["queue"] == "collections.payment-failed.dlq" && q["count"] == 0),
+            .any(|q| q["queue"] == "collections.payment-failed.dlq" && q["count"] == 1),
         "{dl:?}"
     );
+    assert!(
+        dl.iter()
+            .any(|q| q["queue"] == "collections.promise-made.dlq" && q["count"] == 0),
+        "{dl:?}"
+    );
+    let reasons = st["dead_letter_reasons"].as_array().expect("reasons");
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0]["queue"], "collections.payment-failed");
+    assert_eq!(reasons[0]["reason"], "not_json");
+    assert_eq!(reasons[0]["count"], 1);
 
     // Health, metrics, OpenAPI, unknown routes.
     let live = reqwest::get(format!("{base}/health/live"))

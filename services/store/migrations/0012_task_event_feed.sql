@@ -21,11 +21,12 @@ ALTER TABLE outbox ALTER COLUMN xact SET DEFAULT pg_current_xact_id();
 CREATE INDEX IF NOT EXISTS outbox_task_feed ON outbox (xact, id)
     WHERE exchange = 'collections.tasks';
 
--- The board's read queries: open tasks by due instant and task id (the API's page order),
--- and every task of an account.
+-- The API's task pages, in its page order (due instant, task id): open tasks (the board's
+-- first tab, walked without passing over history), and every task (fired and cancelled
+-- ones, which are mostly history).
 CREATE INDEX IF NOT EXISTS tasks_open_by_due ON tasks (due_at, task_id)
     WHERE status IN ('scheduled', 'claimed');
-CREATE INDEX IF NOT EXISTS tasks_by_account ON tasks (account_id, due_at);
+CREATE INDEX IF NOT EXISTS tasks_by_due ON tasks (due_at, task_id);
 
 -- What the workers dead-lettered, with the reason and the (masked) detail they put in the
 -- message's headers: the board's dead-letters view counts reasons per queue from here

@@ -36,6 +36,8 @@ pub async fn start_api(env: &TestEnv, port: u16, extra: &[(&str, &str)], log: &s
     let mut vars: Vec<(String, String)> = vec![
         ("API_ADDR".into(), format!("127.0.0.1:{port}")),
         ("SSE_POLL_MS".into(), "50".into()),
+        // Tests share the server's connections with every other test running.
+        ("DB_POOL".into(), "3".into()),
     ];
     vars.extend(
         extra

@@ -24,6 +24,9 @@ bins=(payment-failed-worker promise-made-worker promise-broken-worker payment-re
       contact-restricted-worker contact-unrestricted-worker
       arrangement-made-worker arrangement-cancelled-worker payment-reversed-worker)
 [[ -x target/release/task-scheduler ]] && bins+=(task-scheduler)
+# The read API and the task board (issue 20); API_ADDR picks another address.
+export API_ADDR="${API_ADDR:-127.0.0.1:8080}"
+[[ -x target/release/collections-api ]] && bins+=(collections-api)
 
 logs=.run/logs
 mkdir -p "$logs"
@@ -42,5 +45,8 @@ for b in "${bins[@]}"; do
   pids+=($!)
 done
 echo "started ${#bins[@]} binaries; JSON logs in $logs/"
+if [[ " ${bins[*]} " == *" collections-api "* ]]; then
+  echo "task board: http://$API_ADDR/   (API: http://$API_ADDR/v1/tasks, OpenAPI: http://$API_ADDR/openapi.json)"
+fi
 sleep 1
 target/release/collectionsctl demo --follow

@@ -54,6 +54,7 @@ pub fn bin_path(name: &str) -> PathBuf {
         "arrangement-cancelled-worker" => env!("CARGO_BIN_EXE_arrangement-cancelled-worker"),
         "payment-reversed-worker" => env!("CARGO_BIN_EXE_payment-reversed-worker"),
         "task-scheduler" => env!("CARGO_BIN_EXE_task-scheduler"),
+        "collections-api" => env!("CARGO_BIN_EXE_collections-api"),
         other => panic!("unknown binary {other}"),
     })
 }

@@ -5,7 +5,9 @@
 //! describe them; they observe only what a dashboard or an operator could: `task.*`
 //! events on `collections.tasks`, dead letters, and the database.
 
+mod api;
 mod arrangements;
+mod board;
 mod contacts;
 mod fault_support;
 mod faults;

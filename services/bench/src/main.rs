@@ -21,6 +21,7 @@
 //! the broker's own statistics; [`cpu`] accounts CPU by process group; [`report`] prints
 //! the figures.
 
+mod api;
 mod cpu;
 mod env;
 mod ingest;
@@ -85,6 +86,28 @@ pub struct Settings {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The read API (issue 20): filtered task pages idle and under ingest, SSE delivery
+    /// lag with many subscribers.
+    Api {
+        /// Open tasks seeded (the issue's figure is 1,000,000).
+        #[arg(long, default_value_t = 200_000)]
+        open: usize,
+        /// History (emitted) tasks seeded (the issue's figure is 10,000,000).
+        #[arg(long, default_value_t = 1_000_000)]
+        history: usize,
+        /// Seconds of each phase.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+        /// payment.failed events/s during the loaded phase.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// SSE subscribers during the loaded phase.
+        #[arg(long, default_value_t = 50)]
+        subscribers: usize,
+        /// Concurrent page readers.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
     /// Inbound events to published task events, beside raw RabbitMQ and Postgres limits.
     Ingest {
         /// Events in the throughput phase.
@@ -163,6 +186,24 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     let Cli { settings, cmd } = Cli::parse();
     match cmd {
+        Cmd::Api {
+            open,
+            history,
+            secs,
+            rate,
+            subscribers,
+            clients,
+        } => {
+            let run = api::ApiRun {
+                open,
+                history,
+                secs,
+                rate,
+                subscribers,
+                clients,
+            };
+            api::api(&settings, run).await
+        }
         Cmd::Ingest {
             events,
             accounts,

@@ -641,3 +641,129 @@ mod tests {
         assert!(config.common.health_addr.is_none());
     }
 }
+
+/// The read API's settings (`collections-api --help` lists them).
+#[derive(Parser, Clone, Debug)]
+#[command(version)]
+pub struct ApiArgs {
+    /// Where the API and the board listen (port 0 picks one; the bound address is logged)
+    #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
+    api_addr: String,
+    /// Postgres URL with its credentials; a read-only role is enough (deploy/README.md).
+    /// Required, unless DATABASE_URL_FILE names a file that holds it
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<Secret>,
+    /// A file holding the Postgres URL (mounted secrets); instead of DATABASE_URL
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    database_url_file: Option<PathBuf>,
+    /// Bearer token required on /v1 and the board when set [default: none, open]
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    api_token: Option<Secret>,
+    /// RabbitMQ URL, only to count dead letters per queue for /v1/stats and the board
+    /// [default: not counted]
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<Secret>,
+    /// Database connections of the process
+    #[arg(long, env = "DB_POOL", default_value_t = 8)]
+    db_pool: u32,
+    /// Seconds between the comment lines an idle SSE stream sends, so proxies keep it open
+    #[arg(long, env = "SSE_HEARTBEAT_SECS", default_value_t = 15)]
+    sse_heartbeat_secs: u64,
+    /// How often an SSE stream looks for new task events, in milliseconds
+    #[arg(long, env = "SSE_POLL_MS", default_value_t = 200)]
+    sse_poll_ms: u64,
+    /// `check`: refuse to start unless the schema is one this binary can read; `auto`:
+    /// apply pending migrations first (needs a role that may; development only)
+    #[arg(long, env = "MIGRATIONS", default_value = "check")]
+    migrations: String,
+    /// `text` for human-readable logs; JSON otherwise, unless stdout is a terminal
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+    /// Log filter (tracing's env-filter syntax)
+    #[arg(long = "log", env = "RUST_LOG", default_value = DEFAULT_LOG_FILTER)]
+    rust_log: String,
+}
+
+/// The read API's resolved settings.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// Postgres URL (credentials: never logged).
+    pub database_url: Secret,
+    /// Bearer token, when one is required.
+    pub token: Option<Secret>,
+    /// RabbitMQ URL for the dead-letter counts, when given.
+    pub amqp_url: Option<Secret>,
+    /// Pool size.
+    pub db_pool: u32,
+    /// SSE heartbeat interval.
+    pub heartbeat: Duration,
+    /// SSE poll interval.
+    pub poll: Duration,
+    /// Apply migrations at start.
+    pub migrate: bool,
+}
+
+impl Secret {
+    /// The value (to hand to a client library; never to a log).
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ApiArgs {
+    /// Parses the API's settings from its flags and the environment.
+    #[must_use]
+    pub fn parse_for(binary: &str) -> Self {
+        parse_for(
+            binary,
+            "The read API and task board: tasks, accounts, journals, the task-event feed \
+             (JSON and Server-Sent Events) and figures, for dashboards.",
+        )
+    }
+
+    /// The log filter and whether logs are text.
+    #[must_use]
+    pub fn logging(&self) -> (&str, bool) {
+        (&self.rust_log, self.log_format == "text")
+    }
+
+    /// Reads the secrets and checks the values.
+    ///
+    /// # Errors
+    /// A message naming the variable that is wrong.
+    pub fn resolve(self) -> anyhow::Result<ApiConfig> {
+        let addr = self
+            .api_addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("API_ADDR={:?}: {e}", self.api_addr))?;
+        if self.db_pool == 0 {
+            bail!("DB_POOL must be at least 1");
+        }
+        let token = self.api_token.filter(|t| !t.0.trim().is_empty());
+        Ok(ApiConfig {
+            addr,
+            database_url: Secret(required(
+                "DATABASE_URL",
+                self.database_url,
+                self.database_url_file,
+                "postgres://reader:password@127.0.0.1:5432/collections",
+            )?),
+            token,
+            amqp_url: self
+                .amqp_url
+                .filter(|u| !u.0.trim().is_empty())
+                .map(|u| Secret(with_default_heartbeat(&u.0))),
+            db_pool: self.db_pool,
+            heartbeat: Duration::from_secs(self.sse_heartbeat_secs.max(1)),
+            poll: Duration::from_millis(self.sse_poll_ms.clamp(10, 5000)),
+            migrate: match self.migrations.as_str() {
+                "auto" => true,
+                "check" | "off" => false,
+                other => bail!("MIGRATIONS must be check or auto, not {other:?}"),
+            },
+        })
+    }
+}

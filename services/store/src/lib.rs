@@ -20,7 +20,7 @@
 //! [`scheduler`] (claims, completion, moves), `journal` (the collection note), `guard`
 //! (connections abandoned mid-transaction), [`schema`] (the migrations, and whether this
 //! binary may run against the database's schema), `retention` (pruning history past its
-//! horizon). Timestamps cross as `jiff_sqlx::Timestamp`.
+//! horizon), [`read`] (the dashboards' read queries and the task-event feed). Timestamps cross as `jiff_sqlx::Timestamp`.
 //!
 //! Checked SQL: every static statement is a `sqlx::query!` (or `query_scalar!`), checked
 //! at build time against the schema, so a renamed column fails the build. The macros read
@@ -56,6 +56,7 @@ mod journal;
 mod ledger;
 mod open;
 pub mod outbox;
+pub mod read;
 mod retention;
 pub mod scheduler;
 pub mod schema;

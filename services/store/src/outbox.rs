@@ -118,6 +118,46 @@ impl Store {
     }
 }
 
+/// Records messages a process published itself, outside the outbox (the scheduler's
+/// `task.due`): outbox rows without an `outbox_pending` entry, so no relay publishes them
+/// again and the task-event feed serves them in commit order with the rest. A row with
+/// the same event id already there stays as it is.
+///
+/// # Errors
+/// A database error.
+pub(crate) async fn record_published(
+    tx: &mut Transaction<'_, Postgres>,
+    messages: &[&OutboundMessage],
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.event_id).collect();
+    let accounts: Vec<&str> = messages.iter().map(|m| m.account_id.as_str()).collect();
+    let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+    let bodies = messages
+        .iter()
+        .map(|m| body_text(m))
+        .collect::<Result<Vec<&str>, _>>()?;
+    sqlx::query!(
+        "INSERT INTO outbox (event_id, account_id, exchange, routing_key, body)
+         SELECT e, a, x, k, b::jsonb
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+              WITH ORDINALITY AS o(e, a, x, k, b, n)
+         ORDER BY n
+         ON CONFLICT (event_id) DO NOTHING",
+        &ids,
+        &accounts as &[&str],
+        &exchanges as &[&str],
+        &keys as &[&str],
+        &bodies as &[&str],
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// [`insert_outbox`]'s statement.
 static INSERT_OUTBOX_SQL: LazyLock<String> =
     LazyLock::new(|| format!("WITH {} SELECT id, event_id FROM sent", outbox_ctes(1)));

@@ -325,11 +325,38 @@ impl Store {
         policy: &Policy,
         now: Timestamp,
     ) -> Result<Settled, StoreError> {
+        self.complete_fired_recorded(token, fired, &[], policy, now)
+            .await
+    }
+
+    /// [`Store::complete_fired`], also recording the `task.due` messages just published
+    /// (`published`, matched to the fired tasks by event id) as published outbox rows in
+    /// the same transaction, for the tasks whose claim the caller still held: the
+    /// task-event feed then serves them after the events that planned their tasks.
+    ///
+    /// # Errors
+    /// As [`Store::complete_fired`].
+    pub async fn complete_fired_recorded(
+        &self,
+        token: Uuid,
+        fired: &[(Task, Uuid)],
+        published: &[OutboundMessage],
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Settled, StoreError> {
         if fired.is_empty() {
             return Ok(Settled::default());
         }
         let mut conn = AbandonGuard::acquire(&self.pool).await?;
-        let result = complete_fired_on(conn.conn(), token, fired, policy, now, self.leases).await;
+        let result = complete_fired_on(
+            conn.conn(),
+            token,
+            (fired, published),
+            policy,
+            now,
+            self.leases,
+        )
+        .await;
         conn.release();
         result
     }
@@ -441,7 +468,7 @@ async fn reschedule_claimed_on(
 async fn complete_fired_on(
     conn: &mut PgConnection,
     token: Uuid,
-    fired: &[(Task, Uuid)],
+    (fired, published): (&[(Task, Uuid)], &[OutboundMessage]),
     policy: &Policy,
     now: Timestamp,
     leases: Leases,
@@ -472,6 +499,19 @@ async fn complete_fired_on(
     .await?
     .into_iter()
     .collect();
+    let due_events: HashSet<Uuid> = fired
+        .iter()
+        .filter(|(t, _)| emitted.contains(&t.task_id))
+        .map(|(_, e)| *e)
+        .collect();
+    let record: Vec<&OutboundMessage> = published
+        .iter()
+        .filter(|m| {
+            m.exchange == collections_core::outbound::TASKS_EXCHANGE
+                && due_events.contains(&m.event_id)
+        })
+        .collect();
+    crate::outbox::record_published(&mut tx, &record).await?;
     let (mut open, firing) = load_open_tasks(&mut tx, &accounts).await?;
     let version = policy.version();
     let net = complete_calls(

@@ -55,6 +55,16 @@ impl Pipeline {
             .await
             .context("publish dead letter")?;
         self.count(self.ctx.event_type, "dead_lettered", code);
+        // For the board's dead-letters view. Best effort, briefly: the dead letter is
+        // safe in its queue, and a database that does not answer must not hold the ack.
+        let record = self.ctx.store.record_dead_letter(queue, code, &detail);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), record).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::telemetry::mask_pii(&e.to_string()), "dead letter not recorded in the database")
+            }
+            Err(_) => tracing::warn!("dead letter not recorded in the database (timeout)"),
+        }
         Ok(())
     }
 }

@@ -302,7 +302,7 @@ async fn fire_batch(
     }
     let version = policy.version();
     let completed = with_retry(token, || {
-        store.complete_fired(claim.token, &fired, policy, now)
+        store.complete_fired_recorded(claim.token, &fired, &publish, policy, now)
     })
     .await?;
     let moved = with_retry(token, || {

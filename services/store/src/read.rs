@@ -212,7 +212,7 @@ impl Store {
         // plan that can use its index (a `$n IS NULL OR ...` predicate cannot).
         let mut q = QueryBuilder::new(format!(
             "SELECT {TASK_COLUMNS} FROM tasks t LEFT JOIN accounts a ON a.account_id = t.account_id \
-             WHERE t.kind <> 'promise_expiry'"
+             WHERE t.kind NOT IN ('promise_expiry', 'instalment_expiry')"
         ));
         if let Some(s) = f.state {
             q.push(" AND ").push(s.predicate());
@@ -444,7 +444,7 @@ impl Store {
     pub async fn read_figures(&self, now: Timestamp) -> Result<Figures, StoreError> {
         let counts = sqlx::query!(
             r#"SELECT status, kind, count(*) AS "n!" FROM tasks
-               WHERE kind <> 'promise_expiry' GROUP BY status, kind"#
+               WHERE kind NOT IN ('promise_expiry', 'instalment_expiry') GROUP BY status, kind"#
         )
         .fetch_all(&self.pool)
         .await?;
@@ -465,7 +465,7 @@ impl Store {
         let hours = sqlx::query!(
             r#"SELECT date_trunc('hour', greatest(due_at, $1)) AS "hour!: Ts", count(*) AS "n!"
                FROM tasks
-               WHERE status IN ('scheduled', 'claimed') AND kind <> 'promise_expiry'
+               WHERE status IN ('scheduled', 'claimed') AND kind NOT IN ('promise_expiry', 'instalment_expiry')
                  AND due_at < date_trunc('hour', $1::timestamptz) + interval '24 hours'
                GROUP BY 1 ORDER BY 1"#,
             now.to_sqlx() as _,

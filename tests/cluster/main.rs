@@ -14,6 +14,7 @@ mod e2e {
     pub mod invariants;
 }
 
+mod postgres;
 mod rabbitmq;
 mod support;
 

@@ -13,21 +13,17 @@ use std::{
 };
 
 use jiff::{SignedDuration, Timestamp};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    harness::{cloudevent, cny, zone_where_it_is, ALL_WORKERS},
+    harness::ALL_WORKERS,
     invariants::{verify, Expect},
     support::{
-        applied, cluster_env, consuming_again, machine_database, FailoverPublisher, Published,
+        applied, cluster_env, consuming_again, machine_database, spawn_load, Published,
         RabbitCluster,
     },
 };
 
-/// Accounts per second the load publishes (each a `payment.failed`, every third one also
-/// a `promise.made`).
-const ACCOUNTS_PER_SEC: u64 = 20;
 /// The service must consume again within this long after losing a node.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
 
@@ -78,55 +74,9 @@ async fn the_service_survives_losing_the_node_that_leads_its_queues() {
     }
     env.spawn("task-scheduler").await;
 
-    // Steady load until told to stop: accounts in a zone where it is early afternoon, so
-    // each call is due at once and fired by the scheduler.
     let published: Published = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (published, stop, urls) = (published.clone(), stop.clone(), urls.clone());
-        let prefix = name.clone();
-        async move {
-            let (zone, tz) = zone_where_it_is(13);
-            let mut publisher = FailoverPublisher::new(&urls);
-            let tick = Duration::from_millis(1000 / ACCOUNTS_PER_SEC);
-            let mut next = Instant::now();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let acc = format!("{prefix}-{i}");
-                let today = Timestamp::now().to_zoned(tz.clone()).date().to_string();
-                let mut events = vec![(
-                    "payment.failed",
-                    json!({
-                        "account_id": acc, "customer": {"timezone": zone},
-                        "installment": {"number": 2, "due_date": today, "amount": cny(10_000)},
-                        "overdue_amount": cny(10_000), "failure_reason": "insufficient_funds",
-                        "attempted_at": Timestamp::now(),
-                    }),
-                )];
-                if i.is_multiple_of(3) {
-                    // Two hours ahead: its reminder and check fall after the test.
-                    events.push((
-                        "promise.made",
-                        json!({"account_id": acc, "promise_id": format!("ptp-{acc}"),
-                               "amount": cny(10_000),
-                               "promised_at": Timestamp::now() + SignedDuration::from_hours(2),
-                               "captured_by": "agent-7", "channel": "phone_mobile"}),
-                    ));
-                }
-                for (ty, data) in events {
-                    let id = Uuid::new_v4();
-                    let at = Instant::now();
-                    let body = cloudevent(id, ty, &acc, data).to_string();
-                    publisher.publish(ty, body.as_bytes()).await;
-                    published.lock().expect("lock").push((id, at));
-                }
-                i += 1;
-                next += tick;
-                tokio::time::sleep_until(next.into()).await;
-            }
-            publisher.reconnects
-        }
-    });
+    let load = spawn_load(&urls, &name, published.clone(), stop.clone());
 
     tokio::time::sleep(Duration::from_secs(8)).await;
     let mut losses = Vec::new();

@@ -22,7 +22,9 @@ use serde_json::{json, Value};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::harness::{TaskListener, TestEnv};
+use jiff::{SignedDuration, Timestamp};
+
+use crate::harness::{cloudevent, cny, zone_where_it_is, TaskListener, TestEnv};
 
 /// The queue the test's own "dashboard" reads task events from: a quorum queue, so it
 /// survives the loss of a node like the service's queues do.
@@ -439,4 +441,141 @@ pub async fn applied(db: &PgPool) -> i64 {
         .fetch_one(db)
         .await
         .unwrap_or(-1)
+}
+
+/// Accounts per second the load publishes (each a `payment.failed`, every third one also
+/// a `promise.made`).
+pub const ACCOUNTS_PER_SEC: u64 = 20;
+
+/// A steady load until `stop`: accounts in a zone where it is early afternoon, so each
+/// first call is due at once and fired by the scheduler; every third account also promises
+/// to pay in two hours (its reminder and check fall after the test). Each input is recorded
+/// in `published` once confirmed, with the instant its publish started. Returns the
+/// publisher's reconnects.
+pub fn spawn_load(
+    urls: &str,
+    prefix: &str,
+    published: Published,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u32> {
+    let (urls, prefix) = (urls.to_owned(), prefix.to_owned());
+    tokio::spawn(async move {
+        let (zone, tz) = zone_where_it_is(13);
+        let mut publisher = FailoverPublisher::new(&urls);
+        let tick = Duration::from_millis(1000 / ACCOUNTS_PER_SEC);
+        let mut next = Instant::now();
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let acc = format!("{prefix}-{i}");
+            let today = Timestamp::now().to_zoned(tz.clone()).date().to_string();
+            let mut events = vec![(
+                "payment.failed",
+                json!({
+                    "account_id": acc, "customer": {"timezone": zone},
+                    "installment": {"number": 2, "due_date": today, "amount": cny(10_000)},
+                    "overdue_amount": cny(10_000), "failure_reason": "insufficient_funds",
+                    "attempted_at": Timestamp::now(),
+                }),
+            )];
+            if i.is_multiple_of(3) {
+                events.push((
+                    "promise.made",
+                    json!({"account_id": acc, "promise_id": format!("ptp-{acc}"),
+                           "amount": cny(10_000),
+                           "promised_at": Timestamp::now() + SignedDuration::from_hours(2),
+                           "captured_by": "agent-7", "channel": "phone_mobile"}),
+                ));
+            }
+            for (ty, data) in events {
+                let id = Uuid::new_v4();
+                let at = Instant::now();
+                let body = cloudevent(id, ty, &acc, data).to_string();
+                publisher.publish(ty, body.as_bytes()).await;
+                published.lock().expect("lock").push((id, at));
+            }
+            i += 1;
+            next += tick;
+            tokio::time::sleep_until(next.into()).await;
+        }
+        publisher.reconnects
+    })
+}
+
+/// Postgres with failover from `deploy/cluster/postgres-ha.sh` (Patroni, etcd, HAProxy), on
+/// the test's own ports (HAProxy 5450, nodes 5451-5452) and directory. Torn down when
+/// dropped.
+pub struct PostgresHa {
+    env: Vec<(&'static str, String)>,
+    down: bool,
+}
+
+impl PostgresHa {
+    pub const PORT: u16 = 5450;
+
+    pub async fn up() -> Self {
+        let ha = Self {
+            env: vec![
+                (
+                    "PG_HA_DIR",
+                    std::env::temp_dir()
+                        .join("collections-postgres-ha-test")
+                        .display()
+                        .to_string(),
+                ),
+                ("PG_HA_PORT_BASE", Self::PORT.to_string()),
+            ],
+            down: false,
+        };
+        ha.run(&["up"]).await;
+        ha
+    }
+
+    pub async fn run(&self, args: &[&str]) -> String {
+        run_script("postgres-ha.sh", &self.env, args).await
+    }
+
+    /// The address every client uses (HAProxy), for database `db`.
+    pub fn url(db: &str) -> String {
+        format!("postgres://postgres:postgres@127.0.0.1:{}/{db}", Self::PORT)
+    }
+
+    /// The primary's node name.
+    pub async fn leader(&self) -> String {
+        self.run(&["leader"]).await.trim().to_owned()
+    }
+
+    pub async fn down(&mut self) {
+        if !self.down {
+            self.run(&["down"]).await;
+            self.down = true;
+        }
+    }
+}
+
+impl Drop for PostgresHa {
+    fn drop(&mut self) {
+        if !self.down {
+            let _ = std::process::Command::new(script("postgres-ha.sh"))
+                .arg("down")
+                .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .output();
+        }
+    }
+}
+
+/// A vhost of the machine's RabbitMQ for one test (deleted with the test's `TestEnv`);
+/// returns its URL.
+pub fn machine_vhost(name: &str) -> String {
+    let base = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let (server, _) = base.rsplit_once('/').expect("a URL with a vhost");
+    let user = server
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map_or("guest", |(cred, _)| {
+            cred.split(':').next().unwrap_or("guest")
+        });
+    crate::harness::rabbitmqctl_output(&["add_vhost", name]);
+    crate::harness::rabbitmqctl_output(&["set_permissions", "-p", name, user, ".*", ".*", ".*"]);
+    format!("{server}/{name}")
 }

@@ -140,8 +140,11 @@ start_node() {
     local name=$1
     if [ -f "$dir/$name.pid" ] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null; then return; fi
     write_node_config "$name"
-    ( cd "$dir/$name" && setsid runuser -u postgres -- patroni "$dir/$name/patroni.yml" \
-        > "$dir/$name/patroni.log" 2>&1 < /dev/null & echo $! > "$dir/$name.pid" )
+    cd "$dir/$name"
+    setsid runuser -u postgres -- patroni "$dir/$name/patroni.yml" \
+        > "$dir/$name/patroni.log" 2>&1 < /dev/null &
+    echo $! > "$dir/$name.pid"
+    cd - > /dev/null
 }
 
 start_haproxy() {

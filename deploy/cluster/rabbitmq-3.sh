@@ -98,7 +98,10 @@ up() {
         head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/.erlang.cookie"
         chmod 400 "$dir/.erlang.cookie"
     fi
-    for n in 1 2 3; do start_node "$n"; done
+    # The three boot side by side (each waits for its own start).
+    local pids=()
+    for n in 1 2 3; do start_node "$n" & pids+=($!); done
+    for p in "${pids[@]}"; do wait "$p"; done
     for n in 2 3; do
         if ! ctl "$n" cluster_status --formatter json 2>/dev/null | grep -q "$(node 1)"; then
             ctl "$n" stop_app > /dev/null

@@ -36,19 +36,30 @@ fn script(name: &str) -> PathBuf {
 
 /// Runs a cluster script with `env`; panics with its output when it fails.
 pub async fn run_script(name: &str, env: &[(&str, String)], args: &[&str]) -> String {
-    let out = tokio::process::Command::new(script(name))
+    // Output to files, not pipes: the daemons a script starts may inherit its descriptors,
+    // and a pipe would then never reach its end.
+    let base = std::env::temp_dir().join(format!("cluster-script-{}", Uuid::new_v4().simple()));
+    let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
+    let out = std::fs::File::create(&out_path).expect("script output file");
+    let err = std::fs::File::create(&err_path).expect("script error file");
+    let status = tokio::process::Command::new(script(name))
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
         .await
         .expect("run the cluster script");
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
     assert!(
-        out.status.success(),
-        "{name} {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        status.success(),
+        "{name} {args:?} failed:\n{stdout}\n{stderr}"
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout
 }
 
 /// The 3-node RabbitMQ cluster of `deploy/cluster/rabbitmq-3.sh`, with the test's own node

@@ -21,6 +21,19 @@ use crate::{
     },
 };
 
+/// A pool of the test's own, once the address answers again (a connection opened while
+/// HAProxy switches nodes can meet a node that is going away).
+async fn connect(url: &str) -> PgPool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match PgPool::connect(url).await {
+            Ok(pool) => return pool,
+            Err(e) => assert!(Instant::now() < deadline, "test db: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The service must apply events again within this long after the primary changes.
 const RESUME_LIMIT: Duration = Duration::from_secs(30);
 
@@ -50,7 +63,7 @@ async fn a_failover_of_postgres_loses_nothing_committed_and_applies_nothing_twic
     for planned in [true, false] {
         let before_leader = ha.leader().await;
         // The test's own pool died with the old primary's sessions.
-        env.db = PgPool::connect(&database_url).await.expect("test db");
+        env.db = connect(&database_url).await;
         let before = applied(&env.db).await;
         let at = Instant::now();
         if planned {
@@ -74,7 +87,7 @@ async fn a_failover_of_postgres_loses_nothing_committed_and_applies_nothing_twic
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        env.db = PgPool::connect(&database_url).await.expect("test db");
+        env.db = connect(&database_url).await;
         let applied_during = applied(&env.db).await - before;
         let after_leader = ha.leader().await;
         let what = if planned {
@@ -103,7 +116,7 @@ async fn a_failover_of_postgres_loses_nothing_committed_and_applies_nothing_twic
         .iter()
         .map(|(id, _)| *id)
         .collect();
-    env.db = PgPool::connect(&database_url).await.expect("test db");
+    env.db = connect(&database_url).await;
     let observed = verify(
         &env,
         &Expect {

@@ -51,6 +51,15 @@ pub const ARRANGEMENT_OUTCOME_KEYS: [&str; 2] = ["arrangement.broken", "arrangem
 /// reaches instead. `collectionsctl dlq` itself never returns a message to these queues
 /// (it puts a copy back and acks the original), so it does not count against it.
 pub const HOLDING_DELIVERY_LIMIT: i64 = 1_000_000;
+/// `x-quorum-initial-group-size` of every queue: on a cluster of three nodes or more each
+/// queue gets three replicas (a majority of two survives one node's loss); on fewer nodes
+/// the broker makes as many as there are. Queues created before the nodes joined keep
+/// the members they had: add the new nodes with `rabbitmq-queues grow` (deploy/README.md).
+pub const QUORUM_GROUP_SIZE: i64 = 3;
+/// The argument [`QUORUM_GROUP_SIZE`] is declared with.
+const GROUP_SIZE_ARG: &str = "x-quorum-initial-group-size";
+/// The delivery-limit argument.
+const DELIVERY_LIMIT_ARG: &str = "x-delivery-limit";
 
 /// Header carrying the machine-readable reason of a dead letter.
 pub const HEADER_ERROR: &str = "x-collections-error";
@@ -83,6 +92,13 @@ pub enum BusError {
     /// broker closed the channel); [`declare_topology_on`] carries on instead.
     #[error("queue {0} exists without x-delivery-limit (see deploy/README.md)")]
     PredatesDeliveryLimit(String),
+    /// [`declare_topology`] met a queue created without `x-quorum-initial-group-size`
+    /// (the broker closed the channel); [`declare_topology_on`] carries on instead.
+    #[error("queue {0} exists without x-quorum-initial-group-size (see deploy/README.md)")]
+    PredatesGroupSize(String),
+    /// The URL list was empty.
+    #[error("no broker URL given")]
+    NoUrl,
 }
 
 /// Longest a connection handshake may take before the attempt is abandoned and retried.
@@ -105,17 +121,68 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BusError> {
     connect_with_ca(url, name, None).await
 }
 
-/// Connects like [`connect`]; for `amqps://` URLs the broker's certificate may also be
-/// signed by `ca_pem` (PEM certificates of a private CA, trusted beside the system's).
+/// The URLs of a comma-separated list (`amqp://a:5672/v,amqp://b:5672/v`), in order,
+/// blanks dropped. A comma inside a password must be written `%2C`.
+#[must_use]
+pub fn url_list(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Connects like [`connect`]; `urls` may be one URL or a comma-separated list of the
+/// cluster's nodes ([`url_list`]). The nodes are tried one after the other in a random
+/// order (so the replicas of a deployment spread over the nodes, and a dead node is not
+/// every process's first choice); the first that accepts wins. For `amqps://` URLs the
+/// broker's certificate may also be signed by `ca_pem` (PEM certificates of a private CA,
+/// trusted beside the system's).
 ///
 /// # Errors
-/// When the broker cannot be reached, its certificate is not trusted, or it refuses the
-/// credentials.
+/// When no node can be reached (the last node's error), a certificate is not trusted, or
+/// the credentials are refused.
 pub async fn connect_with_ca(
-    url: &str,
+    urls: &str,
     name: &str,
     ca_pem: Option<&str>,
 ) -> Result<Connection, BusError> {
+    let mut order = url_list(urls);
+    shuffle(&mut order);
+    let mut last = None;
+    for (n, url) in order.iter().enumerate() {
+        match connect_one(url, name, ca_pem).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                // The URL carries credentials: name the node by its position only.
+                if n + 1 < order.len() {
+                    tracing::warn!(error = %e, node = n + 1, of = order.len(), "broker node refused; trying the next");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(BusError::NoUrl))
+}
+
+/// Fisher-Yates with the standard library's per-process random hasher keys: good enough
+/// to spread replicas, and no extra dependency.
+fn shuffle<T>(items: &mut [T]) {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    for i in (1..items.len()).rev() {
+        let mut h = state.build_hasher();
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let j = usize::try_from(h.finish() % (i as u64 + 1)).unwrap_or(0);
+        items.swap(i, j);
+    }
+}
+
+async fn connect_one(url: &str, name: &str, ca_pem: Option<&str>) -> Result<Connection, BusError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let tls = lapin::tcp::OwnedTLSConfig {
         identity: None,
@@ -143,14 +210,28 @@ fn long(s: &str) -> AMQPValue {
 /// # Errors
 /// When the broker refuses (for instance a queue exists with other arguments).
 pub async fn declare_topology_on(conn: &Connection) -> Result<EventsExchange, BusError> {
-    // Each holding queue on a channel of its own: one that predates its delivery limit
-    // makes the broker close the channel it was declared on (406).
+    // Each queue on a channel of its own: one that predates an argument (its delivery
+    // limit, its group size) makes the broker close the channel it was declared on (406),
+    // and is declared again without it.
     for queue in holding_queues() {
-        let ch = conn.create_channel().await?;
-        if declare_holding_queue(&ch, &queue).await? == HoldingQueue::WithDeliveryLimit {
-            // A refused declaration closed it already.
-            let _ = ch.close(200, "declared".into()).await;
-        }
+        let dropped = declare_quorum_on(
+            conn,
+            &queue,
+            &holding_queue_args(),
+            &[GROUP_SIZE_ARG, DELIVERY_LIMIT_ARG],
+        )
+        .await?;
+        warn_predating(&queue, &dropped);
+    }
+    for t in EventType::ALL {
+        let dropped = declare_quorum_on(
+            conn,
+            t.queue(),
+            &inbound_queue_args(t.queue()),
+            &[GROUP_SIZE_ARG],
+        )
+        .await?;
+        warn_predating(t.queue(), &dropped);
     }
     let ch = conn.create_channel().await?;
     declare_unbound(&ch).await?;
@@ -174,9 +255,10 @@ pub async fn declare_topology_on(conn: &Connection) -> Result<EventsExchange, Bu
 /// When the broker refuses (for instance a queue exists with other arguments).
 pub async fn declare_topology(ch: &Channel) -> Result<EventsExchange, BusError> {
     for queue in holding_queues() {
-        if declare_holding_queue(ch, &queue).await? == HoldingQueue::PredatesDeliveryLimit {
-            return Err(BusError::PredatesDeliveryLimit(queue));
-        }
+        declare_quorum_strict(ch, &queue, &holding_queue_args()).await?;
+    }
+    for t in EventType::ALL {
+        declare_quorum_strict(ch, t.queue(), &inbound_queue_args(t.queue())).await?;
     }
     declare_unbound(ch).await?;
     let events = declare_events_exchange(ch).await?;
@@ -280,17 +362,7 @@ async fn declare_unbound(ch: &Channel) -> Result<(), BusError> {
         FieldTable::default(),
     )
     .await?;
-    let qopts = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    // Quorum: replicated, and it counts deliveries (needed for x-delivery-limit).
-    let quorum = || {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), long("quorum"));
-        args
-    };
-    // The holding queues are declared before (`declare_holding_queue`); bound here.
+    // The queues are declared before (`declare_quorum_*`); bound here.
     ch.queue_bind(
         UNROUTED_QUEUE.into(),
         UNROUTED_EXCHANGE.into(),
@@ -310,19 +382,136 @@ async fn declare_unbound(ch: &Channel) -> Result<(), BusError> {
             FieldTable::default(),
         )
         .await?;
-
-        let mut args = quorum();
-        // A message that keeps crashing its consumer is dead-lettered by the broker after
-        // this many deliveries instead of blocking the queue forever.
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DELIVERY_LIMIT),
-        );
-        args.insert("x-dead-letter-exchange".into(), long(DEAD_LETTER_EXCHANGE));
-        args.insert("x-dead-letter-routing-key".into(), long(&dlq));
-        ch.queue_declare(queue.into(), qopts, args).await?;
     }
     Ok(())
+}
+
+/// A queue's declaration arguments, in order.
+type QueueArgs = Vec<(&'static str, AMQPValue)>;
+
+/// Quorum (replicated by Raft, and it counts deliveries, which `x-delivery-limit` needs)
+/// with [`QUORUM_GROUP_SIZE`] replicas.
+fn quorum_args() -> QueueArgs {
+    vec![
+        ("x-queue-type", long("quorum")),
+        (GROUP_SIZE_ARG, AMQPValue::LongLongInt(QUORUM_GROUP_SIZE)),
+    ]
+}
+
+/// An inbound queue: a message that keeps crashing its consumer is dead-lettered by the
+/// broker after [`DELIVERY_LIMIT`] deliveries instead of blocking the queue forever.
+fn inbound_queue_args(queue: &str) -> QueueArgs {
+    let mut args = quorum_args();
+    args.push((DELIVERY_LIMIT_ARG, AMQPValue::LongLongInt(DELIVERY_LIMIT)));
+    args.push(("x-dead-letter-exchange", long(DEAD_LETTER_EXCHANGE)));
+    args.push(("x-dead-letter-routing-key", long(&dlq_name(queue))));
+    args
+}
+
+/// A holding queue: no dead-lettering, no TTL, and an explicit [`HOLDING_DELIVERY_LIMIT`]
+/// rather than the broker's default.
+fn holding_queue_args() -> QueueArgs {
+    let mut args = quorum_args();
+    args.push((
+        DELIVERY_LIMIT_ARG,
+        AMQPValue::LongLongInt(HOLDING_DELIVERY_LIMIT),
+    ));
+    args
+}
+
+async fn declare_queue(ch: &Channel, name: &str, args: &QueueArgs) -> Result<(), lapin::Error> {
+    let mut table = FieldTable::default();
+    for (k, v) in args {
+        table.insert((*k).into(), v.clone());
+    }
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare(name.into(), opts, table).await.map(|_| ())
+}
+
+/// Declares a queue on a channel of its own. A queue that exists without one of
+/// `optional` (created by an older version; arguments cannot be added to an existing
+/// queue) is refused with 406, which closes the channel: it is declared again without
+/// that argument. Returns the arguments the queue was found without.
+async fn declare_quorum_on(
+    conn: &Connection,
+    name: &str,
+    args: &QueueArgs,
+    optional: &[&'static str],
+) -> Result<Vec<&'static str>, BusError> {
+    let mut args = args.clone();
+    let mut dropped = Vec::new();
+    loop {
+        let ch = conn.create_channel().await?;
+        match declare_queue(&ch, name, &args).await {
+            Ok(()) => {
+                let _ = ch.close(200, "declared".into()).await;
+                return Ok(dropped);
+            }
+            Err(e) => {
+                let Some(arg) = optional.iter().find(|a| is_argument_mismatch(&e, a)) else {
+                    return Err(e.into());
+                };
+                if dropped.contains(arg) {
+                    // Declared without it, the queue still differs: it has a value of its
+                    // own for the argument (a policy-era setting). It exists; carry on.
+                    return Ok(dropped);
+                }
+                // Declared again without it, to find what else the queue predates.
+                dropped.push(*arg);
+                args.retain(|(k, _)| k != arg);
+            }
+        }
+    }
+}
+
+/// Declares a queue on `ch`; a queue that predates the delivery limit or the group size
+/// is an error (the broker closed `ch`).
+async fn declare_quorum_strict(ch: &Channel, name: &str, args: &QueueArgs) -> Result<(), BusError> {
+    match declare_queue(ch, name, args).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_argument_mismatch(&e, GROUP_SIZE_ARG) => {
+            Err(BusError::PredatesGroupSize(name.to_owned()))
+        }
+        Err(e) if is_argument_mismatch(&e, DELIVERY_LIMIT_ARG) => {
+            Err(BusError::PredatesDeliveryLimit(name.to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+static WARN_NO_DELIVERY_LIMIT: std::sync::Once = std::sync::Once::new();
+static WARN_NO_GROUP_SIZE: std::sync::Once = std::sync::Once::new();
+
+/// Says once per process what a queue created by an older version lacks, and the fix.
+fn warn_predating(queue: &str, dropped: &[&'static str]) {
+    if dropped.contains(&DELIVERY_LIMIT_ARG) {
+        WARN_NO_DELIVERY_LIMIT.call_once(|| {
+            tracing::warn!(
+                queue,
+                "dead-letter queues predate their delivery limit (no x-delivery-limit \
+                 argument): from RabbitMQ 4.0 they drop a message returned 20 times. \
+                 Set it with a policy: rabbitmqctl set_policy -p <vhost> \
+                 collections-holding '^collections\\.(.+\\.dlq|unrouted)$' \
+                 '{{\"delivery-limit\":{HOLDING_DELIVERY_LIMIT}}}' --apply-to queues \
+                 (deploy/README.md)"
+            );
+        });
+    }
+    if dropped.contains(&GROUP_SIZE_ARG) {
+        WARN_NO_GROUP_SIZE.call_once(|| {
+            tracing::warn!(
+                queue,
+                "queues predate their replica count (no {GROUP_SIZE_ARG} argument): \
+                 they keep the members they were created with. On a cluster, give them \
+                 {QUORUM_GROUP_SIZE} with: rabbitmq-queues grow <new node> all \
+                 --vhost-pattern <vhost> --queue-pattern '^collections\\.' \
+                 (deploy/README.md)"
+            );
+        });
+    }
 }
 
 /// The queues where messages wait for an operator: every `.dlq` and [`UNROUTED_QUEUE`].
@@ -333,60 +522,6 @@ pub fn holding_queues() -> Vec<String> {
         .map(|t| dlq_name(t.queue()))
         .chain([UNROUTED_QUEUE.to_owned()])
         .collect()
-}
-
-/// How a holding queue stands once declared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HoldingQueue {
-    /// Declared with [`HOLDING_DELIVERY_LIMIT`].
-    WithDeliveryLimit,
-    /// Created by an older version without `x-delivery-limit`, which cannot be added to an
-    /// existing queue: on RabbitMQ 4.0 and later it has the default limit (20) unless a
-    /// policy sets one. The broker closed the channel.
-    PredatesDeliveryLimit,
-}
-
-static WARN_NO_DELIVERY_LIMIT: std::sync::Once = std::sync::Once::new();
-
-/// Declares a holding queue: quorum (replicated), no dead-lettering, no TTL, and an
-/// explicit [`HOLDING_DELIVERY_LIMIT`] rather than the broker's default. A queue that
-/// exists without the argument is refused with 406 (closing `ch`): reported, not an error.
-async fn declare_holding_queue(ch: &Channel, name: &str) -> Result<HoldingQueue, BusError> {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), long("quorum"));
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(HOLDING_DELIVERY_LIMIT),
-    );
-    let declared = ch
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await;
-    match declared {
-        Ok(_) => Ok(HoldingQueue::WithDeliveryLimit),
-        Err(e) if is_argument_mismatch(&e, "x-delivery-limit") => {
-            WARN_NO_DELIVERY_LIMIT.call_once(|| {
-                tracing::warn!(
-                    queue = name,
-                    broker = %e,
-                    "dead-letter queues predate their delivery limit (no x-delivery-limit \
-                     argument): from RabbitMQ 4.0 they drop a message returned 20 times. \
-                     Set it with a policy: rabbitmqctl set_policy -p <vhost> \
-                     collections-holding '^collections\\.(.+\\.dlq|unrouted)$' \
-                     '{{\"delivery-limit\":{HOLDING_DELIVERY_LIMIT}}}' --apply-to queues \
-                     (deploy/README.md)"
-                );
-            });
-            Ok(HoldingQueue::PredatesDeliveryLimit)
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 async fn bind_inbound_queues(ch: &Channel) -> Result<(), BusError> {
@@ -624,4 +759,33 @@ pub async fn consume(
         )
         .await?;
     Ok((ch, consumer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{shuffle, url_list};
+
+    #[test]
+    fn a_url_list_splits_on_commas_and_drops_blanks() {
+        assert_eq!(url_list("amqp://a/%2f"), ["amqp://a/%2f"]);
+        assert_eq!(
+            url_list(" amqp://a/%2f ,amqp://b/%2f,, "),
+            ["amqp://a/%2f", "amqp://b/%2f"]
+        );
+        assert!(url_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn shuffling_keeps_every_node_and_spreads_the_first_choice() {
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut nodes = vec![1, 2, 3];
+            shuffle(&mut nodes);
+            let mut sorted = nodes.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [1, 2, 3]);
+            firsts.insert(nodes[0]);
+        }
+        assert_eq!(firsts.len(), 3, "every node is somebody's first choice");
+    }
 }

@@ -11,7 +11,7 @@ use collections_bus::{
             BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
             QueueDeclareOptions, QueueDeleteOptions,
         },
-        types::FieldTable,
+        types::{AMQPValue, FieldTable},
         BasicProperties, Channel, Confirmation, Connection, ExchangeKind,
     },
     EventsExchange, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, TASKS_EXCHANGE, UNROUTED_EXCHANGE,
@@ -355,5 +355,65 @@ async fn the_definitions_file_agrees_with_the_code() {
     collections_bus::declare_topology(&ch)
         .await
         .expect("the file's holding queues have the code's delivery limit");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Queues created before the topology asked for three replicas (an older version, or a
+/// single broker that later became a cluster) cannot take the argument: the connection
+/// form carries on (with a warning naming `rabbitmq-queues grow`), the channel form says
+/// which queue predates it.
+#[tokio::test]
+async fn queues_that_predate_their_replica_count_are_tolerated() {
+    let vhost = Vhost::new();
+    let conn = vhost.connect().await;
+    let ch = conn.create_channel().await.expect("channel");
+    let quorum = |limit: i64| {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
+        args
+    };
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut inbound = quorum(collections_bus::DELIVERY_LIMIT);
+    inbound.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(collections_bus::DEAD_LETTER_EXCHANGE.into()),
+    );
+    inbound.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString("collections.payment-failed.dlq".into()),
+    );
+    ch.queue_declare("collections.payment-failed".into(), durable, inbound)
+        .await
+        .expect("an inbound queue as an older version declared it");
+    ch.queue_declare(
+        "collections.payment-failed.dlq".into(),
+        durable,
+        quorum(collections_bus::HOLDING_DELIVERY_LIMIT),
+    )
+    .await
+    .expect("a dead-letter queue as an older version declared it");
+
+    for _ in 0..2 {
+        collections_bus::declare_topology_on(&conn)
+            .await
+            .expect("the connection form carries on");
+    }
+    assert_topology_exists(&conn).await;
+    assert_inbound_bound(&conn).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let err = collections_bus::declare_topology(&ch)
+        .await
+        .expect_err("the channel form names the queue");
+    assert!(
+        matches!(err, collections_bus::BusError::PredatesGroupSize(ref q) if q.starts_with("collections.payment-failed")),
+        "{err}"
+    );
     let _ = conn.close(200, "bye".into()).await;
 }

@@ -60,12 +60,18 @@ pub struct CommonArgs {
     /// A file holding the Postgres URL (mounted secrets); instead of DATABASE_URL
     #[arg(long, env = "DATABASE_URL_FILE")]
     database_url_file: Option<PathBuf>,
-    /// RabbitMQ URL with its credentials (amqps:// for TLS); a heartbeat of 10 s is asked
-    /// for unless the URL names one (?heartbeat=N). Required, unless AMQP_URL_FILE names a
-    /// file that holds it
+    /// RabbitMQ URL with its credentials (amqps:// for TLS), or a comma-separated list of
+    /// a cluster's nodes, tried one after the other in a random order on every connect
+    /// (a comma inside a password is written %2C); a heartbeat of 10 s is asked for
+    /// unless a URL names one (?heartbeat=N). Required, unless AMQP_URLS or AMQP_URL_FILE
+    /// gives it
     #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<Secret>,
-    /// A file holding the RabbitMQ URL (mounted secrets); instead of AMQP_URL
+    /// The same list under another name (comma-separated node URLs); instead of AMQP_URL
+    #[arg(long, env = "AMQP_URLS", hide_env_values = true)]
+    amqp_urls: Option<Secret>,
+    /// A file holding the RabbitMQ URL or URLs (mounted secrets; commas or one per line);
+    /// instead of AMQP_URL
     #[arg(long, env = "AMQP_URL_FILE")]
     amqp_url_file: Option<PathBuf>,
     /// PEM certificate(s) of a private CA that signs the broker's TLS certificate, trusted
@@ -379,12 +385,15 @@ impl CommonArgs {
                 self.database_url_file,
                 "postgres://user:password@127.0.0.1:5432/collections",
             )?,
-            amqp_url: with_default_heartbeat(&required(
+            amqp_url: amqp_url_list(&required(
                 "AMQP_URL",
-                self.amqp_url,
+                match (self.amqp_url, self.amqp_urls) {
+                    (Some(_), Some(_)) => bail!("set AMQP_URL or AMQP_URLS, not both"),
+                    (one, many) => one.or(many),
+                },
                 self.amqp_url_file,
                 "amqp://user:password@127.0.0.1:5672/%2f",
-            )?),
+            )?)?,
             amqp_ca: match self.amqp_ca_file {
                 Some(path) => {
                     Some(std::fs::read_to_string(&path).with_context(|| {
@@ -457,6 +466,31 @@ fn longer_than_confirms(key: &str, lease: Duration, confirms: Duration) -> anyho
     Ok(())
 }
 
+/// One URL or a list of them (commas, or one per line in a file), each with the default
+/// heartbeat, joined by commas as `collections_bus::connect_with_ca` takes them.
+fn amqp_url_list(value: &str) -> anyhow::Result<String> {
+    let joined = value.replace(['\n', '\r'], ",");
+    let urls: Vec<String> = collections_bus::url_list(&joined)
+        .into_iter()
+        .map(with_default_heartbeat)
+        .collect();
+    if urls.is_empty() {
+        bail!("AMQP_URL names no URL");
+    }
+    if let Some(bad) = urls
+        .iter()
+        .position(|u| !(u.starts_with("amqp://") || u.starts_with("amqps://")))
+    {
+        // Never print the URL: it carries a password.
+        bail!(
+            "AMQP_URL: entry {} of {} is not an amqp:// or amqps:// URL",
+            bad + 1,
+            urls.len()
+        );
+    }
+    Ok(urls.join(","))
+}
+
 fn with_default_heartbeat(url: &str) -> String {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     if query.split('&').any(|p| p.starts_with("heartbeat=")) {
@@ -471,7 +505,8 @@ fn with_default_heartbeat(url: &str) -> String {
 pub struct Common {
     /// Postgres URL (`DATABASE_URL` or the file named by `DATABASE_URL_FILE`).
     pub database_url: String,
-    /// AMQP URL (`AMQP_URL` or `AMQP_URL_FILE`), with the default heartbeat.
+    /// AMQP URL, or the comma-separated URLs of a cluster's nodes (`AMQP_URL`,
+    /// `AMQP_URLS` or `AMQP_URL_FILE`), each with the default heartbeat.
     pub amqp_url: String,
     /// PEM certificates of a private CA that signs the broker's TLS certificate
     /// (`AMQP_CA_FILE`), trusted beside the system's roots.
@@ -604,6 +639,39 @@ mod tests {
         ])
         .expect("shorter waits, shorter leases");
         assert!((config.common.leases.outbox_secs - 15.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_list_of_cluster_nodes_is_taken_from_amqp_url_amqp_urls_or_a_file() {
+        let parse = |args: &[&str]| {
+            let base = ["w", "--database-url", "postgres://u:p@h/db"];
+            let all: Vec<&str> = base.iter().chain(args).copied().collect();
+            WorkerArgs::try_parse_from(all).expect("parse").resolve()
+        };
+        let two = "amqp://u:p@n1:5672/%2f,amqp://u:p@n2:5672/%2f?heartbeat=5";
+        let want = "amqp://u:p@n1:5672/%2f?heartbeat=10,amqp://u:p@n2:5672/%2f?heartbeat=5";
+        let config = parse(&["--amqp-url", two]).expect("a list in AMQP_URL");
+        assert_eq!(config.common.amqp_url, want);
+        let config = parse(&[
+            "--amqp-urls",
+            " amqp://u:p@n1:5672/%2f , amqp://u:p@n2:5672/%2f?heartbeat=5,",
+        ])
+        .expect("a list in AMQP_URLS, blanks dropped");
+        assert_eq!(config.common.amqp_url, want);
+        let e = parse(&["--amqp-url", two, "--amqp-urls", two]).expect_err("both");
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = parse(&["--amqp-url", "amqp://u:secret@n1/%2f,n2:5672"]).expect_err("not a URL");
+        assert!(e.to_string().contains("entry 2 of 2"), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let file = std::env::temp_dir().join(format!("amqp-urls-{}", std::process::id()));
+        std::fs::write(
+            &file,
+            "amqp://u:p@n1:5672/%2f\namqp://u:p@n2:5672/%2f?heartbeat=5\n",
+        )
+        .expect("write");
+        let config = parse(&["--amqp-url-file", file.to_str().expect("utf-8")]).expect("file");
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(config.common.amqp_url, want);
     }
 
     #[test]

@@ -52,9 +52,18 @@ for d in docs:
     m = re.search(r"^kind: (\S+)", d, flags=re.M)
     kinds[m.group(1)] = kinds.get(m.group(1), 0) + 1
 print("  rendered:", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
-for want, n in {"Deployment": 11, "PodDisruptionBudget": 11, "ScaledObject": 9, "Job": 1}.items():
-    if kinds.get(want, 0) != n:
-        sys.exit(f"expected {n} {want}, found {kinds.get(want, 0)}")
+# One Deployment, PDB and (for queue consumers) ScaledObject per binary the workers crate builds.
+bins = sorted(f[:-3] for f in os.listdir("services/workers/src/bin") if f.endswith(".rs"))
+workers = [b for b in bins if b.endswith("-worker")]
+def named(kind):
+    return {m.group(1) for d in docs if re.search(rf"^kind: {kind}$", d, flags=re.M)
+            for m in [re.search(r"^  name: (\S+)$", d, flags=re.M)] if m}
+for kind, want in {"Deployment": bins, "PodDisruptionBudget": bins, "ScaledObject": workers}.items():
+    missing = sorted(set(want) - named(kind))
+    if missing:
+        sys.exit(f"no {kind} for: {', '.join(missing)}")
+if kinds.get("Job", 0) != 1:
+    sys.exit(f"expected 1 Job (migrations), found {kinds.get('Job', 0)}")
 PY
 echo "k8s: Kubernetes schemas (strict)"
 # shellcheck disable=SC2046

@@ -256,7 +256,11 @@ async fn phases(env: &mut Env, run: &ApiRun) -> anyhow::Result<()> {
     env.spawn("payment-failed-worker", &[], "consuming").await?;
     env.spawn(
         "collections-api",
-        &[("API_ADDR", &addr), ("DB_POOL", "16")],
+        &[
+            ("API_ADDR", &addr),
+            ("DB_POOL", "16"),
+            ("RUST_LOG", "warn,collections_api=info"),
+        ],
         "API and board listening",
     )
     .await?;

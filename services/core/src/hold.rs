@@ -161,6 +161,24 @@ impl AccountState {
             .find(|h| h.in_force_at(t) && h.stops_all())
     }
 
+    /// The first instant at or after `t` at which no hold stops all contact: `t` itself
+    /// when none is in force, the end of the holds in force when their releases are known
+    /// (a release dated ahead of its processing, or applied before its placement), `None`
+    /// while one runs without a known end.
+    #[must_use]
+    pub fn contact_resumes_at(&self, t: Timestamp) -> Option<Timestamp> {
+        let mut at = t;
+        // Each step moves past one hold's release; a release never precedes its own
+        // placement's instant in force, so the walk ends within one step per hold.
+        for _ in 0..=self.holds.len() {
+            match self.full_hold_at(at) {
+                None => return Some(at),
+                Some(h) => at = h.released_at?,
+            }
+        }
+        None
+    }
+
     /// Why a contact task of `kind` on `channel` (to `point`) may not happen at `t`: the
     /// label of the hold or restriction in force that forbids it. Internal work (reviews,
     /// repairs, verifications) is never forbidden.

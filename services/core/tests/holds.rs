@@ -1630,3 +1630,53 @@ fn simulated_agreed_hours_keep_every_contact_between_six_and_eight_pm() {
         assert!(h >= hm(18, 0) && h < hm(20, 0), "{} fired at {h}", e.kind);
     }
 }
+
+/// A release dated ahead of the moment it is applied (billing closed the hold for a later
+/// instant) ends the hold at that instant. In either arrival order the account is not left
+/// without a next step: the collection call waits for the hold's end, and no review stays.
+#[test]
+fn a_release_dated_ahead_resumes_collection_at_its_instant_in_either_order() {
+    let place = || {
+        placed(
+            2,
+            "2026-11-03T10:05:00+08:00",
+            "hold-1",
+            "dispute",
+            json!("all"),
+            None,
+            false,
+        )
+    };
+    let release = || {
+        event(
+            "hold.released",
+            3,
+            "2026-11-03T10:05:10+08:00",
+            json!({"account_id": ACC, "hold_id": "hold-1", "outcome": "resolved",
+                   "released_at": "2026-11-03T10:30:00+08:00", "released_by": "desk-7"}),
+        )
+    };
+    let published = {
+        let mut a = delinquent(Policy::default());
+        a.apply(&place(), "2026-11-03T10:05:00+08:00");
+        a.apply(&release(), "2026-11-03T10:05:20+08:00");
+        a
+    };
+    let reversed = {
+        let mut a = delinquent(Policy::default());
+        a.apply(&release(), "2026-11-03T10:05:10+08:00");
+        a.apply(&place(), "2026-11-03T10:05:20+08:00");
+        a
+    };
+    for (order, a) in [("published", &published), ("reversed", &reversed)] {
+        let calls = a.open_of(TaskKind::CollectionCall);
+        assert_eq!(calls.len(), 1, "{order}: {:?}", a.open_kinds());
+        assert_eq!(calls[0].due_at, ts("2026-11-03T10:30:00+08:00"), "{order}");
+        assert!(a.open_of(TaskKind::HoldReview).is_empty(), "{order}");
+        assert_eq!(
+            a.open_kinds(),
+            vec!["collection_call".to_owned()],
+            "{order}"
+        );
+    }
+}

@@ -93,6 +93,14 @@ impl Planner<'_> {
             ),
         );
         self.enforce_holds_and_restrictions();
+        if record.released_at.is_some() {
+            // Its release was applied first: what the release would have done in published
+            // order (collection resumes when the hold ends) is done now.
+            self.resume_after_hold(&format!(
+                "hold {} placed after its release was applied",
+                d.hold_id
+            ));
+        }
         if record.released_at.is_none()
             && !self.open.iter().chain(self.schedule.iter()).any(|t| {
                 t.kind == TaskKind::HoldReview && t.reason.starts_with(&review_marker(&d.hold_id))
@@ -163,10 +171,11 @@ impl Planner<'_> {
         self.resume_after_hold(&format!("hold {} released ({})", d.hold_id, d.outcome));
     }
 
-    /// Once no hold stops all contact: a delinquent account with no promise pending and
-    /// no call open gets a collection call at the next allowed minute.
+    /// Once no hold stops all contact, or when the end of those in force is known: a
+    /// delinquent account with no promise pending and no call open gets a collection call
+    /// at the next allowed minute after the holds end.
     fn resume_after_hold(&mut self, why: &str) {
-        if self.state.full_hold_at(self.now).is_some()
+        if self.state.contact_resumes_at(self.now).is_none()
             || self.state.status != Status::Delinquent
             || self.state.open_promise().is_some()
             || self.state.plan_on_time()

@@ -574,9 +574,13 @@ impl Planner<'_> {
     }
 
     fn plan_collection_call(&mut self, why: String) {
-        let mut due = self.next_allowed(self.now);
+        // Under a hold whose release is known, the call waits for its end.
+        let from = self.state.contact_resumes_at(self.now).unwrap_or(self.now);
+        let mut due = self.next_allowed(from);
         let mut moved = if due == self.now {
             String::new()
+        } else if due == from {
+            format!(" (when the hold ends at {from})")
         } else {
             " (moved into the contact window)".to_owned()
         };
@@ -622,9 +626,10 @@ impl Planner<'_> {
         if self.state.status != Status::Delinquent
             || self.state.open_promise().is_some()
             || self.state.open_arrangement().is_some()
-            || self.state.full_hold_at(self.now).is_some()
+            || self.state.contact_resumes_at(self.now).is_none()
         {
-            // A hold that stops all contact has its review as the next step.
+            // A hold that stops all contact with no known end has its review as the next
+            // step; one whose release is known gets the call after it.
             return;
         }
         let follow_up = self

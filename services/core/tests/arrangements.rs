@@ -862,3 +862,35 @@ fn an_expiry_of_a_kept_or_cancelled_arrangement_does_nothing() {
     assert!(d.schedule.is_empty() && d.cancel.is_empty() && d.outbox.is_empty());
     assert_eq!(d.state.broken_promises, 0);
 }
+
+#[test]
+fn a_payment_in_time_applied_after_the_expiry_fired_withdraws_the_miss() {
+    let mut desk = delinquent(policy(&[("misses_to_break = 1", "misses_to_break = 2")]));
+    desk.apply(&plan(2, "2026-11-03T10:00:00+08:00", "arr-1"));
+    // The expiry of instalment 1 fires at 14:00 local with nothing applied yet...
+    desk.run_until(ts("2026-11-10T14:00:00+08:00"));
+    assert_eq!(desk.state().arrangements[0].misses, 1);
+    assert_eq!(desk.state().broken_promises, 1);
+    // ...then billing's payment received at 13:30 arrives from its queue.
+    let late = paid(3, "2026-11-10T13:30:00+08:00", 100_000, None);
+    let d = decide(
+        desk.state.as_ref(),
+        &desk.open,
+        &late,
+        &desk.policy,
+        ts("2026-11-10T14:05:00+08:00"),
+    )
+    .expect("applied");
+    desk.absorb(d);
+    let s = desk.state();
+    assert_eq!(s.arrangements[0].misses, 0);
+    assert_eq!(s.broken_promises, 0);
+    assert_eq!(
+        s.arrangements[0].instalments[0].status,
+        InstalmentStatus::Met
+    );
+    assert!(
+        desk.open_of(TaskKind::CollectionCall).is_empty(),
+        "calls suspended again"
+    );
+}

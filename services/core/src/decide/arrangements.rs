@@ -466,12 +466,18 @@ impl Planner<'_> {
         minor: i64,
     ) -> Vec<u32> {
         let rules = self.policy.arrangement.clone();
+        let open = self
+            .state
+            .arrangements
+            .iter()
+            .any(|a| a.arrangement_id == arrangement_id && a.status == ArrangementStatus::Open);
         let Some(a) = self.state.arrangement_mut(arrangement_id) else {
             return Vec::new();
         };
         let mut left = minor;
         let mut met = Vec::new();
         let mut lines = Vec::new();
+        let mut withdrawn = 0u32;
         for inst in a
             .instalments
             .iter_mut()
@@ -499,6 +505,20 @@ impl Planner<'_> {
                 rules.tolerance_percent,
                 rules.tolerance_min_minor,
             ) {
+                if inst.status == InstalmentStatus::Missed
+                    && open
+                    && received_at <= inst.due_at + rules.grace
+                {
+                    // Paid in time, applied after its expiry fired (its queue was behind):
+                    // the miss is withdrawn, as if the payment had come first.
+                    inst.missed_once = false;
+                    withdrawn += 1;
+                    lines.push(format!(
+                        "instalment {} was paid in time (at {received_at}): its miss is \
+                         withdrawn",
+                        inst.number
+                    ));
+                }
                 inst.status = InstalmentStatus::Met;
                 met.push(inst.number);
                 lines.push(if short > 0 {
@@ -531,6 +551,8 @@ impl Planner<'_> {
                 "{left} minor units of {payment_id} beyond the arrangement's instalments"
             ));
         }
+        a.misses = a.misses.saturating_sub(withdrawn);
+        self.state.broken_promises = self.state.broken_promises.saturating_sub(withdrawn);
         for l in lines {
             self.note(
                 "instalment_allocated",

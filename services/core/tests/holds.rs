@@ -1680,3 +1680,27 @@ fn a_release_dated_ahead_resumes_collection_at_its_instant_in_either_order() {
         );
     }
 }
+
+/// The account state is stored as JSON between events: a hold of scope `all` must read
+/// back as one (it once came back without a scope, and then stopped nothing).
+#[test]
+fn a_full_hold_survives_the_state_round_trip_through_storage() {
+    for scope in [json!("all"), json!(["sms", "phone_work"])] {
+        let mut a = delinquent(Policy::default());
+        let now = "2026-11-03T10:05:00+08:00";
+        a.apply(
+            &placed(2, now, "hold-1", "dispute", scope.clone(), None, false),
+            now,
+        );
+        let stored = serde_json::to_value(a.state()).expect("serialise state");
+        let hold = &stored["holds"][0];
+        assert_eq!(hold["scope"], scope, "{stored:#}");
+        let back: AccountState = serde_json::from_value(stored).expect("read state back");
+        assert_eq!(&back, a.state());
+        assert_eq!(
+            back.full_hold_at(ts(now)).is_some(),
+            scope == json!("all"),
+            "scope {scope}"
+        );
+    }
+}

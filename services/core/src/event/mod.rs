@@ -604,14 +604,24 @@ impl HoldChannel {
     }
 }
 
-/// What a hold covers: every contact, or some channels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+/// What a hold covers: every contact, or some channels. Written as in the event: the
+/// word `"all"` or the list (a derived untagged form would write `All` as `null`, which
+/// reads back as no scope at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldScope {
     /// `"all"`.
     All,
     /// A non-empty list of channels.
     Channels(Vec<HoldChannel>),
+}
+
+impl Serialize for HoldScope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HoldScope::All => s.serialize_str("all"),
+            HoldScope::Channels(list) => list.serialize(s),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for HoldScope {

@@ -107,6 +107,11 @@ enum Cmd {
         /// the workers' own default).
         #[arg(long, env = "WORKER_CONCURRENCY")]
         worker_concurrency: Option<usize>,
+        /// The events: `mix` (the existing event types), `contacts` (`contact.attempted`
+        /// only, on accounts made delinquent first) or `holds` (the mix with hold and
+        /// restriction events).
+        #[arg(long, value_enum, default_value_t = workload::Workload::Mix)]
+        workload: workload::Workload,
     },
     /// Task firing precision with many future tasks, and backlog drain rate.
     Scheduler {
@@ -166,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             latency_rate,
             history,
             worker_concurrency,
+            workload,
         } => {
             let run = ingest::Ingest {
                 n: events,
@@ -176,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
                 per_worker: worker_concurrency
                     .unwrap_or(collections_runtime::config::DEFAULT_CONCURRENCY),
                 worker_concurrency,
+                workload,
             };
             ingest::ingest(&settings, run).await
         }

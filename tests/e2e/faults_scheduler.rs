@@ -36,6 +36,9 @@ pub struct Load {
     pub horizon: Timestamp,
     /// The contact caps of the policy written.
     pub caps: Caps,
+    /// Hold releases waiting for their placement to be applied: (placement's event id,
+    /// account, release data).
+    releases: Vec<(Uuid, String, serde_json::Value)>,
 }
 
 impl Load {
@@ -119,6 +122,7 @@ impl Load {
             .push(("POLICY_FILE".into(), path.display().to_string()));
         Self {
             caps,
+            releases: Vec::new(),
             prefix: prefix.to_owned(),
             day,
             nights,
@@ -136,6 +140,7 @@ impl Load {
     pub async fn wave(&mut self, env: &TestEnv, rng: &mut Rng, day: usize, night: usize) {
         let w = self.waves;
         self.waves += 1;
+        self.release_held(env).await;
         let mut promises = Vec::new();
         for i in 0..day {
             let acc = format!("{}d{w}-{i}", self.prefix);
@@ -214,7 +219,8 @@ impl Load {
     /// asked for a few seconds ahead (fired in the run); a wrong number, six unanswered
     /// attempts on one contact point (its daily cap) and a correction of one of them;
     /// a hold or restriction, by wave: a dispute hold placed (twice: a duplicate
-    /// publication) and released 3 s later; a release published before its hardship hold;
+    /// publication) and released in the next wave; a release published before its
+    /// hardship hold;
     /// do-not-call on the mobile, workplace prohibited and agreed hours around now, the
     /// do-not-call lifted 3 s later. One attempt per wave names an account never seen.
     pub async fn contacts_and_holds(
@@ -334,12 +340,17 @@ impl Load {
         };
         match w % 3 {
             0 => {
+                // Placed twice (a duplicate publication); released once the placement is
+                // applied (the next wave), so that the release cannot overtake it: see
+                // the case below.
                 self.send(env, "hold.placed", acc, placed("dispute", false))
                     .await;
+                let placement = *self.inputs.last().expect("just sent");
                 self.send(env, "hold.placed", acc, placed("dispute", false))
                     .await;
-                self.send(env, "hold.released", acc, released("resolved"))
-                    .await;
+                let mut release = released("resolved");
+                release["released_at"] = json!(Timestamp::now());
+                self.releases.push((placement, acc.to_owned(), release));
             }
             1 => {
                 // A release published before its placement, of a hold that ended before the
@@ -379,6 +390,28 @@ impl Load {
                 )
                 .await;
             }
+        }
+    }
+
+    /// Publishes the hold releases whose placement has been applied.
+    async fn release_held(&mut self, env: &TestEnv) {
+        if self.releases.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = self.releases.iter().map(|r| r.0).collect();
+        let applied: Vec<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&env.db)
+                .await
+                .unwrap_or_default();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.releases)
+            .into_iter()
+            .partition(|r| applied.contains(&r.0));
+        self.releases = waiting;
+        for (_, acc, mut data) in ready {
+            data["released_at"] = json!(Timestamp::now());
+            self.send(env, "hold.released", &acc, data).await;
         }
     }
 

@@ -72,6 +72,11 @@ pub struct Settings {
     /// runs); by default this workspace's `target/release`.
     #[arg(long, global = true, env = "BENCH_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// Migrate the run's database with the binaries' own migrations (their payment-failed
+    /// worker with `MIGRATIONS=auto`) instead of this build's: a build whose migrations
+    /// differ refuses this build's schema.
+    #[arg(long, global = true, env = "BENCH_MIGRATE_WITH_BINARIES")]
+    pub migrate_with_binaries: bool,
     /// The local broker's data directory (its quorum-queue WAL tells whether it rolled over
     /// during the latency phase).
     #[arg(

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     harness::{cny, zone_where_it_is, TestEnv},
-    invariants::{verify, Expect, Observed},
+    invariants::{verify, Caps, Expect, Observed},
     proxy::{target, via, Proxy},
 };
 
@@ -35,6 +35,7 @@ pub async fn check_invariants(env: &TestEnv, inputs: &[Uuid]) -> Observed {
             settle: Duration::from_secs(60),
             horizon: None,
             crashed_firings: false,
+            caps: Caps::DEFAULT,
         },
     )
     .await;

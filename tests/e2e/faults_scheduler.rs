@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     fault_support::{failed, Rng},
     harness::{cny, zone_where_it_is, TestEnv},
-    invariants::{verify, Expect, Observed, Transition},
+    invariants::{verify, Caps, Expect, Observed, Transition},
     proxy::{target, via, Proxy},
 };
 
@@ -34,6 +34,11 @@ pub struct Load {
     /// The last instant a task of this load comes due today (the last cadence hour, the
     /// latest promise's expiry).
     pub horizon: Timestamp,
+    /// The contact caps of the policy written.
+    pub caps: Caps,
+    /// Hold releases waiting for their placement to be applied: (placement's event id,
+    /// account, release data).
+    releases: Vec<(Uuid, String, serde_json::Value)>,
 }
 
 impl Load {
@@ -46,6 +51,20 @@ impl Load {
         first: Duration,
         step: Duration,
         cadence: u32,
+    ) -> Self {
+        Self::with_profile(env, prefix, first, step, cadence, false)
+    }
+
+    /// As [`Load::new`]; with `regulation_f`, the policy also keeps Regulation F's caps
+    /// (deploy/policy/us-reg-f.toml: 7 call attempts in 7 days per account, 7 quiet days
+    /// after a conversation).
+    pub fn with_profile(
+        env: &mut TestEnv,
+        prefix: &str,
+        first: Duration,
+        step: Duration,
+        cadence: u32,
+        regulation_f: bool,
     ) -> Self {
         let day = zone_where_it_is(13);
         let nights = [zone_where_it_is(2), zone_where_it_is(23)];
@@ -78,6 +97,22 @@ impl Load {
             assert!(text.contains(from), "the default policy has `{from}`");
             text = text.replacen(from, &to, 1);
         }
+        let mut caps = Caps::DEFAULT;
+        if regulation_f {
+            for (from, to) in [
+                ("max_call_attempts = 0", "max_call_attempts = 7"),
+                (
+                    "quiet_after_conversation = \"0s\"",
+                    "quiet_after_conversation = \"168h\"",
+                ),
+            ] {
+                assert!(text.contains(from), "the default policy has `{from}`");
+                text = text.replacen(from, to, 1);
+            }
+            caps.regf_attempts = 7;
+            caps.regf_window = SignedDuration::from_hours(7 * 24);
+            caps.regf_quiet = SignedDuration::from_hours(7 * 24);
+        }
         if let Err(e) = collections_core::Policy::from_toml_str(&text) {
             panic!("the test policy is valid: {e}");
         }
@@ -86,6 +121,8 @@ impl Load {
         env.extra_env
             .push(("POLICY_FILE".into(), path.display().to_string()));
         Self {
+            caps,
+            releases: Vec::new(),
             prefix: prefix.to_owned(),
             day,
             nights,
@@ -103,6 +140,7 @@ impl Load {
     pub async fn wave(&mut self, env: &TestEnv, rng: &mut Rng, day: usize, night: usize) {
         let w = self.waves;
         self.waves += 1;
+        self.release_held(env).await;
         let mut promises = Vec::new();
         for i in 0..day {
             let acc = format!("{}d{w}-{i}", self.prefix);
@@ -118,6 +156,10 @@ impl Load {
         }
         for acc in &promises {
             self.promise(env, rng, acc).await;
+        }
+        for i in 0..day {
+            let acc = format!("{}d{w}-{i}", self.prefix);
+            self.contacts_and_holds(env, rng, &acc, w, i).await;
         }
         let mut night_ids = Vec::new();
         for i in 0..night {
@@ -163,6 +205,213 @@ impl Load {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Publishes an input and records it.
+    async fn send(&mut self, env: &TestEnv, ty: &str, acc: &str, data: serde_json::Value) {
+        self.inputs.push(env.publish(ty, acc, data).await);
+    }
+
+    /// The contact and hold traffic of a day account `i` of wave `w` (issues 18 and 19),
+    /// by `i % 6`: nothing; three conversations with a debtor who owes on this account and
+    /// the next (the cap reached across both: their calls move to tomorrow); a callback
+    /// asked for a few seconds ahead (fired in the run); a wrong number, six unanswered
+    /// attempts on one contact point (its daily cap) and a correction of one of them;
+    /// a hold or restriction, by wave: a dispute hold placed (twice: a duplicate
+    /// publication) and released in the next wave; a release published before its
+    /// hardship hold;
+    /// do-not-call on the mobile, workplace prohibited and agreed hours around now, the
+    /// do-not-call lifted 3 s later. One attempt per wave names an account never seen.
+    pub async fn contacts_and_holds(
+        &mut self,
+        env: &TestEnv,
+        rng: &mut Rng,
+        acc: &str,
+        w: usize,
+        i: usize,
+    ) {
+        let now = Timestamp::now();
+        let attempt =
+            |attempt_id: String, channel: &str, point: &str, result: &str, party: &str| {
+                json!({"account_id": acc, "attempt_id": attempt_id, "channel": channel,
+                   "direction": "outbound", "contact_point_id": point, "party": party,
+                   "result": result, "started_at": now - SignedDuration::from_secs(30),
+                   "agent_id": "dialer-1"})
+            };
+        match i % 6 {
+            1 => {
+                // This account and the next (i % 6 == 2) belong to one debtor.
+                let debtor = format!("deb-{acc}");
+                let next = acc.rsplit_once('-').map_or_else(
+                    || acc.to_owned(),
+                    |(head, n)| format!("{head}-{}", n.parse::<usize>().unwrap_or(0) + 1),
+                );
+                for (k, on) in [acc, acc, next.as_str()].into_iter().enumerate() {
+                    let mut a = attempt(
+                        format!("talk-{acc}-{k}"),
+                        "phone_mobile",
+                        &format!("cp-{on}-m"),
+                        "connected",
+                        "debtor",
+                    );
+                    a["account_id"] = json!(on);
+                    a["debtor_id"] = json!(debtor);
+                    a["disposition"] = json!(["other", "refused", "promise_made"][k]);
+                    if k == 1 {
+                        a["direction"] = json!("inbound");
+                    }
+                    self.send(env, "contact.attempted", on, a).await;
+                }
+            }
+            3 => {
+                let secs = 4 + i64::try_from(rng.below(5)).expect("small");
+                let at = now + SignedDuration::from_secs(secs);
+                self.horizon = self.horizon.max(at + SignedDuration::from_secs(1));
+                let mut a = attempt(
+                    format!("cb-{acc}"),
+                    "phone_mobile",
+                    &format!("cp-{acc}-m"),
+                    "connected",
+                    "debtor",
+                );
+                a["disposition"] = json!("callback_requested");
+                a["callback_at"] = json!(at);
+                self.send(env, "contact.attempted", acc, a).await;
+            }
+            4 => {
+                let wrong = attempt(
+                    format!("wn-{acc}"),
+                    "phone_work",
+                    &format!("cp-{acc}-w"),
+                    "wrong_number",
+                    "unknown",
+                );
+                self.send(env, "contact.attempted", acc, wrong).await;
+                for k in 0..6 {
+                    let result = ["no_answer", "busy", "voicemail"][k % 3];
+                    let a = attempt(
+                        format!("na-{acc}-{k}"),
+                        "phone_mobile",
+                        &format!("cp-{acc}-m"),
+                        result,
+                        "unknown",
+                    );
+                    self.send(env, "contact.attempted", acc, a).await;
+                }
+                // A correction: the first of them was a failed call after all.
+                let fix = attempt(
+                    format!("na-{acc}-0"),
+                    "phone_mobile",
+                    &format!("cp-{acc}-m"),
+                    "failed",
+                    "unknown",
+                );
+                self.send(env, "contact.attempted", acc, fix).await;
+            }
+            5 => self.hold_traffic(env, acc, w, now).await,
+            _ => {}
+        }
+        if i == 0 {
+            let stranger = format!("{}u{w}", self.prefix);
+            let a = attempt(
+                format!("u-{stranger}"),
+                "phone_mobile",
+                "cp-u",
+                "no_answer",
+                "unknown",
+            );
+            let mut a = a;
+            a["account_id"] = json!(stranger);
+            self.send(env, "contact.attempted", &stranger, a).await;
+        }
+    }
+
+    async fn hold_traffic(&mut self, env: &TestEnv, acc: &str, w: usize, now: Timestamp) {
+        let later = now + SignedDuration::from_secs(3);
+        let hold_id = format!("hold-{acc}");
+        let placed = |reason: &str, pause: bool| {
+            json!({"account_id": acc, "hold_id": hold_id, "reason": reason, "scope": "all",
+                   "placed_at": now, "pause_dpd": pause, "placed_by": "fault-suite"})
+        };
+        let released = |outcome: &str| {
+            json!({"account_id": acc, "hold_id": hold_id, "outcome": outcome,
+                   "released_at": later, "released_by": "fault-suite"})
+        };
+        match w % 3 {
+            0 => {
+                // Placed twice (a duplicate publication); released once the placement is
+                // applied (the next wave), so that the release cannot overtake it: see
+                // the case below.
+                self.send(env, "hold.placed", acc, placed("dispute", false))
+                    .await;
+                let placement = *self.inputs.last().expect("just sent");
+                self.send(env, "hold.placed", acc, placed("dispute", false))
+                    .await;
+                let mut release = released("resolved");
+                release["released_at"] = json!(Timestamp::now());
+                self.releases.push((placement, acc.to_owned(), release));
+            }
+            1 => {
+                // A release published before its placement, of a hold that ended before the
+                // account's calls come due. (With the hold still in force over an open call,
+                // the placement applied after its release cancels the call and plans no
+                // review and no resumption: the account is left without a next step, unlike
+                // in published order. Reported with issue 19; not exercised here until fixed.)
+                let mut release = released("expired");
+                release["released_at"] = json!(now - SignedDuration::from_secs(10));
+                let mut place = placed("hardship", true);
+                place["placed_at"] = json!(now - SignedDuration::from_secs(20));
+                self.send(env, "hold.released", acc, release).await;
+                self.send(env, "hold.placed", acc, place).await;
+            }
+            _ => {
+                let hour = now.to_zoned(self.day.1.clone()).hour();
+                let restrictions = [
+                    json!({"kind": "do_not_call", "channel": "phone_mobile"}),
+                    json!({"kind": "workplace_prohibited"}),
+                    json!({"kind": "agreed_hours", "hours": {
+                        "start": format!("{hour:02}:00"),
+                        "end": format!("{:02}:00", (hour + 3).min(21))}}),
+                ];
+                for (k, mut r) in restrictions.into_iter().enumerate() {
+                    r["account_id"] = json!(acc);
+                    r["restriction_id"] = json!(format!("rst-{acc}-{k}"));
+                    r["effective_at"] = json!(now);
+                    r["source"] = json!("fault-suite");
+                    self.send(env, "contact.restricted", acc, r).await;
+                }
+                self.send(
+                    env,
+                    "contact.unrestricted",
+                    acc,
+                    json!({"account_id": acc, "restriction_id": format!("rst-{acc}-0"),
+                           "effective_at": later}),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Publishes the hold releases whose placement has been applied.
+    async fn release_held(&mut self, env: &TestEnv) {
+        if self.releases.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = self.releases.iter().map(|r| r.0).collect();
+        let applied: Vec<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&env.db)
+                .await
+                .unwrap_or_default();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.releases)
+            .into_iter()
+            .partition(|r| applied.contains(&r.0));
+        self.releases = waiting;
+        for (_, acc, mut data) in ready {
+            data["released_at"] = json!(Timestamp::now());
+            self.send(env, "hold.released", &acc, data).await;
         }
     }
 
@@ -482,6 +731,7 @@ pub async fn scheduler_under_faults(test: &str, fault: SchedulerFault, times: us
             horizon: Some(load.horizon),
             // A kill between publish and mark, or a link cut that loses the confirm.
             crashed_firings: fault != SchedulerFault::DatabaseCut,
+            caps: load.caps,
         },
     )
     .await;
@@ -531,19 +781,21 @@ pub async fn scheduler_under_faults(test: &str, fault: SchedulerFault, times: us
 }
 
 /// No fault at all: calls come due the moment they are planned and promises made right
-/// after them cancel them, so cancellations race the scheduler's claims. A task must never
+/// after them cancel them, so cancellations race the scheduler's claims. The policy keeps
+/// Regulation F's caps too (the load's collector dials and conversations reach them). A task must never
 /// be both announced cancelled and fired, and a cancellation the journal records must have
 /// been made. (Claims pass over accounts a worker holds; a worker that would cancel a
 /// task being fired waits for the firing to settle: ARCHITECTURE.md, "Tasks being fired".)
 pub async fn a_task_cancelled_as_it_comes_due_is_never_also_fired() {
     let (mut rng, _) = Rng::seeded("FAULT_SEED", "cancelled_as_it_comes_due");
     let mut env = TestEnv::new().await;
-    let mut load = Load::new(
+    let mut load = Load::with_profile(
         &mut env,
         "acc-",
         Duration::from_secs(4),
         Duration::from_secs(4),
         3,
+        true,
     );
     env.start_workers().await;
     env.spawn("task-scheduler").await;
@@ -556,6 +808,7 @@ pub async fn a_task_cancelled_as_it_comes_due_is_never_also_fired() {
             settle: Duration::from_secs(45),
             horizon: Some(load.horizon),
             crashed_firings: false,
+            caps: load.caps,
         },
     )
     .await;
@@ -685,6 +938,7 @@ pub async fn a_broker_stalling_confirms_past_the_claim_timeout_fires_each_task_o
             settle: Duration::from_secs(45),
             horizon: Some(fire_at),
             crashed_firings: false,
+            caps: Caps::DEFAULT,
         },
     )
     .await;

@@ -13,13 +13,17 @@
 //! - no `task.due` fired outside 08:00-21:00 in the account's zone;
 //! - no delinquent account without a next step: with no promise pending, a follow-up
 //!   task is open;
-//! - nothing dead-lettered, on any of the four queues.
+//! - nothing dead-lettered, on any inbound queue;
+//! - no phone task fired beyond a contact cap in force when it fired, and no contact task
+//!   fired while a hold or restriction covering it was in force (`contacts`, issues 18
+//!   and 19).
 //!
 //! Delivery to the exchange is at-least-once with stable ids, so a copy of an id received
 //! twice (a publish repeated after a crash) is counted and reported, never failed on.
 //!
 //! The types of what was observed are in `observed`, the database reads in `read`.
 
+mod contacts;
 mod observed;
 mod read;
 
@@ -33,16 +37,22 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::harness::TestEnv;
+pub use contacts::Caps;
 use observed::{derived, expiry_event_id, ts, uuid};
 pub use observed::{Observed, Received, Summary, Transition};
 use read::{count, ids, internal, pending, tasks};
 
 /// The inbound queues (each has a `<queue>.dlq`).
-pub const QUEUES: [&str; 4] = [
+pub const QUEUES: [&str; 9] = [
     "collections.payment-failed",
     "collections.promise-made",
     "collections.promise-broken",
     "collections.payment-received",
+    "collections.contact-attempted",
+    "collections.hold-placed",
+    "collections.hold-released",
+    "collections.contact-restricted",
+    "collections.contact-unrestricted",
 ];
 
 /// The contact window of the default policy (local wall-clock minutes, end exclusive).
@@ -65,6 +75,8 @@ pub struct Expect<'a> {
     /// With a scheduler: the last instant at which the test's tasks come due (later ones
     /// are planned for another day). Settled means nothing due up to then is unfired.
     pub horizon: Option<Timestamp>,
+    /// The contact caps of the policy the test runs with.
+    pub caps: Caps,
 }
 
 /// Waits for the system to settle, then checks every invariant; panics listing every
@@ -115,7 +127,25 @@ pub async fn verify(env: &TestEnv, expect: &Expect<'_>) -> Observed {
             );
         }
     }
-    let observed = judge(env, expect, &mut v, settled_after).await;
+    let mut observed = judge(env, expect, &mut v, settled_after).await;
+    let world = contacts::read(env, &observed, expect.caps).await;
+    observed.summary.attempts = world.attempts.len();
+    observed.summary.holds = world.accounts.values().map(|a| a.holds.len()).sum();
+    observed.summary.restrictions = world.accounts.values().map(|a| a.restrictions.len()).sum();
+    observed.summary.phone_firings = world
+        .firings
+        .iter()
+        .filter(|f| f.channel.starts_with("phone_"))
+        .count();
+    for x in contacts::cap_violations(&world) {
+        v.push("no phone task fired beyond a cap in force", x);
+    }
+    for x in contacts::hold_violations(&world) {
+        v.push(
+            "no contact task fired under a hold or restriction in force",
+            x,
+        );
+    }
     if !v.0.is_empty() {
         let mut text = String::new();
         for (what, list) in &v.0 {
@@ -206,9 +236,17 @@ async fn judge(
             ),
         }
     }
+    // The line that applies an event: `event_applied`, or for the events of issues 18 and
+    // 19 the line named after the event (`contact_attempted`, `hold_placed`, ...) when it
+    // changed something (a disposition's hold adds a `hold_placed` line to its
+    // `contact.attempted`, which is not a second application).
     let applied: Vec<(Uuid, i64)> = sqlx::query_as(
         "SELECT i.event_id, count(j.id) FROM inbox i
-         LEFT JOIN journal j ON j.event_id = i.event_id AND j.kind = 'event_applied'
+         LEFT JOIN journal j ON j.event_id = i.event_id
+              AND (j.kind = 'event_applied'
+                   OR (j.kind = replace(i.event_type, '.', '_')
+                       AND i.event_type IN ('contact.attempted', 'hold.placed', 'hold.released',
+                                            'contact.restricted', 'contact.unrestricted')))
          GROUP BY i.event_id HAVING count(j.id) <> 1",
     )
     .fetch_all(&env.db)
@@ -510,7 +548,8 @@ async fn judge(
         );
     }
 
-    // Calls: never two open per account; one call at most per cause (an event, a firing).
+    // Calls: never two open per account; one call at most per cause (an event, a firing)
+    // and account (a contact moves the calls of every account of its debtor).
     let doubled: Vec<(String, i64)> = sqlx::query_as(
         "SELECT account_id, count(*) FROM tasks
          WHERE kind = 'collection_call' AND status IN ('scheduled', 'claimed')
@@ -527,7 +566,7 @@ async fn judge(
     }
     let twice: Vec<(Uuid, i64)> = sqlx::query_as(
         "SELECT cause_event_id, count(*) FROM tasks WHERE kind = 'collection_call'
-         GROUP BY cause_event_id HAVING count(*) > 1",
+         GROUP BY cause_event_id, account_id HAVING count(*) > 1",
     )
     .fetch_all(&env.db)
     .await

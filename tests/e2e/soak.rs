@@ -12,10 +12,12 @@ use crate::{
 };
 
 /// Minutes of load (payment failures and promises whose tasks come due during the run,
-/// night accounts included) with random faults on every process and link: broker and
+/// night accounts included; contact attempts reaching the caps, callbacks, wrong numbers,
+/// corrections; holds placed, duplicated, released before their placement; restrictions
+/// placed and lifted: `Load::contacts_and_holds`) with random faults on every process and link: broker and
 /// database cuts and stalls (some longer than the scheduler's claim timeout), kill -9 of a
 /// worker or of one of two schedulers, the broker closing a connection. Then the invariant
-/// check and its summary. Not in CI:
+/// check (the contact caps and holds among them) and its summary. Not in CI:
 /// `SOAK_SECS=300 cargo test --release -p collections-workers --test e2e -- --ignored soak --nocapture`
 /// (`SOAK_SEED=<seed>` replays the fault schedule of a run).
 pub async fn soak_with_random_faults() {
@@ -146,6 +148,7 @@ pub async fn soak_with_random_faults() {
             settle: Duration::from_secs(120),
             horizon: Some(load.horizon),
             crashed_firings: true,
+            caps: load.caps,
         },
     )
     .await;

@@ -25,7 +25,9 @@ use crate::{
         broker_wal, hot_updates, seq_scans, server_settings, CHECKPOINTS_SQL, WAL_FPI_SQL,
         WAL_LSN_SQL,
     },
-    workload::{mix, publish_confirmed, publish_paced},
+    workload::{
+        contact_accounts, contacts, delinquent, publish_confirmed, publish_paced, Workload,
+    },
     Settings,
 };
 
@@ -44,6 +46,8 @@ pub struct Ingest {
     /// The arrangement workload instead of the mix: `arrangement.made` with this many
     /// instalments in place of the promises and partial payments.
     pub arrangement_instalments: Option<usize>,
+    /// The events published.
+    pub workload: Workload,
 }
 
 pub async fn ingest(settings: &Settings, run: Ingest) -> anyhow::Result<()> {
@@ -63,18 +67,22 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
         history,
         per_worker,
         worker_concurrency,
+        workload,
         arrangement_instalments,
     } = run;
-    let mix = |n: usize, accounts: usize, salt: &str| match arrangement_instalments {
-        Some(k) => crate::workload::arrangement_mix(n, accounts, salt, k),
-        None => mix(n, accounts, salt),
+    // The contacts workload dials `dialled` accounts, made delinquent before the timed phase.
+    let dialled = contact_accounts(n, accounts);
+    let phase = |count: usize, salt: &str| match (arrangement_instalments, workload) {
+        (Some(k), _) => crate::workload::arrangement_mix(count, accounts, salt, k),
+        (None, Workload::Contacts) => contacts(count, dialled, salt),
+        (None, w) => w.events(count, accounts, salt),
     };
     if let Some(k) = arrangement_instalments {
         println!("workload: payment.failed + arrangement.made with {k} instalments");
     }
     let worker_concurrency = worker_concurrency.map(|c| c.to_string());
     println!(
-        "bench ingest: {n} events over {accounts} accounts, {history} historical tasks (db {}, vhost {})",
+        "bench ingest ({workload:?} workload): {n} events over {accounts} accounts, {history} historical tasks (db {}, vhost {})",
         env.name, env.name
     );
     println!("{}", server_settings(&env.db).await?);
@@ -101,7 +109,7 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
     .await?;
     sqlx::query("ANALYZE").execute(&env.db).await?;
 
-    let sample = mix(2, accounts, "");
+    let sample = phase(2, "");
     let body_len = sample[0].2.len();
     let raw = raw_rabbit(&env.amqp, n.min(50_000), body_len).await?;
     println!(
@@ -144,12 +152,7 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
     let seen = listen(&env.amqp, "#").await?;
     let mut startup = Vec::new();
     let mut health = Vec::new();
-    let mut bins = vec![
-        "payment-failed-worker",
-        "promise-made-worker",
-        "promise-broken-worker",
-        "payment-received-worker",
-    ];
+    let mut bins = workload.workers();
     if arrangement_instalments.is_some() {
         bins.push("arrangement-made-worker");
     }
@@ -166,21 +169,48 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
         health.push((b, port));
     }
 
-    // Throughput phase.
-    let events = mix(n, accounts, "");
-    let mut cpu = Cpu::start(env);
     let publisher = env.amqp.create_channel().await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    // The contacts workload's accounts are made delinquent first, outside the timing.
+    let mut prefill = 0;
+    if workload == Workload::Contacts {
+        let failures: Vec<(String, Vec<u8>)> = delinquent(dialled)
+            .into_iter()
+            .map(|(t, _, b)| (t, b))
+            .collect();
+        prefill = i64::try_from(failures.len())?;
+        let t = Instant::now();
+        publish_confirmed(&publisher, "collections.events", &failures, 256).await?;
+        wait_until(
+            "the dialled accounts delinquent",
+            Duration::from_secs(600),
+            async || {
+                env.count("SELECT count(*) FROM inbox").await >= prefill
+                    && env.count("SELECT count(*) FROM outbox_pending").await == 0
+            },
+        )
+        .await?;
+        println!(
+            "prefill: {prefill} payment.failed applied in {:.1} s (not timed)",
+            t.elapsed().as_secs_f64()
+        );
+        sqlx::query("CHECKPOINT").execute(&env.db).await?;
+    }
+
+    // Throughput phase.
+    let events = phase(n, "");
+    let mut cpu = Cpu::start(env);
     let items: Vec<(String, Vec<u8>)> = events
         .iter()
         .map(|(t, _, b)| (t.clone(), b.clone()))
         .collect();
+    let outbox_before = env.count("SELECT count(*) FROM outbox").await;
     let t = Instant::now();
     publish_confirmed(&publisher, "collections.events", &items, 256).await?;
     let published_in = t.elapsed();
-    let want = i64::try_from(n)?;
+    let want = prefill + i64::try_from(n)?;
     wait_until(
         "every event committed",
         Duration::from_secs(600),
@@ -202,7 +232,7 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
     .await?;
     let elapsed = t.elapsed();
     let rate = n as f64 / elapsed.as_secs_f64();
-    let outbox_rows = env.count("SELECT count(*) FROM outbox").await;
+    let outbox_rows = env.count("SELECT count(*) FROM outbox").await - outbox_before;
 
     // Latency phase at half the measured rate, same mix; latency is measured for the
     // events that cause a task event (a partial payment with nothing to re-rank causes none).
@@ -210,7 +240,7 @@ async fn ingest_in(env: &mut Env, run: Ingest) -> anyhow::Result<()> {
     let stages_after_throughput = scrape_stages(&health).await;
     let half = latency_rate.unwrap_or(rate / 2.0).max(1.0);
     let total = (half * latency_secs as f64) as usize;
-    let lat_events = mix(total, accounts, "l");
+    let lat_events = phase(total, "l");
     let mut published_at = HashMap::new();
     let wal_before = broker_wal(&env.rabbitmq_mnesia_base);
     let checkpoints_before = env.count(CHECKPOINTS_SQL).await;

@@ -73,6 +73,11 @@ pub struct Settings {
     /// runs); by default this workspace's `target/release`.
     #[arg(long, global = true, env = "BENCH_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// Migrate the run's database with the binaries' own migrations (their payment-failed
+    /// worker with `MIGRATIONS=auto`) instead of this build's: a build whose migrations
+    /// differ refuses this build's schema.
+    #[arg(long, global = true, env = "BENCH_MIGRATE_WITH_BINARIES")]
+    pub migrate_with_binaries: bool,
     /// The local broker's data directory (its quorum-queue WAL tells whether it rolled over
     /// during the latency phase).
     #[arg(
@@ -134,6 +139,11 @@ enum Cmd {
         /// this many instalments (issue 22: 12).
         #[arg(long)]
         arrangement_instalments: Option<usize>,
+        /// The events: `mix` (the existing event types), `contacts` (`contact.attempted`
+        /// only, on accounts made delinquent first) or `holds` (the mix with hold and
+        /// restriction events).
+        #[arg(long, value_enum, default_value_t = workload::Workload::Mix)]
+        workload: workload::Workload,
     },
     /// Task firing precision with many future tasks, and backlog drain rate.
     Scheduler {
@@ -212,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
             history,
             worker_concurrency,
             arrangement_instalments,
+            workload,
         } => {
             let run = ingest::Ingest {
                 n: events,
@@ -223,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or(collections_runtime::config::DEFAULT_CONCURRENCY),
                 worker_concurrency,
                 arrangement_instalments,
+                workload,
             };
             ingest::ingest(&settings, run).await
         }

@@ -224,3 +224,226 @@ pub fn mix(n: usize, accounts: usize, salt: &str) -> Vec<(String, Uuid, Vec<u8>)
     out.extend((next..follow).map(follow_up));
     out
 }
+
+/// Which events the ingest benchmark publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// The existing event types ([`mix`]): the workload every earlier figure used.
+    Mix,
+    /// `contact.attempted` only ([`contacts`]), on accounts made delinquent first (that
+    /// prefill is not timed).
+    Contacts,
+    /// The mix with one event in ten a hold or restriction event ([`holds`]).
+    Holds,
+}
+
+impl Workload {
+    /// The worker binaries the workload needs.
+    pub fn workers(self) -> Vec<&'static str> {
+        let mut w = vec![
+            "payment-failed-worker",
+            "promise-made-worker",
+            "promise-broken-worker",
+            "payment-received-worker",
+        ];
+        match self {
+            Self::Mix => {}
+            Self::Contacts => w.push("contact-attempted-worker"),
+            Self::Holds => w.extend([
+                "hold-placed-worker",
+                "hold-released-worker",
+                "contact-restricted-worker",
+                "contact-unrestricted-worker",
+            ]),
+        }
+        w
+    }
+
+    /// The events of a phase: `n` events of this workload (`salt` keeps two phases' ids
+    /// and new accounts apart).
+    pub fn events(self, n: usize, accounts: usize, salt: &str) -> Vec<(String, Uuid, Vec<u8>)> {
+        match self {
+            Self::Mix => mix(n, accounts, salt),
+            Self::Contacts => contacts(n, contact_accounts(n, accounts), salt),
+            Self::Holds => holds(n, accounts, salt),
+        }
+    }
+}
+
+/// The accounts a contacts run dials: one per five attempts of the throughput phase (a
+/// day's dialling of a portfolio: several attempts per debtor, so the caps are reached),
+/// the pre-created `acc-0` .. `acc-<k-1>`.
+pub fn contact_accounts(n: usize, accounts: usize) -> usize {
+    (n / 5).clamp(1, accounts.max(1))
+}
+
+/// One `payment.failed` per account `acc-0` .. `acc-<k-1>`: the delinquency the contact
+/// attempts follow up.
+pub fn delinquent(k: usize) -> Vec<(String, Uuid, Vec<u8>)> {
+    let today = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC))
+        .date();
+    (0..k)
+        .map(|i| {
+            let a = format!("acc-{i}");
+            event(
+                "payment.failed",
+                &a,
+                json!({
+                "account_id": a, "customer": {"timezone": "Asia/Shanghai"},
+                "installment": {"number": 2, "due_date": today.to_string(), "amount": cny(150_000)},
+                "overdue_amount": cny(150_000), "failure_reason": "insufficient_funds",
+                "attempted_at": Timestamp::now()}),
+            )
+        })
+        .collect()
+}
+
+/// `n` contact attempts over the accounts `acc-0` .. `acc-<k-1>`, two accounts per debtor
+/// (`debtor-<i/2>`: the ledger and the caps are per person, a batch locks both). The mix of
+/// a dialer's day: mostly unanswered calls (no answer, busy, voicemail), a quarter
+/// conversations (with a disposition now and then: a promise, a callback an hour ahead, a
+/// refusal, claims paid), wrong numbers and failed calls, SMS delivered or undeliverable,
+/// one in ten inbound; one in twenty reports is a correction of an earlier attempt (same
+/// `attempt_id`). No disposition that places a hold (dispute, hardship, cease): that is
+/// the holds workload's part.
+pub fn contacts(n: usize, k: usize, salt: &str) -> Vec<(String, Uuid, Vec<u8>)> {
+    let k = k.max(1);
+    let now = Timestamp::now();
+    (0..n)
+        .map(|j| {
+            let i = (j * 7919) % k;
+            let a = format!("acc-{i}");
+            // A correction re-reports attempt j - 20 of the same stream with a new result.
+            let attempt_id = if j % 20 == 19 && j >= 20 {
+                format!("att-{salt}{}", j - 20)
+            } else {
+                format!("att-{salt}{j}")
+            };
+            let (channel, point) = match j % 10 {
+                0 | 1 => ("sms", "s"),
+                2 => ("phone_work", "w"),
+                3 => ("phone_home", "h"),
+                _ => ("phone_mobile", "m"),
+            };
+            let sms = channel == "sms";
+            let roll = (j * 31) % 100;
+            let (result, party, disposition) = if sms {
+                if roll < 95 {
+                    ("delivered", "debtor", None)
+                } else {
+                    ("undeliverable", "unknown", None)
+                }
+            } else {
+                match roll {
+                    0..=39 => ("no_answer", "unknown", None),
+                    40..=47 => ("busy", "unknown", None),
+                    48..=57 => ("voicemail", "unknown", None),
+                    58..=60 => ("wrong_number", "unknown", None),
+                    61..=62 => ("failed", "unknown", None),
+                    63..=66 => ("connected", "third_party", Some("other")),
+                    67..=74 => ("connected", "debtor", Some("promise_made")),
+                    75..=79 => ("connected", "debtor", Some("callback_requested")),
+                    80..=82 => ("connected", "debtor", Some("refused")),
+                    83..=84 => ("connected", "debtor", Some("claims_paid")),
+                    _ => ("connected", "debtor", None),
+                }
+            };
+            let inbound = !sms && result == "connected" && party == "debtor" && j % 10 == 4;
+            let mut data = json!({
+                "account_id": a, "debtor_id": format!("debtor-{}", i / 2),
+                "attempt_id": attempt_id, "channel": channel,
+                "direction": if inbound { "inbound" } else { "outbound" },
+                "contact_point_id": format!("cp-{i}-{point}"), "party": party,
+                "result": result,
+                "started_at": now - SignedDuration::from_secs(60 + (j % 600) as i64),
+                "agent_id": "dialer-1",
+            });
+            if let Some(d) = disposition {
+                data["disposition"] = json!(d);
+                if d == "callback_requested" {
+                    data["callback_at"] = json!(now + SignedDuration::from_hours(1));
+                }
+            }
+            event("contact.attempted", &a, data)
+        })
+        .collect()
+}
+
+/// [`mix`] with one event in ten replaced by a hold or restriction event on an account
+/// whose failure came earlier in the stream, in pairs per account: a dispute placed then
+/// resolved; a hardship hold (pausing DPD) released *before* it is placed (arrival order
+/// across queues); a restriction (SMS opt-out, do-not-call on the mobile, workplace
+/// prohibited, agreed hours 18:00-20:00) then lifted; a complaint on phone_work and SMS
+/// placed twice (a duplicate publication: a new event id, the same hold).
+pub fn holds(n: usize, accounts: usize, salt: &str) -> Vec<(String, Uuid, Vec<u8>)> {
+    let h = n / 10;
+    let mut base = mix(n - h, accounts, salt);
+    let accounts = accounts.max(1);
+    let now = Timestamp::now();
+    let len = base.len();
+    let mut out = Vec::with_capacity(n);
+    let mut next_hold = 0;
+    for (pos, e) in base.drain(..).enumerate() {
+        out.push(e);
+        // Hold events spread evenly over the stream.
+        while next_hold < h && (next_hold + 1) * len / (h + 1) <= pos {
+            let k = next_hold;
+            next_hold += 1;
+            let g = k / 2;
+            let second = k % 2 == 1;
+            // An account of a failure already published: failure i sits near 2i - lag.
+            let slot = (g * 2 + 1) * len / (h + 1);
+            let i = (slot / 2).saturating_sub(FOLLOW_LAG.min(len / 8));
+            let a = format!("acc-{salt}{}", (i * 7919) % accounts);
+            let hold_id = format!("hold-{salt}{g}");
+            let placed = |reason: &str, scope: Value, pause: bool| {
+                json!({"account_id": a, "hold_id": hold_id, "reason": reason,
+                       "scope": scope, "placed_at": now, "pause_dpd": pause,
+                       "placed_by": "bench"})
+            };
+            let released = |outcome: &str| {
+                json!({"account_id": a, "hold_id": hold_id, "outcome": outcome,
+                       "released_at": now + SignedDuration::from_secs(1), "released_by": "bench"})
+            };
+            let rid = format!("rst-{salt}{g}");
+            let (ty, data) = match (g % 4, second) {
+                (0, false) => ("hold.placed", placed("dispute", json!("all"), false)),
+                (0, true) => ("hold.released", released("resolved")),
+                (1, false) => ("hold.released", released("expired")),
+                (1, true) => ("hold.placed", placed("hardship", json!("all"), true)),
+                (2, false) => {
+                    let mut r = json!({"account_id": a, "restriction_id": rid,
+                                       "effective_at": now, "source": "bench"});
+                    match (g / 4) % 4 {
+                        0 => {
+                            r["kind"] = json!("opt_out");
+                            r["channel"] = json!("sms");
+                        }
+                        1 => {
+                            r["kind"] = json!("do_not_call");
+                            r["channel"] = json!("phone_mobile");
+                        }
+                        2 => r["kind"] = json!("workplace_prohibited"),
+                        _ => {
+                            r["kind"] = json!("agreed_hours");
+                            r["hours"] = json!({"start": "18:00", "end": "20:00"});
+                        }
+                    }
+                    ("contact.restricted", r)
+                }
+                (2, true) => (
+                    "contact.unrestricted",
+                    json!({"account_id": a, "restriction_id": rid,
+                           "effective_at": now + SignedDuration::from_secs(1)}),
+                ),
+                _ => (
+                    "hold.placed",
+                    placed("complaint", json!(["phone_work", "sms"]), false),
+                ),
+            };
+            out.push(event(ty, &a, data));
+        }
+    }
+    out
+}

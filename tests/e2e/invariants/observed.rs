@@ -34,6 +34,12 @@ pub struct Summary {
     pub expiries_retracted: usize,
     pub tasks_by_status: BTreeMap<String, usize>,
     pub settled_after: Duration,
+    /// Rows of the contact ledger, holds and restrictions recorded, phone firings judged
+    /// against the caps.
+    pub attempts: usize,
+    pub holds: usize,
+    pub restrictions: usize,
+    pub phone_firings: usize,
 }
 
 impl fmt::Display for Summary {
@@ -43,7 +49,8 @@ impl fmt::Display for Summary {
             "{} inputs + {} expiries = {} inbox rows; {} outbox rows; task events received: \
              {} copies of {} ids ({} redelivered copies): {} planned, {} moved, {} re-ranked, \
              {} due, {} cancelled ({} retracted after a firing cut short, and {} expiries); \
-             tasks {:?}; settled after {:.1}s",
+             tasks {:?}; contact attempts {}, holds {}, restrictions {}, phone firings {}; \
+             settled after {:.1}s",
             self.inputs,
             self.expiries,
             self.inbox,
@@ -59,6 +66,10 @@ impl fmt::Display for Summary {
             self.retracted,
             self.expiries_retracted,
             self.tasks_by_status,
+            self.attempts,
+            self.holds,
+            self.restrictions,
+            self.phone_firings,
             self.settled_after.as_secs_f64(),
         )?;
         Ok(())

@@ -341,8 +341,7 @@ impl Load {
         match w % 3 {
             0 => {
                 // Placed twice (a duplicate publication); released once the placement is
-                // applied (the next wave), so that the release cannot overtake it: see
-                // the case below.
+                // applied (the next wave), in published order.
                 self.send(env, "hold.placed", acc, placed("dispute", false))
                     .await;
                 let placement = *self.inputs.last().expect("just sent");
@@ -353,15 +352,12 @@ impl Load {
                 self.releases.push((placement, acc.to_owned(), release));
             }
             1 => {
-                // A release published before its placement, of a hold that ended before the
-                // account's calls come due. (With the hold still in force over an open call,
-                // the placement applied after its release cancels the call and plans no
-                // review and no resumption: the account is left without a next step, unlike
-                // in published order. Reported with issue 19; not exercised here until fixed.)
-                let mut release = released("expired");
-                release["released_at"] = json!(now - SignedDuration::from_secs(10));
-                let mut place = placed("hardship", true);
-                place["placed_at"] = json!(now - SignedDuration::from_secs(20));
+                // A release published before its placement, dated a few seconds ahead: the
+                // hold is in force over the account's open call when the placement is
+                // applied, after its release. The call must wait for the hold's end and
+                // not be lost (this once stranded the account without a next step).
+                let release = released("expired");
+                let place = placed("hardship", true);
                 self.send(env, "hold.released", acc, release).await;
                 self.send(env, "hold.placed", acc, place).await;
             }

@@ -43,7 +43,7 @@ pub use observed::{Observed, Received, Summary, Transition};
 use read::{count, ids, internal, pending, tasks};
 
 /// The inbound queues (each has a `<queue>.dlq`).
-pub const QUEUES: [&str; 9] = [
+pub const QUEUES: [&str; 12] = [
     "collections.payment-failed",
     "collections.promise-made",
     "collections.promise-broken",
@@ -53,6 +53,9 @@ pub const QUEUES: [&str; 9] = [
     "collections.hold-released",
     "collections.contact-restricted",
     "collections.contact-unrestricted",
+    "collections.arrangement-made",
+    "collections.arrangement-cancelled",
+    "collections.payment-reversed",
 ];
 
 /// The contact window of the default policy (local wall-clock minutes, end exclusive).

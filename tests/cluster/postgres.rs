@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     harness::ALL_WORKERS,
-    invariants::{verify, Expect},
+    invariants::{verify, Caps, Expect},
     support::{
         applied, cluster_env, consuming_again, create_database, machine_vhost, spawn_load,
         PostgresHa, Published,
@@ -129,6 +129,7 @@ async fn a_failover_of_postgres_loses_nothing_committed_and_applies_nothing_twic
             // A scheduler that lost its database between publishing a task.due and
             // recording it.
             crashed_firings: true,
+            caps: Caps::DEFAULT,
         },
     )
     .await;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     harness::ALL_WORKERS,
-    invariants::{verify, Expect},
+    invariants::{verify, Caps, Expect},
     support::{
         applied, cluster_env, consuming_again, machine_database, spawn_load, Published,
         RabbitCluster,
@@ -153,6 +153,7 @@ async fn the_service_survives_losing_the_node_that_leads_its_queues() {
             horizon: Some(horizon),
             // A scheduler that lost its node between publishing a task.due and recording it.
             crashed_firings: true,
+            caps: Caps::DEFAULT,
         },
     )
     .await;

@@ -233,6 +233,14 @@ pub async fn declare_topology_on(conn: &Connection) -> Result<EventsExchange, Bu
         .await?;
         warn_predating(t.queue(), &dropped);
     }
+    let dropped = declare_quorum_on(
+        conn,
+        ARRANGEMENT_OUTCOMES_QUEUE,
+        &quorum_args(),
+        &[GROUP_SIZE_ARG],
+    )
+    .await?;
+    warn_predating(ARRANGEMENT_OUTCOMES_QUEUE, &dropped);
     let ch = conn.create_channel().await?;
     declare_unbound(&ch).await?;
     let events = declare_events_exchange(&ch).await?;
@@ -260,6 +268,7 @@ pub async fn declare_topology(ch: &Channel) -> Result<EventsExchange, BusError> 
     for t in EventType::ALL {
         declare_quorum_strict(ch, t.queue(), &inbound_queue_args(t.queue())).await?;
     }
+    declare_quorum_strict(ch, ARRANGEMENT_OUTCOMES_QUEUE, &quorum_args()).await?;
     declare_unbound(ch).await?;
     let events = declare_events_exchange(ch).await?;
     if events == EventsExchange::WithAlternateExchange {
@@ -525,17 +534,7 @@ pub fn holding_queues() -> Vec<String> {
 }
 
 async fn bind_inbound_queues(ch: &Channel) -> Result<(), BusError> {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), long("quorum"));
-    ch.queue_declare(
-        ARRANGEMENT_OUTCOMES_QUEUE.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        args,
-    )
-    .await?;
+    // The outcomes queue is declared before (`declare_quorum_*`); bound here.
     for key in ARRANGEMENT_OUTCOME_KEYS {
         ch.queue_bind(
             ARRANGEMENT_OUTCOMES_QUEUE.into(),

@@ -39,7 +39,14 @@ pub struct Load {
     /// Hold releases waiting for their placement to be applied: (placement's event id,
     /// account, release data).
     releases: Vec<(Uuid, String, serde_json::Value)>,
+    /// Arrangement traffic waiting for the event before it to be applied: (that event's
+    /// id, account, the groups still to send, in order). Each group is published at once
+    /// (its instants set then), the next once the group's last event is applied.
+    followups: Vec<(Uuid, String, Vec<Group>)>,
 }
+
+/// Events published together: (type, data).
+type Group = Vec<(&'static str, serde_json::Value)>;
 
 impl Load {
     /// Writes the policy (POLICY_FILE for every binary of `env`): reminder and check 3 s
@@ -113,6 +120,15 @@ impl Load {
             caps.regf_window = SignedDuration::from_hours(7 * 24);
             caps.regf_quiet = SignedDuration::from_hours(7 * 24);
         }
+        // The arrangements' grace too (issue 22): instalments missed within the test.
+        let section = text
+            .find("[arrangement]")
+            .expect("an [arrangement] section");
+        let at = section
+            + text[section..]
+                .find("grace = \"2h\"")
+                .expect("the arrangement grace");
+        text.replace_range(at..at + "grace = \"2h\"".len(), "grace = \"6s\"");
         if let Err(e) = collections_core::Policy::from_toml_str(&text) {
             panic!("the test policy is valid: {e}");
         }
@@ -123,6 +139,7 @@ impl Load {
         Self {
             caps,
             releases: Vec::new(),
+            followups: Vec::new(),
             prefix: prefix.to_owned(),
             day,
             nights,
@@ -141,6 +158,7 @@ impl Load {
         let w = self.waves;
         self.waves += 1;
         self.release_held(env).await;
+        self.send_followups(env).await;
         let mut promises = Vec::new();
         for i in 0..day {
             let acc = format!("{}d{w}-{i}", self.prefix);
@@ -213,8 +231,9 @@ impl Load {
         self.inputs.push(env.publish(ty, acc, data).await);
     }
 
-    /// The contact and hold traffic of a day account `i` of wave `w` (issues 18 and 19),
-    /// by `i % 6`: nothing; three conversations with a debtor who owes on this account and
+    /// The contact, hold and arrangement traffic of a day account `i` of wave `w` (issues
+    /// 18, 19 and 22), by `i % 6`: an arrangement ([`Load::arrangement_traffic`]); three
+    /// conversations with a debtor who owes on this account and
     /// the next (the cap reached across both: their calls move to tomorrow); a callback
     /// asked for a few seconds ahead (fired in the run); a wrong number, six unanswered
     /// attempts on one contact point (its daily cap) and a correction of one of them;
@@ -310,6 +329,7 @@ impl Load {
                 self.send(env, "contact.attempted", acc, fix).await;
             }
             5 => self.hold_traffic(env, acc, w, now).await,
+            0 => self.arrangement_traffic(env, acc, w, now).await,
             _ => {}
         }
         if i == 0 {
@@ -386,6 +406,142 @@ impl Load {
                 )
                 .await;
             }
+        }
+    }
+
+    /// An arrangement on a day account (issue 22), by wave: three instalments 8-12 s ahead
+    /// paid by three payments once the plan is applied (kept: nothing of it fires but
+    /// reminders); two instalments, the first 4 s ahead and never paid (its expiry fires:
+    /// missed, broken, collection resumes; the second's tasks are cancelled); a settlement
+    /// at 70 % approved by a supervisor, paid (kept: the account is cured), then the
+    /// payment reversed (broken, re-opened, a call planned).
+    async fn arrangement_traffic(&mut self, env: &TestEnv, acc: &str, w: usize, now: Timestamp) {
+        let plan = |id: &str, kind: &str, dues: &[(i64, i64)]| {
+            let instalments: Vec<serde_json::Value> = dues
+                .iter()
+                .enumerate()
+                .map(|(k, (secs, minor))| {
+                    json!({"number": k + 1, "due_at": now + SignedDuration::from_secs(*secs),
+                           "amount": cny(*minor)})
+                })
+                .collect();
+            json!({"account_id": acc, "arrangement_id": id, "kind": kind,
+                   "total": cny(dues.iter().map(|d| d.1).sum()), "instalments": instalments,
+                   "settles_in_full": false, "captured_by": "agent-7",
+                   "channel": "phone_mobile"})
+        };
+        let pay = |id: String, minor: i64| {
+            (
+                "payment.received",
+                json!({"account_id": acc, "payment_id": id, "amount": cny(minor)}),
+            )
+        };
+        let last_due = match w % 3 {
+            0 => {
+                let id = format!("arr-{acc}");
+                self.send(
+                    env,
+                    "arrangement.made",
+                    acc,
+                    plan(
+                        &id,
+                        "instalment_plan",
+                        &[(8, 3_000), (10, 3_000), (12, 4_000)],
+                    ),
+                )
+                .await;
+                let payments = vec![
+                    pay(format!("pay-{acc}-1"), 3_000),
+                    pay(format!("pay-{acc}-2"), 3_000),
+                    pay(format!("pay-{acc}-3"), 4_000),
+                ];
+                self.follow(acc, vec![payments]);
+                12
+            }
+            1 => {
+                let id = format!("arr-{acc}");
+                self.send(
+                    env,
+                    "arrangement.made",
+                    acc,
+                    plan(&id, "instalment_plan", &[(4, 5_000), (3_600, 5_000)]),
+                )
+                .await;
+                4
+            }
+            _ => {
+                let id = format!("set-{acc}");
+                let mut settlement = plan(&id, "settlement", &[(8, 7_000)]);
+                settlement["settles_in_full"] = json!(true);
+                settlement["discount_approved_by"] = json!("sup-fault");
+                self.send(env, "arrangement.made", acc, settlement).await;
+                let reversal = (
+                    "payment.reversed",
+                    json!({"account_id": acc, "payment_id": format!("pay-{acc}-s"),
+                           "amount": cny(7_000), "reason": "returned_debit"}),
+                );
+                self.follow(
+                    acc,
+                    vec![vec![pay(format!("pay-{acc}-s"), 7_000)], vec![reversal]],
+                );
+                8
+            }
+        };
+        // Check 3 s and expiry 6 s after the last instalment.
+        self.horizon = self
+            .horizon
+            .max(now + SignedDuration::from_secs(last_due + 7));
+    }
+
+    /// Queues `groups` to follow the input just sent on `acc`.
+    fn follow(&mut self, acc: &str, groups: Vec<Group>) {
+        let after = *self.inputs.last().expect("just sent");
+        self.followups.push((after, acc.to_owned(), groups));
+    }
+
+    /// Publishes the next group of each arrangement's traffic whose previous event has been
+    /// applied, its instants (`received_at`, `reversed_at`) set now.
+    async fn send_followups(&mut self, env: &TestEnv) {
+        if self.followups.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = self.followups.iter().map(|f| f.0).collect();
+        let applied: Vec<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&env.db)
+                .await
+                .unwrap_or_default();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.followups)
+            .into_iter()
+            .partition(|f| applied.contains(&f.0));
+        self.followups = waiting;
+        for (_, acc, mut groups) in ready {
+            let group = groups.remove(0);
+            for (ty, mut data) in group {
+                let at = if ty == "payment.reversed" {
+                    "reversed_at"
+                } else {
+                    "received_at"
+                };
+                data[at] = json!(Timestamp::now());
+                self.send(env, ty, &acc, data).await;
+            }
+            if !groups.is_empty() {
+                self.follow(&acc, groups);
+            }
+        }
+    }
+
+    /// Sends what still waits on the events before it (hold releases, payments and
+    /// reversals of arrangements), for up to `wait`.
+    pub async fn finish(&mut self, env: &TestEnv, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while !(self.releases.is_empty() && self.followups.is_empty()) && Instant::now() < deadline
+        {
+            self.release_held(env).await;
+            self.send_followups(env).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -494,6 +650,7 @@ impl Load {
             }
             tokio::time::sleep(rng.millis(300, 900)).await;
         }
+        self.finish(env, Duration::from_secs(20)).await;
         // Let the last night payments be planned, then set their tasks back too.
         env.wait_count(
             &format!(
@@ -612,6 +769,7 @@ pub fn scheduler_work(observed: &Observed) -> HashMap<&'static str, usize> {
         *m.entry(key).or_default() += 1;
     }
     m.insert("promise expired", observed.summary.expiries);
+    m.insert("instalment expired", observed.summary.instalment_expiries);
     m
 }
 
@@ -752,6 +910,7 @@ pub async fn scheduler_under_faults(test: &str, fault: SchedulerFault, times: us
         "reminder due",
         "check due",
         "promise expired",
+        "instalment expired",
         "moved at firing",
         "re-ranked",
     ] {

@@ -16,13 +16,17 @@
 //! - nothing dead-lettered, on any inbound queue;
 //! - no phone task fired beyond a contact cap in force when it fired, and no contact task
 //!   fired while a hold or restriction covering it was in force (`contacts`, issues 18
-//!   and 19).
+//!   and 19);
+//! - each instalment's expiry fired once, nothing fired for a kept instalment, no
+//!   instalment left unjudged, misses and outcomes counted once (`arrangements`, issue
+//!   22).
 //!
 //! Delivery to the exchange is at-least-once with stable ids, so a copy of an id received
 //! twice (a publish repeated after a crash) is counted and reported, never failed on.
 //!
 //! The types of what was observed are in `observed`, the database reads in `read`.
 
+mod arrangements;
 mod contacts;
 mod observed;
 mod read;
@@ -57,6 +61,12 @@ pub const QUEUES: [&str; 12] = [
     "collections.arrangement-cancelled",
     "collections.payment-reversed",
 ];
+
+/// The kind of a promise's expiry task.
+const PROMISE_EXPIRY: &str = "promise_expiry";
+
+/// The outbox rows bound for `collections.tasks`.
+const TASK_OUTBOX: &str = "SELECT event_id FROM outbox WHERE exchange = 'collections.tasks'";
 
 /// The contact window of the default policy (local wall-clock minutes, end exclusive).
 const WINDOW_MINUTES: std::ops::Range<i32> = 8 * 60..21 * 60;
@@ -149,6 +159,15 @@ pub async fn verify(env: &TestEnv, expect: &Expect<'_>) -> Observed {
             x,
         );
     }
+    let (plans, broken) = arrangements::check(env).await;
+    observed.summary.arrangements = plans.arrangements;
+    observed.summary.arrangements_kept = plans.kept;
+    observed.summary.arrangements_broken = plans.broken;
+    observed.summary.instalments = plans.instalments;
+    observed.summary.instalment_expiries = plans.expiries_fired;
+    for (what, x) in broken {
+        v.push(what, x);
+    }
     if !v.0.is_empty() {
         let mut text = String::new();
         for (what, list) in &v.0 {
@@ -203,9 +222,11 @@ async fn judge(
     for id in inputs.difference(&inbox) {
         v.push("every input applied", format!("{id} has no inbox row"));
     }
+    // A promise's expiry is applied as a `promise.broken` of its own (an inbox row); an
+    // instalment's is applied by the scheduler in the transaction that marks it emitted.
     let expiries: HashSet<Uuid> = tasks
         .iter()
-        .filter(|(_, t)| internal(&t.kind) && t.status == "emitted")
+        .filter(|(_, t)| t.kind == PROMISE_EXPIRY && t.status == "emitted")
         .map(|(id, _)| expiry_event_id(*id))
         .collect();
     s.expiries = expiries.len();
@@ -220,7 +241,7 @@ async fn judge(
     // a payment: the internal counterpart of a retracted `task.due`.
     let expiry_tasks: HashMap<Uuid, &str> = tasks
         .iter()
-        .filter(|(_, t)| internal(&t.kind))
+        .filter(|(_, t)| t.kind == PROMISE_EXPIRY)
         .map(|(id, t)| (expiry_event_id(*id), t.status.as_str()))
         .collect();
     for id in inbox.difference(&inputs) {
@@ -243,22 +264,27 @@ async fn judge(
     // 19 the line named after the event (`contact_attempted`, `hold_placed`, ...) when it
     // changed something (a disposition's hold adds a `hold_placed` line to its
     // `contact.attempted`, which is not a second application).
-    let applied: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT i.event_id, count(j.id) FROM inbox i
+    let applied: Vec<(Uuid, i64, String, String, String)> = sqlx::query_as(
+        "SELECT i.event_id, count(j.id), i.event_type, i.account_id,
+                coalesce((SELECT string_agg(k.kind, ',' ORDER BY k.id) FROM journal k
+                          WHERE k.event_id = i.event_id), '')
+         FROM inbox i
          LEFT JOIN journal j ON j.event_id = i.event_id
               AND (j.kind = 'event_applied'
                    OR (j.kind = replace(i.event_type, '.', '_')
                        AND i.event_type IN ('contact.attempted', 'hold.placed', 'hold.released',
                                             'contact.restricted', 'contact.unrestricted')))
-         GROUP BY i.event_id HAVING count(j.id) <> 1",
+         GROUP BY i.event_id, i.event_type, i.account_id HAVING count(j.id) <> 1",
     )
     .fetch_all(&env.db)
     .await
     .expect("journal");
-    for (id, n) in applied {
+    for (id, n, ty, account, lines) in applied {
         v.push(
             "each input applied exactly once",
-            format!("{id}: {n} event_applied journal lines"),
+            format!(
+                "{ty} {id} on {account}: {n} event_applied journal lines (its lines: [{lines}])"
+            ),
         );
     }
     let orphans = count(
@@ -292,8 +318,9 @@ async fn judge(
     s.redelivered_copies = by_id.values().map(|c| c.len() - 1).sum();
 
     // Outbox: every committed row published and received; everything received that is
-    // not a task.due came through the outbox.
-    let outbox = ids(env, "SELECT event_id FROM outbox").await;
+    // not a task.due came through the outbox. (The outbox also carries the arrangements'
+    // outcomes to `collections.events`: published, judged by `arrangements`.)
+    let outbox = ids(env, TASK_OUTBOX).await;
     s.outbox = outbox.len();
     let unpublished = count(env, "SELECT count(*) FROM outbox_pending").await;
     if unpublished > 0 {

@@ -139,6 +139,7 @@ pub async fn soak_with_random_faults() {
         load.inputs.len(),
         load.waves
     );
+    load.finish(&env, Duration::from_secs(30)).await;
     load.set_back_night_tasks(&env).await;
     let observed = verify(
         &env,

@@ -691,6 +691,16 @@ fn a_promise_during_a_plan_is_recorded_or_supersedes_it_per_policy() {
         .journal
         .iter()
         .any(|l| l.starts_with("promise_recorded")));
+    // Applied once, like every event (the fault suite's invariant counts these lines).
+    assert_eq!(
+        desk.journal
+            .iter()
+            .filter(|l| l.starts_with("event_applied: promise.made: ptp-9"))
+            .count(),
+        1,
+        "{:?}",
+        desk.journal
+    );
 
     let mut desk = delinquent(policy(&[(
         "promise_during_plan = \"record\"",

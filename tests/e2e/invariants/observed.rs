@@ -40,6 +40,13 @@ pub struct Summary {
     pub holds: usize,
     pub restrictions: usize,
     pub phone_firings: usize,
+    /// Arrangements judged (issue 22): how many, kept, broken; their instalments and the
+    /// instalment expiries fired.
+    pub arrangements: usize,
+    pub arrangements_kept: usize,
+    pub arrangements_broken: usize,
+    pub instalments: usize,
+    pub instalment_expiries: usize,
 }
 
 impl fmt::Display for Summary {
@@ -50,7 +57,8 @@ impl fmt::Display for Summary {
              {} copies of {} ids ({} redelivered copies): {} planned, {} moved, {} re-ranked, \
              {} due, {} cancelled ({} retracted after a firing cut short, and {} expiries); \
              tasks {:?}; contact attempts {}, holds {}, restrictions {}, phone firings {}; \
-             settled after {:.1}s",
+             arrangements {} ({} kept, {} broken) with {} instalments, {} instalment expiries \
+             fired; settled after {:.1}s",
             self.inputs,
             self.expiries,
             self.inbox,
@@ -70,6 +78,11 @@ impl fmt::Display for Summary {
             self.holds,
             self.restrictions,
             self.phone_firings,
+            self.arrangements,
+            self.arrangements_kept,
+            self.arrangements_broken,
+            self.instalments,
+            self.instalment_expiries,
             self.settled_after.as_secs_f64(),
         )?;
         Ok(())

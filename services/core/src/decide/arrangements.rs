@@ -1162,12 +1162,17 @@ impl Planner<'_> {
     ) {
         // Recorded in the collection note only: as a promise record it would take part
         // in the promise rules (keeping, breaking, cures applied late), which the plan
-        // governs while it is open.
+        // governs while it is open. Applied like every event (its `event_applied` line),
+        // with a line of its own saying what became of it.
+        self.note(
+            "event_applied",
+            format!("promise.made: {promise_id} to pay {amount} by {at}"),
+        );
         self.note(
             "promise_recorded",
             format!(
-                "promise.made: {promise_id} to pay {amount} by {at} while arrangement \
-                 {arrangement_id} is open ({why}): recorded, the plan and its tasks stand"
+                "promise {promise_id} made while arrangement {arrangement_id} is open \
+                 ({why}): recorded, the plan and its tasks stand"
             ),
         );
     }

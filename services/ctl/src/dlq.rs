@@ -55,6 +55,16 @@ fn holding_queue(arg: &str) -> String {
 
 pub async fn run(conn: &Connection, cmd: DlqCmd) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
+    let result = run_on(conn, &ch, cmd).await;
+    // Closed before the process exits, whatever the outcome: the broker answers the close
+    // only after the acks sent before it on this channel, so no ack of a message kept or
+    // replayed is lost with the process (which would return the original to the queue
+    // beside its copy: a dead letter twice).
+    let _ = ch.close(200, "done".into()).await;
+    result
+}
+
+async fn run_on(conn: &Connection, ch: &Channel, cmd: DlqCmd) -> anyhow::Result<()> {
     match cmd {
         DlqCmd::List => {
             let names = EventType::ALL
@@ -62,11 +72,11 @@ pub async fn run(conn: &Connection, cmd: DlqCmd) -> anyhow::Result<()> {
                 .map(|t| dlq_name(t.queue()))
                 .chain([UNROUTED_QUEUE.to_owned()]);
             for name in names {
-                println!("{name:<40} {:>8}", message_count(&ch, &name).await?);
+                println!("{name:<40} {:>8}", message_count(ch, &name).await?);
             }
         }
-        DlqCmd::Show { queue, limit } => show(conn, &ch, &holding_queue(&queue), limit).await?,
-        DlqCmd::Replay { queue, limit } => replay(conn, &ch, &holding_queue(&queue), limit).await?,
+        DlqCmd::Show { queue, limit } => show(conn, ch, &holding_queue(&queue), limit).await?,
+        DlqCmd::Replay { queue, limit } => replay(conn, ch, &holding_queue(&queue), limit).await?,
     }
     Ok(())
 }

@@ -4,6 +4,15 @@
 //! (`collections_store::Store::read_task_events`; ARCHITECTURE.md, "Task-event feed").
 //! A stream resumed with `Last-Event-ID` (or `?after=`) continues after that event: none
 //! missed, none repeated, whichever API process serves it.
+//!
+//! Streams do not poll the database each: one tail reader per process ([`run_tail`])
+//! reads what is new every `SSE_POLL_MS` and broadcasts it. A stream subscribes to that
+//! broadcast first, then catches up from the database from its cursor until a read finds
+//! nothing more, then takes the broadcast, skipping what its cursor already passed. No
+//! gap: a row broadcast before the stream subscribed was visible to the tail's read, so
+//! to the stream's later catch-up read too (the horizon only moves forward). A stream
+//! that falls more than [`TAIL_CAPACITY`] rows behind the broadcast catches up from the
+//! database again.
 
 use std::{collections::VecDeque, convert::Infallible, sync::Arc};
 
@@ -15,6 +24,7 @@ use axum::{
 };
 use futures::Stream;
 use serde_json::Value;
+use tokio::sync::broadcast;
 
 use crate::{
     error::{ApiError, ErrorBody},
@@ -23,8 +33,50 @@ use crate::{
     App,
 };
 
-/// Events read per query by a stream.
+/// Events read per query by a stream catching up, and by the tail.
 const STREAM_BATCH: i64 = 500;
+
+/// Rows the broadcast keeps for streams that are slow to take them.
+pub const TAIL_CAPACITY: usize = 8192;
+
+/// The one reader of new task events in this process: from the feed's head at start,
+/// every row in feed order, broadcast to the live streams. Database errors are retried.
+pub async fn run_tail(app: Arc<App>) {
+    let mut cursor = None;
+    loop {
+        let wait = match cursor {
+            None => match app.store.read_feed_head().await {
+                Ok(head) => {
+                    cursor = Some(head);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %collections_runtime::telemetry::mask_pii(&e.to_string()), "task-event tail: reading the head failed; retrying");
+                    app.poll * 5
+                }
+            },
+            Some(after) => match app.store.read_task_events(after, STREAM_BATCH).await {
+                Ok(rows) if !rows.is_empty() => {
+                    for row in rows {
+                        cursor = Some((row.xact, row.id));
+                        // No receiver (no stream open) is not an error.
+                        let _ = app.tail.send(Arc::new(row));
+                    }
+                    continue;
+                }
+                Ok(_) => app.poll,
+                Err(e) => {
+                    tracing::warn!(error = %collections_runtime::telemetry::mask_pii(&e.to_string()), "task-event tail: read failed; retrying");
+                    app.poll * 5
+                }
+            },
+        };
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
 
 /// Task events after a cursor, as published.
 #[utoipa::path(
@@ -95,24 +147,46 @@ pub async fn stream(
         (None, None) => app.store.read_feed_head().await?,
     };
     let heartbeat = app.heartbeat;
+    // Subscribed before the first catch-up read (see the module's doc).
+    let rx = app.tail.subscribe();
     let events = futures::stream::unfold(
-        (app, start, VecDeque::new()),
-        |(app, mut cursor, mut buffered)| async move {
+        (app, start, VecDeque::new(), rx, false),
+        |(app, mut cursor, mut buffered, mut rx, mut live)| async move {
             loop {
                 if let Some(row) = buffered.pop_front() {
-                    let row: collections_store::read::FeedRow = row;
+                    let row: Arc<collections_store::read::FeedRow> = row;
+                    if (row.xact, row.id) <= cursor {
+                        // Already served (read while catching up, then broadcast).
+                        continue;
+                    }
                     cursor = (row.xact, row.id);
                     let event = Event::default()
                         .id(make_feed_cursor(row.xact, row.id))
-                        .data(row.body);
-                    return Some((Ok(event), (app, cursor, buffered)));
+                        .data(row.body.as_str());
+                    return Some((Ok(event), (app, cursor, buffered, rx, live)));
+                }
+                if live {
+                    tokio::select! {
+                        () = app.shutdown.cancelled() => return None,
+                        got = rx.recv() => match got {
+                            Ok(row) => buffered.push_back(row),
+                            // Fell behind the broadcast: catch up from the database.
+                            Err(broadcast::error::RecvError::Lagged(_)) => live = false,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                    }
+                    continue;
                 }
                 let wait = match app.store.read_task_events(cursor, STREAM_BATCH).await {
                     Ok(rows) if !rows.is_empty() => {
-                        buffered.extend(rows);
+                        buffered.extend(rows.into_iter().map(Arc::new));
                         continue;
                     }
-                    Ok(_) => app.poll,
+                    Ok(_) => {
+                        // Caught up: everything later comes through the broadcast.
+                        live = true;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %collections_runtime::telemetry::mask_pii(&e.to_string()), "task-event stream: read failed; retrying");
                         app.poll * 5

@@ -48,10 +48,13 @@ pub struct App {
     pub amqp: Mutex<Option<lapin::Connection>>,
     /// How often an idle SSE stream sends a comment line.
     pub heartbeat: Duration,
-    /// How long an SSE stream waits before looking for new events again.
+    /// How long the feed's tail waits before looking for new events again.
     pub poll: Duration,
     /// Ends SSE streams at shutdown.
     pub shutdown: CancellationToken,
+    /// New task events as the feed's one tail reader finds them, for every live stream
+    /// ([`feed::run_tail`]).
+    pub tail: tokio::sync::broadcast::Sender<Arc<collections_store::read::FeedRow>>,
 }
 
 /// The full router.
@@ -162,7 +165,9 @@ pub async fn run(binary: &str) -> anyhow::Result<()> {
         heartbeat: config.heartbeat,
         poll: config.poll,
         shutdown: token.clone(),
+        tail: tokio::sync::broadcast::channel(feed::TAIL_CAPACITY).0,
     });
+    tokio::spawn(feed::run_tail(app.clone()));
     let listener = TcpListener::bind(config.addr).await?;
     let bound: SocketAddr = listener.local_addr()?;
     tracing::info!(%bound, "API and board listening");

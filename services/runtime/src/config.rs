@@ -737,8 +737,9 @@ pub struct ApiArgs {
     /// Seconds between the comment lines an idle SSE stream sends, so proxies keep it open
     #[arg(long, env = "SSE_HEARTBEAT_SECS", default_value_t = 15)]
     sse_heartbeat_secs: u64,
-    /// How often an SSE stream looks for new task events, in milliseconds
-    #[arg(long, env = "SSE_POLL_MS", default_value_t = 200)]
+    /// How often the API's one tail reader looks for new task events for its SSE
+    /// streams, in milliseconds
+    #[arg(long, env = "SSE_POLL_MS", default_value_t = 50)]
     sse_poll_ms: u64,
     /// `check`: refuse to start unless the schema is one this binary can read; `auto`:
     /// apply pending migrations first (needs a role that may; development only)

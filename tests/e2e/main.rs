@@ -9,6 +9,7 @@ mod api;
 mod arrangements;
 mod board;
 mod contacts;
+mod fault_load;
 mod fault_support;
 mod faults;
 mod faults_scheduler;

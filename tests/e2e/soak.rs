@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::{
+    fault_load::Load,
     fault_support::Rng,
-    faults_scheduler::{scheduler_work, Load},
+    faults_scheduler::scheduler_work,
     harness::TestEnv,
     invariants::{verify, Expect},
     proxy::{target, via, Proxy},
